@@ -1,0 +1,3 @@
+from awsrun.cli import main
+
+main()

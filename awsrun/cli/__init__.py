@@ -1,0 +1,67 @@
+"""The Click layer: parse, call one use case, render. The only place errors become exit codes."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from awsrun import __version__
+from awsrun.errors import AwsrunError
+from awsrun.cli.context import AppContext
+from awsrun.cli import cluster, jobs, misc
+
+INTERNAL_ERROR = 70
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="awsrun")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """awsrun: get a GPU in the cloud, run a training job on it, get the results back, stop paying.
+
+    \b
+      awsrun up                    provision an instance and bootstrap it
+      awsrun submit train_stn.py   sync the project, start the job in tmux session "work"
+      awsrun attach work           re-attach to the live session
+      awsrun pull / logs / status  results back, logs, what runs and what it costs
+      awsrun stop / down           stop billing (stop keeps the disk; down terminates)
+    """
+    ctx.obj = AppContext.from_environment()
+
+
+for module in (cluster, jobs, misc):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("AWSRUN_DEBUG") == "1"
+    try:
+        result = cli.main(args=args, prog_name="awsrun", standalone_mode=False)
+    except AwsrunError as exc:
+        if debug:
+            raise
+        from awsrun import ui
+
+        ui.error(exc)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        message = " ".join(exc.format_message().split())
+        click.echo(f"error: {message} (see 'awsrun --help')", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: never a traceback without --debug
+        if debug:
+            raise
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                   err=True)
+        sys.exit(INTERNAL_ERROR)
+    sys.exit(result if isinstance(result, int) else 0)

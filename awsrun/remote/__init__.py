@@ -1,0 +1,1 @@
+"""How awsrun reaches "the instance": over SSH (paramiko, remote/ssh.py) or on this machine (remote/local.py)."""

@@ -1,0 +1,272 @@
+"""SSH to an instance with paramiko: the only module that imports it.
+
+One connection per awsrun command, reused for every step of it. A ProxyCommand (OpenSSH tokens
+%h %p %r) reaches hosts behind bastions or SSM, and is how the test harness reaches loopback sshds.
+"""
+from __future__ import annotations
+
+import base64
+import select
+import shlex
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from awsrun.errors import HostKeyError, RemoteError
+from awsrun.remote.base import Command, LineSink, Result, as_shell
+from awsrun.remote.hostkeys import KnownHosts
+
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    host: str                      # what %h is: an address, or an instance id for SSM
+    user: str
+    key_path: Path
+    known_hosts: Path
+    alias: str                     # the name the host key is pinned under (instance id, or host:port)
+    port: int = 22
+    proxy_command: str | None = None
+    expected_fingerprints: frozenset[str] = field(default_factory=frozenset)
+
+    def proxy_argv_string(self) -> str | None:
+        """The ProxyCommand with OpenSSH's tokens replaced by shell-quoted values."""
+        if not self.proxy_command:
+            return None
+        values = {"%h": self.host, "%p": str(self.port), "%r": self.user, "%%": "%"}
+        words = [
+            "".join(values.get(part, part) for part in _split_tokens(word))
+            for word in shlex.split(self.proxy_command)
+        ]
+        return shlex.join(words)
+
+
+def _split_tokens(word: str) -> list[str]:
+    parts, i = [], 0
+    while i < len(word):
+        if word[i] == "%" and i + 1 < len(word):
+            parts.append(word[i:i + 2])
+            i += 2
+        else:
+            parts.append(word[i])
+            i += 1
+    return parts
+
+
+def load_private_key(path: Path) -> paramiko.PKey:
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        raise RemoteError(f"SSH key {path} does not exist", hint="check --ssh-key or AWSRUN_HOME/keys") from None
+    except (paramiko.SSHException, ValueError, OSError) as exc:
+        raise RemoteError(f"SSH key {path} cannot be loaded: {exc}") from None
+
+
+def connect(target: SshTarget, *, wait_s: float = 0.0, retry_auth: bool = False) -> "SshRemote":
+    """Connect, retrying with backoff for up to `wait_s` seconds while the host boots."""
+    key = load_private_key(target.key_path)
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            return SshRemote(target, _open_client(target, key))
+        except HostKeyError:
+            raise
+        except paramiko.AuthenticationException as exc:
+            if not retry_auth or time.monotonic() + delay > deadline:
+                raise RemoteError(
+                    f"SSH login as {target.user}@{target.host} was refused: {exc}",
+                    hint="check the key pair and the login user (--ssh-key, ssh_user)",
+                ) from None
+            last_error: Exception = exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            last_error = exc
+        if time.monotonic() + delay > deadline:
+            raise RemoteError(
+                f"SSH to {target.user}@{target.host}:{target.port} did not answer: {_describe(last_error)}",
+                hint="check that the instance is running (`awsrun status`) and that --ssh-cidr admits you",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.6, 5.0)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _open_client(target: SshTarget, key: paramiko.PKey) -> paramiko.SSHClient:
+    proxy = target.proxy_argv_string()
+    sock: socket.socket | paramiko.ProxyCommand
+    if proxy:
+        sock = paramiko.ProxyCommand(proxy)
+    else:
+        sock = socket.create_connection((target.host, target.port), timeout=10)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(_PinningPolicy(target))
+    try:
+        client.connect(
+            hostname=target.alias,
+            port=22,  # with `sock` given, the port only names the host key; the alias alone names it
+            username=target.user,
+            pkey=key,
+            sock=sock,
+            timeout=10,
+            banner_timeout=10,
+            auth_timeout=10,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+    except BaseException:
+        client.close()
+        if isinstance(sock, paramiko.ProxyCommand):
+            sock.close()
+        raise
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(15)
+    return client
+
+
+class _PinningPolicy(paramiko.MissingHostKeyPolicy):
+    def __init__(self, target: SshTarget):
+        self.target = target
+
+    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001 (paramiko's signature)
+        KnownHosts(self.target.known_hosts).check(
+            self.target.alias, key.get_name(), base64.b64encode(key.asbytes()).decode(),
+            self.target.expected_fingerprints,
+        )
+
+
+class SshRemote:
+    """A live SSH connection: run commands, move bytes; closed at the end of the awsrun command."""
+
+    def __init__(self, target: SshTarget, client: paramiko.SSHClient):
+        self.target = target
+        self.name = target.alias
+        self._client = client
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def run(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | None = None,
+        on_line: LineSink | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        text = as_shell(command)
+        try:
+            channel = self._transport().open_session()
+            channel.exec_command(text)
+            out, err = _pump(channel, stdin, on_line, timeout)
+            code = channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise RemoteError(f"connection to {self.name} broke while running a command: {_describe(exc)}",
+                              hint="re-run the command; awsrun resumes where it stopped") from None
+        return Result(text, code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        """Write whole or not at all: a temp name, then an atomic rename."""
+        sftp = self._sftp_client()
+        temp = f"{remote_path}.awsrun-tmp"
+        try:
+            with sftp.open(temp, "wb") as handle:
+                handle.write(data)
+            sftp.chmod(temp, mode)
+            sftp.posix_rename(temp, remote_path)
+        except (OSError, paramiko.SSHException) as exc:
+            raise RemoteError(f"cannot write {remote_path} on {self.name}: {_describe(exc)}") from None
+
+    def get_bytes(self, remote_path: str) -> bytes:
+        try:
+            with self._sftp_client().open(remote_path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise RemoteError(f"{remote_path} does not exist on {self.name}") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise RemoteError(f"cannot read {remote_path} on {self.name}: {_describe(exc)}") from None
+
+    def interactive_argv(self, command: Command | None = None) -> list[str]:
+        """The system ssh with the same key, pinned host key and proxy, for a real terminal."""
+        t = self.target
+        argv = [
+            "ssh", "-t", "-q",
+            "-i", str(t.key_path),
+            "-p", str(t.port),
+            "-o", "IdentitiesOnly=yes",
+            "-o", f"UserKnownHostsFile={t.known_hosts}",
+            "-o", f"HostKeyAlias={t.alias}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes",
+        ]
+        if t.proxy_command:
+            argv += ["-o", f"ProxyCommand={t.proxy_command}"]
+        argv.append(f"{t.user}@{t.host}")
+        if command is not None:
+            argv.append(as_shell(command))
+        return argv
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        self._client.close()
+
+    def _transport(self) -> paramiko.Transport:
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(f"connection to {self.name} is closed", hint="re-run the command")
+        return transport
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self._client.open_sftp()
+        return self._sftp
+
+
+def _pump(
+    channel: paramiko.Channel, stdin: bytes | None, on_line: LineSink | None, timeout: float | None
+) -> tuple[bytes, bytes]:
+    """Feed stdin and drain stdout/stderr together, so neither side blocks the other."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    pending = memoryview(stdin) if stdin else None
+    if pending is None:
+        channel.shutdown_write()
+    line_buffer = bytearray()
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            channel.close()
+            raise RemoteError(f"remote command did not finish within {timeout:.0f}s")
+        if pending is not None and channel.send_ready():
+            sent = channel.send(pending[:CHUNK])
+            pending = pending[sent:]
+            if not pending:
+                channel.shutdown_write()
+                pending = None
+        progressed = False
+        while channel.recv_ready():
+            data = channel.recv(CHUNK)
+            out += data
+            progressed = True
+            if on_line is not None:
+                line_buffer += data
+                *lines, rest = line_buffer.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace"))
+                line_buffer = bytearray(rest)
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(CHUNK)
+            progressed = True
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        if not progressed:
+            select.select([channel], [], [], 0.05 if pending is None else 0.002)
+    if on_line is not None and line_buffer:
+        on_line(line_buffer.decode(errors="replace"))
+    return bytes(out), bytes(err)

@@ -1,0 +1,173 @@
+"""Settings: defaults < awsrun.toml ([tool.awsrun] in pyproject.toml) < AWSRUN_* environment < flags.
+
+One frozen object. AWS credentials, profile, region and endpoint are NOT settings of ours: boto3's own
+chain (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...) provides them; `region` here only overrides.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from awsrun.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster: str = field(default="default", metadata=_doc("cluster name used when --cluster is not given"))
+    region: str | None = field(default=None, metadata=_doc("AWS region; default: boto3's chain (AWS_REGION, profile)"))
+    zone: str | None = field(default=None, metadata=_doc("availability zone; default: any (cheapest for spot)"))
+    instance_type: str = field(default="g4dn.xlarge", metadata=_doc("EC2 instance type"))
+    spot: bool = field(default=False, metadata=_doc("launch spot capacity instead of on-demand"))
+    max_price: float | None = field(default=None, metadata=_doc("spot: highest USD/hour to pay"))
+    ami: str = field(default="ubuntu", metadata=_doc("'ubuntu' (22.04 LTS), 'dlami' (Deep Learning Base AMI) or an ami-... id"))
+    volume_gb: int = field(default=100, metadata=_doc("root volume size in GB (gp3, encrypted)"))
+    keep_volume: bool = field(default=False, metadata=_doc("keep the root volume when the instance is terminated"))
+    ssh_key: str | None = field(default=None, metadata=_doc("private key to use instead of awsrun's generated one"))
+    ssh_cidr: str | None = field(default=None, metadata=_doc("CIDR allowed to reach SSH; default: your own address /32"))
+    ssh_user: str = field(default="ubuntu", metadata=_doc("login user on the instance"))
+    ssh_proxy_command: str | None = field(default=None, metadata=_doc("OpenSSH-style ProxyCommand (%h %p %r) for bastions or SSM"))
+    ssh_address: str = field(default="public_ip", metadata=_doc("what %h is: public_ip, private_ip or instance_id"))
+    ssh_timeout: float = field(default=600.0, metadata=_doc("seconds to wait for a new instance's SSH to answer"))
+    caller_ip_url: str = field(default="https://checkip.amazonaws.com", metadata=_doc("where the default SSH CIDR looks up your address; 'off' disables"))
+    venv: str = field(default="~/venvs/awsrun", metadata=_doc("virtualenv on the instance"))
+    torch_spec: str | None = field(default=None, metadata=_doc("pip requirement for torch; default chosen from the GPU"))
+    pip_args: str = field(default="", metadata=_doc("extra pip options for the bootstrap (e.g. --find-links DIR)"))
+    remote_dir: str = field(default="~/awsrun", metadata=_doc("where projects are synced on the instance"))
+    session: str = field(default="work", metadata=_doc("default tmux session name for jobs"))
+    autostop: str | None = field(default=None, metadata=_doc("stop the instance after this long without jobs, e.g. 30m"))
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+CONFIG_FILE = "awsrun.toml"
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest directory at or above `start` holding awsrun.toml, pyproject.toml or .git; else `start`."""
+    for candidate in (start, *start.parents):
+        if any((candidate / marker).exists() for marker in (CONFIG_FILE, "pyproject.toml", ".git")):
+            return candidate
+    return start
+
+
+def load_settings(
+    project_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve the settings for a project directory. Flags whose value is None are 'not given'."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    source_of: dict[str, str] = {}
+    for name, value, source in _file_values(project_dir):
+        values[name], source_of[name] = value, source
+    for name in SETTING_NAMES:
+        raw = env.get(f"AWSRUN_{name.upper()}")
+        if raw is not None and raw != "":
+            values[name], source_of[name] = raw, f"AWSRUN_{name.upper()}"
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name], source_of[name] = value, f"--{name.replace('_', '-')}"
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    coerced = {name: _coerce(fields[name], value, source_of[name]) for name, value in values.items()}
+    return Settings(**coerced)
+
+
+def _file_values(project_dir: Path) -> list[tuple[str, Any, str]]:
+    path = project_dir / CONFIG_FILE
+    table: Mapping[str, Any] | None = None
+    if path.exists():
+        table = _read_toml(path)
+    else:
+        pyproject = project_dir / "pyproject.toml"
+        if pyproject.exists():
+            table = _read_toml(pyproject).get("tool", {}).get("awsrun")
+            path = pyproject
+    if not table:
+        return []
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.awsrun] must be a table")
+    unknown = sorted(set(table) - set(SETTING_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting {unknown[0]!r}",
+            hint=f"known settings: {', '.join(SETTING_NAMES)}",
+        )
+    return [(name, value, str(path.name)) for name, value in table.items()]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    base = kind.replace(" | None", "")
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {f.name} must be {expected}, got {value!r}")
+
+    if value is None:
+        return None
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise bad("true or false")
+    if base == "int":
+        if isinstance(value, bool):
+            raise bad("a whole number")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise bad("a whole number") from None
+        if number <= 0:
+            raise bad("a positive whole number")
+        return number
+    if base == "float":
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise bad("a number") from None
+        if not number > 0 or number == float("inf"):
+            raise bad("a positive number")
+        return number
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise bad("a string")
+    return str(value)
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(name, default, description) for the README's configuration reference and `awsrun config`."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        rows.append((f.name, repr(f.default), f.metadata.get("doc", "")))
+    return rows

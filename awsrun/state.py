@@ -1,0 +1,219 @@
+"""The local state: a SQLite cache in AWSRUN_HOME of clusters, instances and jobs.
+
+The cloud is the source of truth (everything awsrun creates is tagged); this cache is written before
+and after every cloud call, so a killed CLI leaves a record, and `status` reconciles it with the tags.
+Concurrent awsrun processes serialise on SQLite's own locking (WAL, busy timeout).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from awsrun.errors import StateError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clusters (
+    name        TEXT PRIMARY KEY,
+    provider    TEXT NOT NULL,
+    region      TEXT,
+    config      TEXT NOT NULL DEFAULT '{}',
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    id            TEXT PRIMARY KEY,
+    cluster       TEXT NOT NULL,
+    node          INTEGER NOT NULL DEFAULT 0,
+    state         TEXT NOT NULL,
+    instance_type TEXT,
+    market        TEXT,
+    zone          TEXT,
+    public_ip     TEXT,
+    private_ip    TEXT,
+    launched_at   REAL,
+    updated_at    REAL NOT NULL,
+    extra         TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    cluster      TEXT NOT NULL,
+    session      TEXT NOT NULL,
+    command      TEXT NOT NULL,
+    workdir      TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    PRIMARY KEY (cluster, session)
+);
+"""
+
+BUSY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    name: str
+    provider: str
+    region: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    id: str
+    cluster: str
+    state: str
+    node: int = 0
+    instance_type: str | None = None
+    market: str | None = None
+    zone: str | None = None
+    public_ip: str | None = None
+    private_ip: str | None = None
+    launched_at: float | None = None
+    updated_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    cluster: str
+    session: str
+    command: list[str]
+    workdir: str
+    submitted_at: float
+
+
+class State:
+    """Open with `State.open(path)`; every method is one short transaction."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> "State":
+        try:
+            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise _state_error(path, exc) from None
+        return cls(connection, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # clusters -----------------------------------------------------------------------------------
+    def put_cluster(self, record: ClusterRecord) -> None:
+        self._write(
+            "INSERT INTO clusters(name, provider, region, config, created_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET provider=excluded.provider, region=excluded.region, "
+            "config=excluded.config",
+            (record.name, record.provider, record.region, json.dumps(record.config),
+             record.created_at or time.time()),
+        )
+
+    def get_cluster(self, name: str) -> ClusterRecord | None:
+        row = self._read_one("SELECT * FROM clusters WHERE name=?", (name,))
+        return _cluster(row) if row else None
+
+    def clusters(self) -> list[ClusterRecord]:
+        return [_cluster(row) for row in self._read("SELECT * FROM clusters ORDER BY name", ())]
+
+    def delete_cluster(self, name: str) -> None:
+        self._write_many([
+            ("DELETE FROM instances WHERE cluster=?", (name,)),
+            ("DELETE FROM jobs WHERE cluster=?", (name,)),
+            ("DELETE FROM clusters WHERE name=?", (name,)),
+        ])
+
+    # instances ----------------------------------------------------------------------------------
+    def put_instance(self, record: InstanceRecord) -> None:
+        data = asdict(record)
+        data["updated_at"] = time.time()
+        data["extra"] = json.dumps(record.extra)
+        columns = ", ".join(data)
+        placeholders = ", ".join("?" for _ in data)
+        updates = ", ".join(f"{name}=excluded.{name}" for name in data if name != "id")
+        self._write(
+            f"INSERT INTO instances({columns}) VALUES ({placeholders}) "
+            f"ON CONFLICT(id) DO UPDATE SET {updates}",
+            tuple(data.values()),
+        )
+
+    def instances(self, cluster: str | None = None) -> list[InstanceRecord]:
+        if cluster is None:
+            rows = self._read("SELECT * FROM instances ORDER BY cluster, node, id", ())
+        else:
+            rows = self._read("SELECT * FROM instances WHERE cluster=? ORDER BY node, id", (cluster,))
+        return [_instance(row) for row in rows]
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._write("DELETE FROM instances WHERE id=?", (instance_id,))
+
+    # jobs ---------------------------------------------------------------------------------------
+    def put_job(self, record: JobRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO jobs(cluster, session, command, workdir, submitted_at) VALUES (?,?,?,?,?)",
+            (record.cluster, record.session, json.dumps(record.command), record.workdir, record.submitted_at),
+        )
+
+    def jobs(self, cluster: str) -> list[JobRecord]:
+        rows = self._read("SELECT * FROM jobs WHERE cluster=? ORDER BY submitted_at", (cluster,))
+        return [
+            JobRecord(row["cluster"], row["session"], json.loads(row["command"]), row["workdir"], row["submitted_at"])
+            for row in rows
+        ]
+
+    # plumbing -----------------------------------------------------------------------------------
+    def _read(self, sql: str, params: tuple) -> list[sqlite3.Row]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _state_error(self.path, exc) from None
+
+    def _read_one(self, sql: str, params: tuple) -> sqlite3.Row | None:
+        rows = self._read(sql, params)
+        return rows[0] if rows else None
+
+    def _write(self, sql: str, params: tuple) -> None:
+        self._write_many([(sql, params)])
+
+    def _write_many(self, statements: list[tuple[str, tuple]]) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self._db.execute(sql, params)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise _state_error(self.path, exc) from None
+
+
+def _cluster(row: sqlite3.Row) -> ClusterRecord:
+    return ClusterRecord(row["name"], row["provider"], row["region"], json.loads(row["config"]), row["created_at"])
+
+
+def _instance(row: sqlite3.Row) -> InstanceRecord:
+    data = dict(row)
+    data["extra"] = json.loads(data["extra"] or "{}")
+    return InstanceRecord(**data)
+
+
+def _state_error(path: Path, exc: sqlite3.DatabaseError) -> StateError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StateError(
+            f"state database {path} stayed locked for {BUSY_TIMEOUT_S:.0f}s: {text}",
+            hint="another awsrun command holds it; wait for it to finish and try again",
+        )
+    return StateError(
+        f"state database {path} is unreadable: {text}",
+        hint=f"move it aside (mv {path} {path}.bad); `awsrun status` rebuilds it from the cloud's tags",
+    )
+

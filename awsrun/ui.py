@@ -1,0 +1,90 @@
+"""The only module that prints. Plain text for errors and pipes; rich (imported lazily) for tables
+and progress on a terminal; JSON when asked."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import click
+
+from awsrun.errors import AwsrunError
+
+
+def error(exc: AwsrunError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"  hint: {exc.hint}", err=True)
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def out(text: str) -> None:
+    click.echo(text)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """A table on stdout: rich's on a terminal, tab-separated text otherwise (stable for scripts)."""
+    if not sys.stdout.isatty():
+        if title:
+            click.echo(f"# {title}")
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join("" if cell is None else str(cell) for cell in row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    Console().print(grid)
+
+
+@contextmanager
+def phase(label: str) -> Iterator["Phase"]:
+    """A phase of a long command: a spinner with elapsed time on a terminal, a line otherwise."""
+    progress = Phase(label)
+    progress.start()
+    try:
+        yield progress
+    finally:
+        progress.finish()
+
+
+class Phase:
+    def __init__(self, label: str):
+        self.label = label
+        self.started = time.monotonic()
+        self._status = None
+
+    def start(self) -> None:
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status(self.label)
+            self._status.start()
+        else:
+            click.echo(f"{self.label} ...", err=True)
+
+    def update(self, detail: str) -> None:
+        elapsed = time.monotonic() - self.started
+        if self._status is not None:
+            self._status.update(f"{self.label}: {detail} [{elapsed:.0f}s]")
+        else:
+            click.echo(f"  {detail}", err=True)
+
+    def finish(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+        click.echo(f"{self.label}: done in {time.monotonic() - self.started:.1f}s", err=True)
