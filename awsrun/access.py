@@ -1,0 +1,81 @@
+"""From a cluster's records to a live Remote on one of its machines. Every use case that touches an
+instance goes through `open_remote`, so SSH options (key, pinned host keys, ProxyCommand) live here once."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from awsrun.errors import NotFoundError, RemoteError
+from awsrun.home import Home
+from awsrun.remote.base import Remote
+from awsrun.settings import Settings
+from awsrun.state import ClusterRecord, InstanceRecord, State
+
+PROVIDERS = ("aws", "ssh", "local")
+
+
+def require_cluster(state: State, name: str) -> ClusterRecord:
+    cluster = state.get_cluster(name)
+    if cluster is None:
+        known = ", ".join(c.name for c in state.clusters()) or "none"
+        raise NotFoundError(f"no cluster named {name!r} (known: {known})",
+                            hint="start one with `awsrun up` (or `awsrun up --local` to use this machine)")
+    return cluster
+
+
+def head_node(state: State, cluster: ClusterRecord, node: int = 0) -> InstanceRecord:
+    instances = [i for i in state.instances(cluster.name) if i.state not in ("terminated", "shutting-down")]
+    for instance in instances:
+        if instance.node == node:
+            return instance
+    raise NotFoundError(f"cluster {cluster.name!r} has no node {node}",
+                        hint=f"`awsrun status` shows its machines; `awsrun up --cluster {cluster.name}` starts them")
+
+
+def ssh_host_for(instance: InstanceRecord, settings: Settings) -> str:
+    """What the SSH layer connects to (and what %h is in a ProxyCommand)."""
+    choice = settings.ssh_address
+    if choice == "instance_id":
+        return instance.id
+    if choice == "private_ip" and instance.private_ip:
+        return instance.private_ip
+    address = instance.public_ip or instance.private_ip
+    if not address:
+        raise RemoteError(f"instance {instance.id} has no IP address (state {instance.state})",
+                          hint="`awsrun status` refreshes it; `awsrun start` starts a stopped instance")
+    return address
+
+
+def open_remote(
+    home: Home,
+    settings: Settings,
+    cluster: ClusterRecord,
+    instance: InstanceRecord,
+    *,
+    wait_s: float = 20.0,
+    retry_auth: bool = False,
+) -> Remote:
+    if cluster.provider == "local":
+        from awsrun.remote.local import LocalRemote
+
+        return LocalRemote()
+    from awsrun.remote.ssh import SshTarget, connect
+
+    if instance.state not in ("running", "pending"):
+        raise RemoteError(f"instance {instance.id} of cluster {cluster.name!r} is {instance.state}",
+                          hint=f"start it with `awsrun start --cluster {cluster.name}`")
+    if cluster.provider == "ssh":
+        host, port = instance.extra["host"], int(instance.extra.get("port", 22))
+        user = instance.extra.get("user") or settings.ssh_user
+        alias = f"{host}:{port}" if port != 22 else host
+    else:
+        host, port, user, alias = ssh_host_for(instance, settings), 22, settings.ssh_user, instance.id
+    key = cluster.config.get("ssh_key") or settings.ssh_key
+    if not key:
+        raise RemoteError(f"cluster {cluster.name!r} has no SSH key recorded", hint="pass --ssh-key PATH")
+    target = SshTarget(
+        host=host, port=port, user=user, key_path=Path(os.path.expanduser(key)),
+        known_hosts=home.known_hosts, alias=alias, proxy_command=settings.ssh_proxy_command,
+        expected_fingerprints=frozenset(instance.extra.get("host_key_fingerprints", ())),
+    )
+    return connect(target, wait_s=wait_s, retry_auth=retry_auth)
