@@ -101,9 +101,12 @@ def test_detached_tmux_job_survives_the_connection_and_reports_output_and_exit_c
     remote.run(tmux.start_job("work", "~", ["python3", "-c", script])).check()
     remote.close()  # the laptop closes
 
-    time.sleep(3)
     remote = connect(target, wait_s=10)
     try:
+        deadline = time.monotonic() + 60
+        while remote.run(["test", "-e", ".awsrun/jobs/work/exit_code"]).exit_code != 0:
+            assert time.monotonic() < deadline, "the job never recorded its exit code"
+            time.sleep(0.2)
         log = remote.run(["cat", ".awsrun/jobs/work/log"]).check().stdout
         assert log.splitlines() == ["started", "finished"]
         assert remote.run(["cat", ".awsrun/jobs/work/exit_code"]).check().stdout.strip() == "3"
