@@ -1,0 +1,82 @@
+"""Client side of the instance agent (infra/awsrun-agent.py): install it with its autostop setting, and
+read its status. The agent itself needs no AWS credentials: it halts the OS, and the instance's
+shutdown behaviour (stop, or terminate for --autostop-down) does the rest."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from importlib import resources
+
+from awsrun.errors import ConfigError
+from awsrun.remote.base import Remote
+
+AGENT_DIR = ".awsrun/agent"
+UNITS = ("awsrun-agent.service", "awsrun-agent.timer", "awsrun-agent-boot.service")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
+_SCALE = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+def parse_duration(text: str | None) -> int | None:
+    """'30m', '2h', '90s', '45' (minutes) -> seconds; None, '', 'off', '0' -> None (autostop off)."""
+    if text is None or text.strip().lower() in ("", "off", "none", "0"):
+        return None
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"autostop {text!r} is not a duration: use e.g. 30m, 2h, 90s, or off")
+    seconds = float(match.group(1)) * _SCALE[(match.group(2) or "m").lower()]
+    if seconds < 60:
+        raise ConfigError(f"autostop {text!r} is shorter than a minute: the agent checks every 30 seconds")
+    return int(seconds)
+
+
+def describe_duration(seconds: int | None) -> str:
+    if not seconds:
+        return "off"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class AgentInstall:
+    scheduled: bool
+    detail: str
+
+
+def _packaged(name: str) -> bytes:
+    return resources.files("awsrun").joinpath("data", name).read_bytes()
+
+
+def install_agent(remote: Remote, *, idle_seconds: int | None, count_ssh_users: bool = False,
+                  user: str = "ubuntu") -> AgentInstall:
+    """Copy the agent and its config; schedule it with systemd where the host has systemd."""
+    home = remote.run('printf %s "$HOME"').check("read $HOME").stdout.strip()
+    remote.run(["mkdir", "-p", f"{home}/{AGENT_DIR}"]).check("create the agent directory")
+    remote.put_bytes(_packaged("awsrun-agent.py"), f"{home}/{AGENT_DIR}/awsrun-agent.py", mode=0o755)
+    config = {"idle_seconds": idle_seconds, "count_ssh_users": count_ssh_users}
+    remote.put_bytes(json.dumps(config).encode(), f"{home}/{AGENT_DIR}/config.json")
+    if remote.run("test -d /run/systemd/system").exit_code != 0:
+        return AgentInstall(False, "no systemd on this host: the agent is installed but not scheduled")
+    steps = []
+    for unit in UNITS:
+        text = _packaged(unit).decode().replace("/home/ubuntu", home).replace("User=ubuntu", f"User={user}")
+        staged = f"{home}/{AGENT_DIR}/{unit}"
+        remote.put_bytes(text.encode(), staged)
+        steps.append(shlex.join(["sudo", "install", "-m", "0644", staged, f"/etc/systemd/system/{unit}"]))
+    steps.append("sudo systemctl daemon-reload")
+    steps.append("sudo systemctl enable --now awsrun-agent.timer")
+    steps.append("sudo systemctl enable awsrun-agent-boot.service")
+    remote.run(" && ".join(steps)).check("schedule the awsrun agent with systemd")
+    return AgentInstall(True, f"autostop {describe_duration(idle_seconds)}, checked every 30s by systemd")
+
+
+def agent_status(remote: Remote) -> dict | None:
+    result = remote.run(f"test -f ~/{AGENT_DIR}/awsrun-agent.py && python3 ~/{AGENT_DIR}/awsrun-agent.py status")
+    if result.exit_code != 0:
+        return None
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        return None
