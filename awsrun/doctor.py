@@ -92,9 +92,11 @@ def check_endpoint(environ: Mapping[str, str]) -> Check:
 
 def check_credentials(sts: Any) -> Check:
     """STS get_caller_identity: who AWS thinks we are, or why it refuses."""
+    from botocore import exceptions as bx
+
     try:
         identity = sts.get_caller_identity()
-    except Exception as exc:
+    except (bx.ClientError, bx.BotoCoreError) as exc:
         problem = quotas.credentials_problem(exc) or quotas.describe_aws_error(
             exc, "STS GetCallerIdentity", "sts:GetCallerIdentity")
         return Check("credentials", False, problem.message, fix=problem.hint,
