@@ -158,3 +158,22 @@ def test_cli_subprocesses_have_no_real_aws_or_network_path(cli):
              " os.environ['AWSRUN_CALLER_IP_URL'])")
     completed = subprocess.run([sys.executable, "-c", probe], env=cli.environment(), capture_output=True, text=True)
     assert completed.stdout.split() == ["true", "/dev/null", "off"]
+
+
+def test_harness_serves_ec2_quotas_and_the_classic_gpu_types(aws, ec2):
+    import boto3
+
+    quotas = boto3.client("service-quotas", region_name="us-east-1", endpoint_url=aws.url)
+
+    def applied() -> dict:
+        return {q["QuotaName"]: q["Value"] for q in quotas.list_service_quotas(ServiceCode="ec2")["Quotas"]}
+
+    assert applied()["Running On-Demand P instances"] == 512
+    aws.set_quota("Running On-Demand P instances", 0)  # a brand-new account
+    assert applied()["Running On-Demand P instances"] == 0
+    defaults = quotas.list_aws_default_service_quotas(ServiceCode="ec2")["Quotas"]
+    assert {q["Value"] for q in defaults} == {0.0}
+    offers = ec2.describe_instance_type_offerings(
+        LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": ["p2.xlarge"]}],
+    )["InstanceTypeOfferings"]
+    assert {o["Location"] for o in offers} >= {"us-east-1a", "us-east-1b"}

@@ -25,6 +25,22 @@ PUBLIC_PARAMETERS = {
 }
 
 
+# EC2's vCPU quotas by name (codes as AWS has them). Moto's Service Quotas serves only `vpc`; the harness
+# teaches its in-process backend these, with generous applied values unless a test sets others.
+EC2_QUOTAS = {
+    "L-1216C47A": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+    "L-DB2E81BA": "Running On-Demand G and VT instances",
+    "L-417A185B": "Running On-Demand P instances",
+    "L-34B43A08": "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
+    "L-3819A6DF": "All G and VT Spot Instance Requests",
+    "L-7212CCBC": "All P Spot Instance Requests",
+}
+DEFAULT_APPLIED_VCPUS = 512.0
+_applied_quotas: dict[str, float] = {}
+# Types moto's offering data lacks (the classic K80 box among them): offered in every zone of REGIONS.
+EXTRA_OFFERED_TYPES = ("p2.xlarge", "p2.8xlarge", "p2.16xlarge", "p3.2xlarge", "p3.8xlarge")
+
+
 @dataclass
 class Ec2Endpoint:
     url: str
@@ -35,6 +51,7 @@ class Ec2Endpoint:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        extend_moto()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
@@ -46,9 +63,60 @@ class Ec2Endpoint:
         request = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
         urllib.request.urlopen(request, timeout=10).read()
         seed_public_parameters()
+        _applied_quotas.clear()
+        _applied_quotas.update({code: DEFAULT_APPLIED_VCPUS for code in EC2_QUOTAS})
+
+    def set_quota(self, name: str, value: float) -> None:
+        """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
+        code = next(code for code, quota_name in EC2_QUOTAS.items() if quota_name == name)
+        _applied_quotas[code] = float(value)
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def extend_moto() -> None:
+    """Offerings for the types moto lacks, and EC2 quotas in Service Quotas (in-process backend)."""
+    from moto.ec2.models.instance_types import INSTANCE_TYPE_OFFERINGS
+    from moto.servicequotas import models, responses
+
+    for region in REGIONS:
+        zone_rows = INSTANCE_TYPE_OFFERINGS["availability-zone"][region]
+        zones = sorted({row["Location"] for row in zone_rows})
+        known = {(row["InstanceType"], row["Location"]) for row in zone_rows}
+        for instance_type in EXTRA_OFFERED_TYPES:
+            for zone in zones:
+                if (instance_type, zone) not in known:
+                    zone_rows.append({"InstanceType": instance_type, "Location": zone, "LocationType": "availability-zone"})
+            region_rows = INSTANCE_TYPE_OFFERINGS["region"][region]
+            if not any(row["InstanceType"] == instance_type for row in region_rows):
+                region_rows.append({"InstanceType": instance_type, "Location": region, "LocationType": "region"})
+
+    def quotas(region: str, values: dict[str, float]) -> list[dict]:
+        return [{
+            "ServiceCode": "ec2", "ServiceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+            "QuotaArn": f"arn:aws:servicequotas:{region}:{ACCOUNT_ID}:ec2/{code}", "QuotaCode": code,
+            "QuotaName": name, "Value": values.get(code, 0.0), "Unit": "None", "Adjustable": True,
+            "GlobalQuota": False,
+        } for code, name in EC2_QUOTAS.items()]
+
+    original_defaults = models.ServiceQuotasBackend.list_aws_default_service_quotas
+
+    def list_aws_default_service_quotas(self, service_code: str) -> list[dict]:
+        if service_code == "ec2":
+            return quotas(self.region_name, {})  # a new account: 0 vCPUs of every kind
+        return original_defaults(self, service_code)
+
+    def list_service_quotas_backend(self, service_code: str) -> list[dict]:
+        return quotas(self.region_name, _applied_quotas) if service_code == "ec2" else []
+
+    def list_service_quotas_response(self) -> str:
+        params = json.loads(self.body)
+        return json.dumps({"Quotas": self.backend.list_service_quotas(str(params.get("ServiceCode")))})
+
+    models.ServiceQuotasBackend.list_aws_default_service_quotas = list_aws_default_service_quotas
+    models.ServiceQuotasBackend.list_service_quotas = list_service_quotas_backend
+    responses.ServiceQuotasResponse.list_service_quotas = list_service_quotas_response
 
 
 def seed_public_parameters() -> None:
