@@ -1,8 +1,19 @@
 """Pure builders for jobs in named tmux sessions on awsrun's own tmux socket (`tmux -L awsrun`).
 
-Each job has a directory `~/.awsrun/jobs/NAME/` holding `argv` (what ran), `log` (stdout+stderr),
-`started_at`, and, once it ends, `exit_code` and `ended_at` (written by a wrapper, since tmux's
-remain-on-exit status is unreliable). Every word that reaches a shell is quoted here.
+Each job has a directory `JOBS_ROOT/NAME/` (`~/.awsrun/jobs/NAME` on an instance) holding:
+
+    argv        what runs, NUL-separated (`env K=V... PYTHON SCRIPT ARGS...`), read by the wrapper
+    launch      the shell line that (re)starts the session; the agent reruns it after a spot reboot
+    started_at  epoch seconds, written when the job is submitted
+    pid         the job's own process id (the wrapper execs it), e.g. for a SIGTERM
+    log         stdout+stderr, appended (tee)
+    ended_at, exit_code   written by the wrapper when the job ends (tmux's remain-on-exit is unreliable)
+    killed_at   written by `awsrun kill` before it stops the session
+
+A job is running while its session exists and it has no exit_code. Every word that reaches a shell is
+quoted here; the job's argv travels in a file, so no shell and no tmux message-size limit touches it.
+The programs the target runs (listing, log following) are Python 3 standard library, run with the
+target's own interpreter: one round trip each.
 """
 from __future__ import annotations
 
@@ -13,21 +24,30 @@ from typing import Mapping, Sequence
 from awsrun.errors import ConfigError
 
 SOCKET = "awsrun"
-JOBS_ROOT = ".awsrun/jobs"
+JOBS_ROOT = "~/.awsrun/jobs"
+EXIT_RUNNING = 17        # start_job: a live session of that name exists
+EXIT_NOT_RUNNING = 3     # kill_job: no live session of that name
+STATUS_MARK = "AWSRUN-STATUS "
 _SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Runs inside the tmux pane: $1 is the job dir relative to $HOME, the rest the job's argv.
+# Runs inside the tmux pane as `bash -c WRAPPER awsrun-job JOBDIR`. The job runs under `sh -c` that
+# records its own pid and execs the argv, so `pid` is the job itself. Ctrl-C (attach, `awsrun kill`)
+# reaches the job, which can checkpoint; the wrapper (trap) and tee (ignores INT) stay to record the
+# exit code. Portable to bash 3.2 (macOS) for the local provider: no mapfile, no $BASHPID.
 WRAPPER = (
-    'd="$HOME/$1"; shift; date +%s > "$d/started_at"; '
-    '"$@" 2>&1 | tee -a "$d/log"; code=${PIPESTATUS[0]}; '
+    'd="$1"; args=(); while IFS= read -r -d "" a; do args+=("$a"); done < "$d/argv"; '
+    "trap : INT; "
+    '( exec sh -c \'echo $$ > "$1"; shift; exec "$@"\' sh "$d/pid" "${args[@]}" ) 2>&1 '
+    '| ( trap "" INT; exec tee -a "$d/log" ); '
+    "code=${PIPESTATUS[0]}; "
     'date +%s > "$d/ended_at.tmp" && mv "$d/ended_at.tmp" "$d/ended_at"; '
     'echo "$code" > "$d/exit_code.tmp" && mv "$d/exit_code.tmp" "$d/exit_code"'
 )
 
 
 def validate_session_name(name: str) -> str:
-    if not _SESSION_NAME.match(name):
+    if not isinstance(name, str) or not _SESSION_NAME.match(name):
         raise ConfigError(
             f"session name {name!r} cannot be used: tmux names here are 1-64 letters, digits, '-' or '_', "
             "starting with a letter or digit ('.' and ':' have meanings in tmux targets)"
@@ -41,38 +61,14 @@ def validate_env(pairs: Sequence[str]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not _ENV_NAME.match(name):
             raise ConfigError(f"--env {pair!r} must look like NAME=VALUE with NAME a valid variable name")
+        if "\0" in value:
+            raise ConfigError(f"--env {name}: a value cannot contain a NUL byte")
         env[name] = value
     return env
 
 
 def tmux(*args: str) -> list[str]:
     return ["tmux", "-L", SOCKET, *args]
-
-
-def job_dir(name: str) -> str:
-    """The job directory relative to $HOME."""
-    return f"{JOBS_ROOT}/{validate_session_name(name)}"
-
-
-def start_job(name: str, workdir: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """One remote shell line: refuse a running session of that name, reset its job dir, start it detached.
-
-    Exit status 17 means a live session of that name already exists. tmux gets the job as separate
-    words, which it executes directly (no shell re-parses them).
-    """
-    validate_session_name(name)
-    directory = job_dir(name)
-    remote_dir = "~/" + directory
-    environment = {"PYTHONUNBUFFERED": "1", **(env or {})}
-    job_argv = ["env", *(f"{k}={v}" for k, v in environment.items()), *argv]
-    return (
-        f"if {shlex.join(tmux('has-session', '-t', '=' + name))} 2>/dev/null; then exit 17; fi; "
-        f"rm -rf {remote_dir} && mkdir -p {remote_dir} && "
-        f"printf '%s\\0' {shlex.join(list(argv))} > {remote_dir}/argv && "
-        f"cd {remote_path(workdir)} && "
-        + shlex.join(tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50",
-                          "bash", "-c", WRAPPER, "awsrun-job", directory, *job_argv))
-    )
 
 
 def remote_path(path: str) -> str:
@@ -84,9 +80,235 @@ def remote_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def kill_job(name: str) -> list[str]:
-    return tmux("kill-session", "-t", "=" + validate_session_name(name))
+def job_dir(name: str, jobs_root: str = JOBS_ROOT) -> str:
+    """The job directory: `~/...` on an instance (expanded by the target's shell), or absolute."""
+    return f"{jobs_root.rstrip('/')}/{validate_session_name(name)}"
+
+
+def _has_session(name: str) -> str:
+    return shlex.join(tmux("has-session", "-t", "=" + name)) + " 2>/dev/null"
+
+
+def launch_line(name: str, workdir: str, jobs_root: str = JOBS_ROOT) -> str:
+    """The shell line that starts session NAME running the job whose argv is in its job dir.
+
+    Runnable again as is (the agent does after a spot reboot): it resets nothing.
+    """
+    directory = remote_path(job_dir(name, jobs_root))
+    return (
+        shlex.join(tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c"))
+        + f" {remote_path(workdir)} "
+        + shlex.join(["bash", "-c", WRAPPER, "awsrun-job"])
+        + f" {directory}"
+    )
+
+
+def start_job(
+    name: str,
+    workdir: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    jobs_root: str = JOBS_ROOT,
+    prefer: str | None = None,
+    output_dir: str | None = None,
+) -> str:
+    """One shell line: refuse a running session of that name, reset its job dir, start it detached.
+
+    Exit status 17 (EXIT_RUNNING) means a live session of that name exists. `prefer`: an executable
+    (the venv's python) that replaces argv[0] when it exists on the target. `output_dir` (relative to
+    `workdir`) is created and given to the job as AWSRUN_OUTPUT_DIR.
+    """
+    validate_session_name(name)
+    if not argv:
+        raise ConfigError("a job needs a command")
+    directory = remote_path(job_dir(name, jobs_root))
+    environment = {"PYTHONUNBUFFERED": "1", **({"AWSRUN_OUTPUT_DIR": output_dir} if output_dir else {}),
+                   **(env or {})}
+    assignments = [f"{k}={v}" for k, v in environment.items()]
+    lines = [
+        f"if {_has_session(name)}; then if [ -e {directory}/exit_code ]; then "
+        f"{shlex.join(tmux('kill-session', '-t', '=' + name))} 2>/dev/null; else exit {EXIT_RUNNING}; fi; fi",
+    ]
+    if prefer:
+        lines.append(f"p={shlex.quote(argv[0])}; if [ -x {remote_path(prefer)} ]; then p={remote_path(prefer)}; fi")
+        words = f"{shlex.join(['env', *assignments])} \"$p\" {shlex.join(list(argv[1:]))}".rstrip()
+    else:
+        words = shlex.join(["env", *assignments, *argv])
+    make = f"mkdir -p {directory}"
+    if output_dir:
+        make += f" {remote_path(workdir.rstrip('/') + '/' + output_dir)}"
+    lines.append(
+        f"rm -rf {directory} && {make} && "
+        f"printf '%s\\0' {words} > {directory}/argv && "
+        f"printf '%s\\n' {shlex.quote(launch_line(name, workdir, jobs_root))} > {directory}/launch && "
+        f"date +%s > {directory}/started_at && "
+        f"bash {directory}/launch"
+    )
+    return "; ".join(lines)
+
+
+def kill_job(name: str, jobs_root: str = JOBS_ROOT, grace_s: float = 10.0) -> str:
+    """Stop a running job: mark it killed, Ctrl-C it (a checkpoint chance) for up to `grace_s`, then end
+    the session. Exit status 3 (EXIT_NOT_RUNNING): no running job of that name."""
+    validate_session_name(name)
+    directory = remote_path(job_dir(name, jobs_root))
+    ticks = max(0, int(grace_s * 10))
+    stop = f"{shlex.join(tmux('kill-session', '-t', '=' + name))} 2>/dev/null"
+    graceful = ""
+    if ticks:
+        graceful = (
+            f"{shlex.join(tmux('send-keys', '-t', '=' + name, 'C-c'))} 2>/dev/null; i=0; "
+            f"while {_has_session(name)} && [ ! -e {directory}/exit_code ] && [ $i -lt {ticks} ]; "
+            "do sleep 0.1; i=$((i+1)); done; "
+        )
+    return (
+        f"if ! {_has_session(name)} || [ -e {directory}/exit_code ]; then exit {EXIT_NOT_RUNNING}; fi; "
+        f"if [ -d {directory} ]; then date +%s > {directory}/killed_at; fi; "
+        f"{graceful}{stop}; exit 0"
+    )
 
 
 def attach_job(name: str) -> list[str]:
-    return tmux("attach-session", "-t", "=" + validate_session_name(name))
+    """argv to attach to a session; TMUX is unset so it also works from inside the user's own tmux."""
+    return ["env", "-u", "TMUX", *tmux("attach-session", "-t", "=" + validate_session_name(name))]
+
+
+# --- programs the target runs --------------------------------------------------------------------
+
+LIST_PROGRAM = r"""
+import json, os, sys, time
+root = os.path.expanduser(sys.argv[1])
+alive = [s for s in sys.stdin.read().split("\n") if s]
+def read(d, name):
+    try:
+        with open(os.path.join(d, name), "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+def number(d, name):
+    raw = read(d, name)
+    try:
+        return float(raw.decode().strip()) if raw is not None else None
+    except ValueError:
+        return None
+jobs, seen = [], set()
+names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+for name in names:
+    d = os.path.join(root, name)
+    if not os.path.isdir(d):
+        continue
+    seen.add(name)
+    argv = read(d, "argv")
+    code = number(d, "exit_code")
+    jobs.append({
+        "name": name, "alive": name in alive,
+        "argv": [a.decode("utf-8", "replace") for a in argv.split(b"\0")[:-1]] if argv else [],
+        "started_at": number(d, "started_at"), "ended_at": number(d, "ended_at"),
+        "exit_code": int(code) if code is not None else None, "killed_at": number(d, "killed_at"),
+    })
+for name in alive:
+    if name not in seen:
+        jobs.append({"name": name, "alive": True, "argv": [], "started_at": None, "ended_at": None,
+                     "exit_code": None, "killed_at": None})
+print(json.dumps({"now": time.time(), "jobs": jobs}))
+"""
+
+
+def list_jobs(python: str, jobs_root: str = JOBS_ROOT) -> str:
+    """One shell line printing every job's state as JSON (LIST_PROGRAM): one round trip for all jobs."""
+    sessions = shlex.join(tmux("list-sessions", "-F", "#{session_name}"))
+    return (f"{{ {sessions} 2>/dev/null || true; }} | "
+            f"{shlex.quote(python)} -c {shlex.quote(LIST_PROGRAM)} {remote_path(jobs_root)}")
+
+
+FOLLOW_PROGRAM = r"""
+import json, os, select, subprocess, sys, time
+d, name, lines, follow = os.path.expanduser(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+log, out = os.path.join(d, "log"), sys.stdout.buffer
+def done():
+    for marker in ("exit_code", "killed_at"):
+        if os.path.exists(os.path.join(d, marker)):
+            return True
+    return False
+def alive():
+    return subprocess.call(["tmux", "-L", "awsrun", "has-session", "-t", "=" + name],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+def start_offset():
+    try:
+        size = os.path.getsize(log)
+    except OSError:
+        return 0
+    if lines < 0:
+        return 0
+    with open(log, "rb") as handle:
+        position, found = size, 0
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            block = handle.read(step)
+            if position + step == size and block.endswith(b"\n"):
+                block = block[:-1]
+            index = len(block)
+            while True:
+                index = block.rfind(b"\n", 0, index)
+                if index < 0:
+                    break
+                found += 1
+                if found > lines:
+                    return position + index + 1
+        return 0
+def status():
+    def read(marker):
+        try:
+            with open(os.path.join(d, marker)) as handle:
+                return handle.read().strip()
+        except OSError:
+            return None
+    code = read("exit_code")
+    return {"exit_code": int(code) if code and code.lstrip("-").isdigit() else None,
+            "killed": read("killed_at") is not None, "running": False}
+if not os.path.isdir(d):
+    sys.stderr.write("\n%s%s\n" % ("AWSRUN-STATUS ", json.dumps({"missing": True})))
+    sys.exit(0)
+position, checked, listener = start_offset(), 0.0, select.poll()
+listener.register(1, 0)
+while True:
+    finished = done()
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(position)
+            chunk = handle.read()
+    except OSError:
+        chunk = b""
+    if chunk:
+        out.write(chunk)
+        out.flush()
+        position += len(chunk)
+    if finished or not follow:
+        break
+    now = time.monotonic()
+    if now - checked > 0.5:
+        checked = now
+        if not alive() and not done():
+            time.sleep(0.3)
+            if not done():
+                break
+    if listener.poll(0):
+        sys.exit(0)
+    time.sleep(0.1)
+result = status()
+if not done():
+    result["running"] = alive()
+sys.stderr.write("\n%s%s\n" % ("AWSRUN-STATUS ", json.dumps(result)))
+"""
+
+
+def follow_log(name: str, python: str, *, lines: int | None = None, follow: bool = False,
+               jobs_root: str = JOBS_ROOT) -> str:
+    """Print the last `lines` lines of the job's log (all when None) and, with `follow`, go on until the
+    job ends; the job's state comes last on stderr after STATUS_MARK. It exits when nobody listens."""
+    validate_session_name(name)
+    return (f"{shlex.quote(python)} -c {shlex.quote(FOLLOW_PROGRAM)} {remote_path(job_dir(name, jobs_root))} "
+            + shlex.join([name, str(-1 if lines is None else lines), "1" if follow else "0"]))
