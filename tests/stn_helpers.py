@@ -1,0 +1,48 @@
+"""Helpers for tests/test_train_stn.py: run jobs/train_stn.py as users do, as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = REPO / "jobs"
+JOB = JOBS / "train_stn.py"
+
+if str(JOBS) not in sys.path:  # lets tests import the job's own modules (stn.*, train_stn)
+    sys.path.insert(0, str(JOBS))
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("AWSRUN_OUTPUT_DIR", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(extra)
+    return env
+
+
+def run_job(*args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(JOB), *args], cwd=REPO, env=env or job_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def start_job(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(JOB), *args], cwd=REPO, env=job_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def explain(result: subprocess.CompletedProcess) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
