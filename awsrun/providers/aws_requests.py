@@ -1,0 +1,306 @@
+"""Pure builders for the EC2 requests awsrun makes, and the parser of what EC2 describes.
+
+No I/O and no boto3 here: every function turns plain values into the exact dict boto3 is called with,
+so the tests compare whole requests for equality. Everything awsrun creates carries the same tags
+(`awsrun:cluster`, `awsrun:owner`, ...) in the create call itself, so the cloud can always tell what is
+ours even when the CLI died before writing its local state.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from awsrun.errors import ConfigError
+
+TAG_CLUSTER = "awsrun:cluster"
+TAG_OWNER = "awsrun:owner"
+TAG_NODE = "awsrun:node"
+TAG_LAUNCH_TOKEN = "awsrun:launch-token"
+
+# Cluster names end up in tag values, filter values, and the names of security groups, key pairs and
+# placement groups (255 chars max, restricted alphabets). Letters, digits, '-', '_' fit all of them, and
+# leave out '*' and '?', which EC2 filters read as wildcards: a cluster named '*' must never match
+# every cluster's instances in `awsrun down`.
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+UBUNTU_PARAMETER = "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
+DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+AMI_PARAMETERS = {"ubuntu": UBUNTU_PARAMETER, "dlami": DLAMI_PARAMETER}
+_AMI_ID = re.compile(r"^ami-[0-9a-zA-Z]{1,64}$")
+
+
+def validate_cluster_name(name: str) -> str:
+    if not _CLUSTER_NAME.match(name or ""):
+        raise ConfigError(
+            f"cluster name {name!r} cannot be used",
+            hint="use 1-40 letters, digits, '-' or '_', starting with a letter or digit",
+        )
+    return name
+
+
+def filter_value(value: str) -> str:
+    """EC2 filter values treat '*' and '?' as wildcards; escape them (and the escape) to match literally."""
+    return value.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def security_group_name(cluster: str, owner: str) -> str:
+    """One group per cluster and owner: two people's clusters named 'default' stay apart."""
+    return f"awsrun-{cluster}-{short_hash(owner)}"
+
+
+def key_pair_name(cluster: str, public_key: str) -> str:
+    """Named after the key itself, so a different local key never collides with an imported one."""
+    blob = public_key.split()[1] if len(public_key.split()) > 1 else public_key
+    return f"awsrun-{cluster}-{short_hash(blob)}"
+
+
+def placement_group_name(cluster: str, owner: str) -> str:
+    return f"awsrun-{cluster}-{short_hash(owner)}"
+
+
+def instance_name(cluster: str, node: int) -> str:
+    return f"awsrun-{cluster}-{node}"
+
+
+def tags(cluster: str, owner: str, **extra: str) -> list[dict[str, str]]:
+    """The tags of everything awsrun creates; `extra` adds e.g. Name, node, launch token."""
+    pairs = {TAG_CLUSTER: cluster, TAG_OWNER: owner}
+    for key, value in extra.items():
+        pairs[{"name": "Name", "node": TAG_NODE, "launch_token": TAG_LAUNCH_TOKEN}[key]] = value
+    return [{"Key": k, "Value": v} for k, v in pairs.items()]
+
+
+def cluster_filters(cluster: str | None, owner: str | None = None) -> list[dict[str, Any]]:
+    """Filters for what awsrun made: one cluster (or any awsrun cluster), optionally one owner's only."""
+    if cluster is None:
+        filters: list[dict[str, Any]] = [{"Name": "tag-key", "Values": [TAG_CLUSTER]}]
+    else:
+        filters = [{"Name": f"tag:{TAG_CLUSTER}", "Values": [filter_value(cluster)]}]
+    if owner is not None:
+        filters.append({"Name": f"tag:{TAG_OWNER}", "Values": [filter_value(owner)]})
+    return filters
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything one node's run_instances depends on."""
+
+    cluster: str
+    owner: str
+    node: int
+    launch_token: str
+    instance_type: str
+    image_id: str
+    root_device_name: str
+    volume_gb: int
+    key_name: str
+    security_group_id: str
+    spot: bool = False
+    max_price: float | None = None
+    spot_can_stop: bool = True  # EBS-backed root: a persistent request that stops instead of terminating
+    keep_volume: bool = False
+    zone: str | None = None
+    placement_group: str | None = None
+
+
+def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
+    node_tags = tags(spec.cluster, spec.owner, name=instance_name(spec.cluster, spec.node),
+                     node=str(spec.node), launch_token=spec.launch_token)
+    request: dict[str, Any] = {
+        "ImageId": spec.image_id,
+        "InstanceType": spec.instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "KeyName": spec.key_name,
+        "SecurityGroupIds": [spec.security_group_id],
+        # The launch token doubles as EC2's idempotency token: botocore's retry of a RunInstances whose
+        # answer was lost returns the same instance instead of launching a second one.
+        "ClientToken": spec.launch_token,
+        "BlockDeviceMappings": [{
+            "DeviceName": spec.root_device_name,
+            "Ebs": {
+                "VolumeSize": spec.volume_gb,
+                "VolumeType": "gp3",
+                "Encrypted": True,
+                "DeleteOnTermination": not spec.keep_volume,
+            },
+        }],
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        "InstanceInitiatedShutdownBehavior": "stop",
+        "TagSpecifications": [
+            {"ResourceType": "instance", "Tags": node_tags},
+            {"ResourceType": "volume", "Tags": node_tags},
+        ],
+    }
+    placement: dict[str, str] = {}
+    if spec.zone:
+        placement["AvailabilityZone"] = spec.zone
+    if spec.placement_group:
+        placement["GroupName"] = spec.placement_group
+    if placement:
+        request["Placement"] = placement
+    if spec.spot:
+        request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot_options(spec)}
+    return request
+
+
+def spot_options(spec: LaunchSpec) -> dict[str, Any]:
+    # A persistent request that stops on interruption keeps the disk and lets `awsrun stop` work;
+    # EC2 accepts "persistent" with RunInstances only together with stop or hibernate
+    # (API reference, SpotMarketOptions). Without an EBS root it has to be one-time + terminate.
+    if spec.spot_can_stop:
+        options: dict[str, Any] = {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}
+    else:
+        options = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
+    if spec.max_price is not None:
+        options["MaxPrice"] = format_price(spec.max_price)
+    return options
+
+
+def format_price(usd: float) -> str:
+    """EC2 wants the price as a decimal string; never scientific notation."""
+    text = f"{usd:.6f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def security_group_request(cluster: str, owner: str, vpc_id: str) -> dict[str, Any]:
+    return {
+        "GroupName": security_group_name(cluster, owner),
+        "Description": f"awsrun cluster {cluster}: SSH from one address, all traffic between its nodes",
+        "VpcId": vpc_id,
+        "TagSpecifications": [{
+            "ResourceType": "security-group",
+            "Tags": tags(cluster, owner, name=security_group_name(cluster, owner)),
+        }],
+    }
+
+
+def parse_cidr(text: str) -> str:
+    """A CIDR (or a bare address, taken as /32 or /128) in canonical form; host bits must be zero."""
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        hint = "e.g. --ssh-cidr 203.0.113.7/32 (your own address)"
+        try:
+            hint = f"did you mean {ipaddress.ip_network(text.strip(), strict=False)}?"
+        except ValueError:
+            pass
+        raise ConfigError(f"--ssh-cidr {text!r} is not a usable CIDR: {exc}", hint=hint) from None
+    return str(network)
+
+
+def ssh_ingress_request(group_id: str, cidr: str) -> dict[str, Any]:
+    """SSH (22/tcp) from one CIDR only. TensorBoard/Jupyter go through SSH port forwarding."""
+    network = ipaddress.ip_network(cidr)
+    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
+    if network.version == 4:
+        rule["IpRanges"] = [{"CidrIp": str(network), "Description": "awsrun: SSH"}]
+    else:
+        rule["Ipv6Ranges"] = [{"CidrIpv6": str(network), "Description": "awsrun: SSH"}]
+    return {"GroupId": group_id, "IpPermissions": [rule]}
+
+
+def nodes_ingress_request(group_id: str) -> dict[str, Any]:
+    """All traffic between members of the group: the nodes of one cluster (multi-node jobs)."""
+    return {
+        "GroupId": group_id,
+        "IpPermissions": [{
+            "IpProtocol": "-1",
+            "UserIdGroupPairs": [{"GroupId": group_id, "Description": "awsrun: nodes of this cluster"}],
+        }],
+    }
+
+
+def import_key_pair_request(name: str, public_key: str, cluster: str, owner: str) -> dict[str, Any]:
+    return {
+        "KeyName": name,
+        "PublicKeyMaterial": public_key.strip().encode(),
+        "TagSpecifications": [{"ResourceType": "key-pair", "Tags": tags(cluster, owner, name=name)}],
+    }
+
+
+def placement_group_request(cluster: str, owner: str) -> dict[str, Any]:
+    name = placement_group_name(cluster, owner)
+    return {
+        "GroupName": name,
+        "Strategy": "cluster",
+        "TagSpecifications": [{"ResourceType": "placement-group", "Tags": tags(cluster, owner, name=name)}],
+    }
+
+
+def ami_parameter(ami: str) -> str | None:
+    """The public SSM parameter for an AMI alias; None for an explicit ami-... id."""
+    if ami in AMI_PARAMETERS:
+        return AMI_PARAMETERS[ami]
+    if _AMI_ID.match(ami):
+        return None
+    raise ConfigError(f"--ami {ami!r} is neither 'ubuntu', 'dlami' nor an ami-... id")
+
+
+@dataclass(frozen=True)
+class Ec2Instance:
+    """What awsrun reads from one DescribeInstances entry."""
+
+    id: str
+    state: str
+    instance_type: str
+    market: str
+    zone: str | None
+    public_ip: str | None
+    private_ip: str | None
+    launched_at: float | None
+    key_name: str | None
+    security_group_ids: tuple[str, ...]
+    spot_request_id: str | None
+    state_reason: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> str | None:
+        return self.tags.get(TAG_CLUSTER)
+
+    @property
+    def owner(self) -> str | None:
+        return self.tags.get(TAG_OWNER)
+
+    @property
+    def launch_token(self) -> str | None:
+        return self.tags.get(TAG_LAUNCH_TOKEN)
+
+    @property
+    def node(self) -> int:
+        try:
+            return int(self.tags.get(TAG_NODE, "0"))
+        except ValueError:
+            return 0
+
+    @classmethod
+    def from_api(cls, raw: Mapping[str, Any]) -> "Ec2Instance":
+        launched = raw.get("LaunchTime")
+        return cls(
+            id=raw["InstanceId"],
+            state=raw.get("State", {}).get("Name", "unknown"),
+            instance_type=raw.get("InstanceType", ""),
+            market="spot" if raw.get("InstanceLifecycle") == "spot" else "on-demand",
+            zone=raw.get("Placement", {}).get("AvailabilityZone"),
+            public_ip=raw.get("PublicIpAddress"),
+            private_ip=raw.get("PrivateIpAddress"),
+            launched_at=launched.timestamp() if isinstance(launched, datetime) else None,
+            key_name=raw.get("KeyName"),
+            security_group_ids=tuple(g["GroupId"] for g in raw.get("SecurityGroups", []) if "GroupId" in g),
+            spot_request_id=raw.get("SpotInstanceRequestId"),
+            state_reason=(raw.get("StateReason") or {}).get("Message") or None,
+            tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
+        )
+
+
+def instances_of(reservations: Iterable[Mapping[str, Any]]) -> list[Ec2Instance]:
+    return [Ec2Instance.from_api(i) for r in reservations for i in r.get("Instances", [])]
