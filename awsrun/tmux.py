@@ -241,6 +241,8 @@ def start_offset():
         return 0
     if lines < 0:
         return 0
+    if lines == 0:
+        return size
     with open(log, "rb") as handle:
         position, found = size, 0
         while position > 0:
@@ -256,7 +258,7 @@ def start_offset():
                 if index < 0:
                     break
                 found += 1
-                if found > lines:
+                if found >= lines:
                     return position + index + 1
         return 0
 def status():
@@ -269,10 +271,13 @@ def status():
     code = read("exit_code")
     return {"exit_code": int(code) if code and code.lstrip("-").isdigit() else None,
             "killed": read("killed_at") is not None, "running": False}
-if not os.path.isdir(d):
-    sys.stderr.write("\n%s%s\n" % ("AWSRUN-STATUS ", json.dumps({"missing": True})))
+def finish(result, last):
+    out.write((b"" if last in (b"", b"\n") else b"\n") + b"AWSRUN-STATUS " + json.dumps(result).encode() + b"\n")
+    out.flush()
     sys.exit(0)
-position, checked, listener = start_offset(), 0.0, select.poll()
+if not os.path.isdir(d):
+    finish({"missing": True}, b"")
+position, checked, listener, last = start_offset(), 0.0, select.poll(), b""
 listener.register(1, 0)
 while True:
     finished = done()
@@ -285,7 +290,7 @@ while True:
     if chunk:
         out.write(chunk)
         out.flush()
-        position += len(chunk)
+        position, last = position + len(chunk), chunk[-1:]
     if finished or not follow:
         break
     now = time.monotonic()
@@ -301,14 +306,15 @@ while True:
 result = status()
 if not done():
     result["running"] = alive()
-sys.stderr.write("\n%s%s\n" % ("AWSRUN-STATUS ", json.dumps(result)))
+finish(result, last)
 """
 
 
 def follow_log(name: str, python: str, *, lines: int | None = None, follow: bool = False,
                jobs_root: str = JOBS_ROOT) -> str:
     """Print the last `lines` lines of the job's log (all when None) and, with `follow`, go on until the
-    job ends; the job's state comes last on stderr after STATUS_MARK. It exits when nobody listens."""
+    job ends; the job's state comes last, on a line of its own starting with STATUS_MARK. It exits
+    when nobody listens any more."""
     validate_session_name(name)
     return (f"{shlex.quote(python)} -c {shlex.quote(FOLLOW_PROGRAM)} {remote_path(job_dir(name, jobs_root))} "
             + shlex.join([name, str(-1 if lines is None else lines), "1" if follow else "0"]))

@@ -1,6 +1,318 @@
-"""Job verbs: submit, attach, logs, pull, kill, ssh, jobs, tunnel."""
+"""Job verbs: submit, jobs, logs, attach, pull, kill, ssh, tunnel, ssh-config.
+
+Parse, call awsrun.jobs (imported inside each command, so `awsrun --help` stays light), render.
+"""
 from __future__ import annotations
 
-from awsrun.cli.cluster import _pending
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-COMMANDS = [_pending(v) for v in ("submit", "attach", "logs", "pull", "ssh")]
+import click
+
+from awsrun import ui
+from awsrun.cli.context import AppContext
+from awsrun.errors import ConfigError, Interrupted, NotFoundError
+
+CLUSTER = click.option("--cluster", help="Cluster to use (default: setting `cluster`).")
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} B"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else ""
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        ui.say(f"warning: {line}")
+
+
+def _open(app: AppContext, cluster: str | None):
+    from awsrun.jobs import open_host
+
+    settings = app.settings(cluster=cluster)
+    return settings, open_host(app.home, settings)
+
+
+@click.command("submit", context_settings=PASSTHROUGH)
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--name", "session", help="tmux session name (default: setting `session`, 'work').")
+@CLUSTER
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Project directory to sync (default: the project root around the current directory).")
+@click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE", help="Environment for the job (repeatable).")
+@click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends, pull its results, exit with its code.")
+@click.option("--pull-on-exit", is_flag=True, help="Wait for the job to end, then pull runs/SESSION.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was synced and started as JSON.")
+@click.pass_obj
+def submit_command(app: AppContext, script: str, args: tuple[str, ...], session: str | None, cluster: str | None,
+                   workdir: Path | None, env_pairs: tuple[str, ...], follow: bool, pull_on_exit: bool,
+                   as_json: bool) -> int:
+    """Sync the project and run SCRIPT [ARGS]... in a detached tmux session on the cluster.
+
+    SCRIPT is found relative to the current directory, then the project root, then its jobs/. Options
+    go before SCRIPT; everything after it is the script's. The job runs in the synced copy of the
+    project with the venv's python (else python3), AWSRUN_OUTPUT_DIR=runs/SESSION, and outlives
+    the connection: `awsrun logs`, `awsrun attach`, `awsrun pull` find it later.
+    """
+    from awsrun import jobs, sync, tmux
+
+    settings = app.settings(cluster=cluster)
+    name = tmux.validate_session_name(session or settings.session)
+    env = tmux.validate_env(env_pairs)
+    project = jobs.check_project_dir(workdir if workdir is not None else app.project_dir)
+    relative = jobs.resolve_script(script, app.cwd, project)
+    tree = sync.scan(project)
+    request = jobs.SubmitRequest(project, relative, tuple(args), name, env)
+    with jobs.open_host(app.home, settings) as host:
+        result = jobs.submit(host, request, tree)
+        report = result.sync
+        _warn(report.warnings)
+        if as_json:
+            ui.emit_json({"session": result.session, "cluster": result.cluster, "remote_dir": result.remote_dir,
+                          "command": result.command, "sync": report.as_dict()})
+        ui.say(f"sync: {_plural(report.files_sent, 'file')} sent ({_size(report.bytes_raw)}, "
+               f"{_size(report.bytes_sent)} on the wire), {report.deleted} deleted, {report.unchanged} unchanged "
+               f"-> {result.remote_dir}")
+        ui.say(f"started job {name!r} on cluster {result.cluster!r}: "
+               f"{' '.join(jobs.display_command(result.command))}")
+        if not (follow or pull_on_exit):
+            ui.say(f"  awsrun logs {name} -f  |  awsrun attach {name}  |  awsrun pull {name}")
+            return 0
+        try:
+            if follow:
+                _, end = jobs.logs(host, name, follow=True, on_line=ui.out)
+            else:
+                with ui.phase(f"waiting for job {name!r} to end"):
+                    _, end = jobs.logs(host, name, lines=0, follow=True, on_line=lambda line: None)
+        except KeyboardInterrupt:
+            raise Interrupted(f"stopped following; job {name!r} goes on",
+                              hint=f"`awsrun logs {name} -f` follows it again, `awsrun kill {name}` stops it") from None
+        ui.say(f"job {name!r} {_end_label(end)}")
+        _render_pull(jobs.pull(host, project, name))
+        return end.status
+
+
+def _end_label(end) -> str:
+    if end.killed:
+        return "was killed"
+    if end.exit_code is not None:
+        return f"exited {end.exit_code}"
+    return "is still running" if end.running else "is gone without an exit code (killed, or the machine rebooted)"
+
+
+def _render_pull(report) -> None:
+    _warn(report.warnings)
+    try:
+        where = report.destination.relative_to(Path.cwd())
+    except ValueError:
+        where = report.destination
+    ui.say(f"pulled {_plural(report.files, 'file')} ({_size(report.bytes_raw)}, {_size(report.bytes_received)} "
+           f"on the wire) into {where}; {report.unchanged} unchanged")
+
+
+@click.command("jobs")
+@CLUSTER
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
+    """Every job on the cluster: running / exited N / killed, start, duration (one round trip)."""
+    from awsrun import jobs
+
+    settings, host = _open(app, cluster)
+    with host:
+        listing = jobs.list_jobs(host)
+    if as_json:
+        ui.emit_json([job.as_dict() for job in listing])
+        return
+    ui.table(["session", "state", "started", "duration", "command"],
+             [(j.name, j.label, _when(j.started_at), _duration(j.duration), " ".join(j.command)) for j in listing],
+             title=f"jobs on cluster {settings.cluster}")
+
+
+@click.command("logs")
+@click.argument("session", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends; exit with its code.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines (default: all).")
+@CLUSTER
+@click.pass_obj
+def logs_command(app: AppContext, session: str | None, follow: bool, lines: int | None, cluster: str | None) -> int:
+    """The output of job SESSION (default: setting `session`). Ctrl-C stops following, never the job."""
+    from awsrun import jobs
+
+    settings, host = _open(app, cluster)
+    name = session or settings.session
+    with host:
+        try:
+            text, end = jobs.logs(host, name, lines=lines, follow=follow, on_line=ui.out if follow else None)
+        except KeyboardInterrupt:
+            raise Interrupted(f"stopped following; job {name!r} goes on") from None
+    if text:
+        ui.out(text[:-1] if text.endswith("\n") else text)
+    if follow:
+        ui.say(f"job {name!r} {_end_label(end)}")
+        return end.status
+    return 0
+
+
+@click.command("attach")
+@click.argument("session", required=False)
+@CLUSTER
+@click.pass_obj
+def attach_command(app: AppContext, session: str | None, cluster: str | None) -> None:
+    """Attach this terminal to a running job's tmux session (detach: ctrl-b d; the job goes on).
+
+    Without SESSION: the only running job, or a choice among them."""
+    from awsrun import jobs
+
+    settings, host = _open(app, cluster)
+    with host:
+        if session is None:
+            names = jobs.running_sessions(host)
+            if not names:
+                raise NotFoundError(f"no job is running on cluster {settings.cluster!r}",
+                                    hint="`awsrun jobs` lists finished ones; `awsrun submit SCRIPT` starts one")
+            if len(names) == 1:
+                session = names[0]
+            elif sys.stdin.isatty():
+                session = click.prompt("attach to", type=click.Choice(names))
+            else:
+                raise ConfigError(f"{len(names)} jobs are running: {', '.join(names)}", hint="awsrun attach SESSION")
+        argv = jobs.attach_argv(host, session)
+    ui.say(f"attaching to job {session!r} (detach: ctrl-b d; the job goes on)")
+    os.execvp(argv[0], argv)
+
+
+@click.command("pull")
+@click.argument("session", required=False)
+@click.option("--to", type=click.Path(file_okay=False, path_type=Path), help="Local directory (default: the same path in the project).")
+@click.option("--remote", "remote_path", help="What to bring back instead of runs/SESSION: a path in the synced project, or absolute.")
+@CLUSTER
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def pull_command(app: AppContext, session: str | None, to: Path | None, remote_path: str | None,
+                 cluster: str | None, as_json: bool) -> None:
+    """Bring a job's runs/SESSION (or --remote PATH) back into the project, only what changed.
+
+    Only regular files are written, and only under the destination: absolute names, '..', links,
+    devices and names with control characters are skipped with a warning."""
+    from awsrun import jobs
+
+    settings, host = _open(app, cluster)
+    with host:
+        report = jobs.pull(host, app.project_dir, session or settings.session, to=to, remote_path=remote_path)
+    if as_json:
+        ui.emit_json(report.as_dict())
+    _render_pull(report)
+
+
+@click.command("kill")
+@click.argument("session")
+@click.option("--force", is_flag=True, help="End the session at once (default: Ctrl-C first, up to 10 s to checkpoint).")
+@CLUSTER
+@click.pass_obj
+def kill_command(app: AppContext, session: str, force: bool, cluster: str | None) -> None:
+    """Stop job SESSION: Ctrl-C (a chance to save a checkpoint), then end its tmux session."""
+    from awsrun import jobs
+
+    settings, host = _open(app, cluster)
+    with host:
+        jobs.kill(host, session, force=force)
+    ui.say(f"killed job {session!r} on cluster {settings.cluster!r}")
+
+
+@click.command("ssh", context_settings=PASSTHROUGH)
+@CLUSTER
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def ssh_command(app: AppContext, cluster: str | None, command: tuple[str, ...]) -> None:
+    """A shell on the cluster's head node, or `awsrun ssh -- CMD...` to run one command.
+
+    One word is a shell command line ('nvidia-smi | head'); several are an argv, each word quoted."""
+    from awsrun import jobs
+
+    _, host = _open(app, cluster)
+    with host:
+        argv = jobs.ssh_argv(host, command, tty=sys.stdin.isatty() and sys.stdout.isatty())
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+@click.command("tunnel")
+@click.argument("ports", nargs=-1, required=True)
+@CLUSTER
+@click.pass_obj
+def tunnel_command(app: AppContext, ports: tuple[str, ...], cluster: str | None) -> int:
+    """Forward localhost:PORT to the instance's 127.0.0.1:PORT (PORT or LOCAL:REMOTE, e.g. 6006 for
+    TensorBoard, 8888 for Jupyter) until Ctrl-C."""
+    from awsrun import jobs
+
+    pairs = jobs.parse_ports(ports)
+    settings, host = _open(app, cluster)
+    with host:
+        argv = jobs.tunnel_argv(host, pairs)
+    if argv is None:
+        ui.say(f"cluster {settings.cluster!r} is this machine: its ports are already local")
+        return 0
+    for local, remote in pairs:
+        ui.say(f"forwarding http://127.0.0.1:{local} -> {settings.cluster}:127.0.0.1:{remote} (Ctrl-C closes)")
+    try:
+        code = subprocess.run(argv).returncode
+    except KeyboardInterrupt:
+        ui.say("tunnel closed")
+        return 0
+    if code != 0:
+        ui.say(f"error: the tunnel closed: ssh exited {code} (a port already in use here?)")
+    return code
+
+
+@click.command("ssh-config")
+@click.option("--install", is_flag=True, help="Also add `Include AWSRUN_HOME/ssh_config` to the top of ~/.ssh/config.")
+@click.pass_obj
+def ssh_config_command(app: AppContext, install: bool) -> None:
+    """Write AWSRUN_HOME/ssh_config: a Host entry per cluster node, so `ssh CLUSTER`, scp, rsync and
+    editors' remote-SSH work (same key, pinned host keys and ProxyCommand as awsrun)."""
+    from awsrun import sshconfig
+
+    path, entries, skipped = sshconfig.write_config(app.home, app.settings())
+    _warn(f"left out {line}" for line in skipped)
+    ui.say(f"wrote {path}: {', '.join(e.alias for e in entries) or 'no SSH clusters'}")
+    user_config = Path.home() / ".ssh" / "config"
+    if install:
+        changed = sshconfig.install_include(path, user_config)
+        ui.say(f"{'added' if changed else 'already there:'} `{sshconfig.include_line(path)}` "
+               f"{'to the top of' if changed else 'in'} {user_config}")
+    else:
+        ui.say(f"to use it: `ssh -F {path} NAME`, or `awsrun ssh-config --install` to add "
+               f"`{sshconfig.include_line(path)}` to {user_config}")
+
+
+COMMANDS = [submit_command, jobs_command, logs_command, attach_command, pull_command, kill_command,
+            ssh_command, tunnel_command, ssh_config_command]

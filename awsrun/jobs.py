@@ -1,0 +1,428 @@
+"""Job use cases: submit, list, logs, pull, kill, and the argv for attach / ssh / tunnel.
+
+Every function takes a JobHost: the command's one connection to the cluster's head node, plus where
+things live on it. A submit is two round trips (manifest + running-check; then payload + launch, one
+when nothing changed); listing, logs, pull and kill are one each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from awsrun import sync, tmux
+from awsrun.access import head_node, open_remote, require_cluster
+from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
+from awsrun.home import Home
+from awsrun.remote.base import Remote
+from awsrun.settings import Settings
+from awsrun.state import ClusterRecord, InstanceRecord, JobRecord, State
+
+KILLED_EXIT = 137  # what `submit --follow` exits with when the job was killed (128 + SIGKILL, as shells do)
+
+
+@dataclass
+class JobHost:
+    """One connection to where jobs run, and the paths and interpreters to use there."""
+
+    home: Home
+    cluster: ClusterRecord
+    instance: InstanceRecord
+    remote: Remote
+    local: bool
+    python: str          # runs awsrun's own helper programs on the target
+    jobs_root: str       # job directories (see awsrun.tmux)
+    job_python: str      # the job's interpreter when the venv has none
+    venv_python: str     # the job's interpreter when it exists
+    remote_dir: str      # projects are synced to remote_dir/<project directory name>
+
+    def close(self) -> None:
+        self.remote.close()
+
+    def __enter__(self) -> "JobHost":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_host(home: Home, settings: Settings, *, node: int = 0) -> JobHost:
+    home.ensure()
+    state = State.open(home.state_db)
+    try:
+        cluster = require_cluster(state, settings.cluster)
+        instance = head_node(state, cluster, node)
+    finally:
+        state.close()
+    remote = open_remote(home, settings, cluster, instance)
+    venv_python = settings.venv.rstrip("/") + "/bin/python"
+    if cluster.provider == "local":
+        # this machine: the Python running awsrun is the fallback, so `pip install -e '.[jobs]'` suffices
+        return JobHost(home, cluster, instance, remote, True, sys.executable, str(home.root / "jobs"),
+                       sys.executable, venv_python, settings.remote_dir)
+    return JobHost(home, cluster, instance, remote, False, "python3", tmux.JOBS_ROOT, "python3",
+                   venv_python, settings.remote_dir)
+
+
+def project_remote_dir(remote_dir: str, project_dir: Path) -> str:
+    return f"{remote_dir.rstrip('/') or '/'}/{project_dir.name}"
+
+
+def check_project_dir(project_dir: Path) -> Path:
+    """The directory to sync; never the user's home or the filesystem root (keys, credentials...)."""
+    project = Path(os.path.abspath(project_dir))
+    if not project.is_dir():
+        raise NotFoundError(f"project directory {project} does not exist")
+    if project == Path(os.path.abspath(Path.home())) or project.parent == project:
+        raise ConfigError(
+            f"refusing to sync {project} as a project: it is your home directory or the filesystem root",
+            hint="cd into the project (a directory with awsrun.toml, pyproject.toml or .git is found "
+                 "automatically), or pass --workdir DIR",
+        )
+    return project
+
+
+def resolve_script(script: str, cwd: Path, project_dir: Path) -> str:
+    """SCRIPT relative to the cwd, else to the project root, else to the project's jobs/ -> its path
+    inside the project (POSIX), refusing one outside it."""
+    given = Path(script)
+    candidates = [given] if given.is_absolute() else [cwd / given, project_dir / given, project_dir / "jobs" / given]
+    project = Path(os.path.abspath(project_dir))
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        absolute = Path(os.path.abspath(candidate))
+        try:
+            return absolute.relative_to(project).as_posix()
+        except ValueError:
+            raise ConfigError(f"{script} is outside the project {project}, which is what gets synced",
+                              hint="move it into the project, or pass --workdir DIR") from None
+    places = ", ".join(dict.fromkeys(str(Path(os.path.abspath(c)).parent) for c in candidates))
+    raise NotFoundError(f"no script {script!r} in {places}")
+
+
+def job_argv(script: str, args: tuple[str, ...] | list[str], python: str) -> tuple[list[str], bool]:
+    """The job's argv and whether argv[0] is the Python interpreter (replaced by the venv's if any)."""
+    path = "./" + script if script.startswith("-") else script
+    if script.endswith(".sh"):
+        return ["bash", path, *args], False
+    return [python, path, *args], True
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    project_dir: Path
+    script: str                     # inside the project, POSIX, from resolve_script
+    args: tuple[str, ...] = ()
+    session: str = "work"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    session: str
+    cluster: str
+    remote_dir: str
+    command: list[str]
+    sync: sync.SyncReport
+
+
+class JobRunning(AwsrunError):
+    exit_code = 1
+
+
+def _running(name: str, cluster: str) -> JobRunning:
+    return JobRunning(f"job {name!r} is still running on cluster {cluster!r}",
+                      hint=f"pick another name (--name NAME), or stop it first: awsrun kill {name}")
+
+
+def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = None) -> SubmitResult:
+    name = tmux.validate_session_name(request.session)
+    tree = tree if tree is not None else sync.scan(request.project_dir)
+    if request.script not in tree.entries:
+        raise ConfigError(f"{request.script} is excluded from the sync (.gitignore, .awsrunignore or awsrun's "
+                          "default rules)", hint=f"re-include it with `!{request.script}` in .awsrunignore")
+    remote_root = project_remote_dir(host.remote_dir, request.project_dir)
+    argv, is_python = job_argv(request.script, request.args, host.job_python)
+    directory = tmux.remote_path(tmux.job_dir(name, host.jobs_root))
+    probe = (f"if {shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null "
+             f"&& [ ! -e {directory}/exit_code ]; then echo running; else echo free; fi; "
+             + sync.manifest_command(remote_root, host.python))
+    listing = sync.run_whole(host.remote, probe, stdin=sync.manifest_input(tree)).check(
+        f"read the file list of {remote_root} on {host.remote.name}")
+    state_line, _, manifest = listing.stdout.partition("\n")
+    if state_line.strip() == "running":
+        raise _running(name, host.cluster.name)
+    plan = sync.plan(tree.entries, sync.parse_manifest(manifest, host.remote.name))
+    start = tmux.start_job(name, remote_root, argv, request.env, jobs_root=host.jobs_root,
+                           prefer=host.venv_python if is_python else None, output_dir=f"runs/{name}")
+    data, raw = None, 0
+    command = start
+    if plan.send or plan.delete:
+        data, raw = sync.payload(tree, plan)
+        command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
+    result = host.remote.run(command, stdin=data)
+    if result.exit_code == tmux.EXIT_RUNNING:
+        raise _running(name, host.cluster.name)
+    result.check(f"start job {name!r} on {host.remote.name}")
+    report = sync.SyncReport(len(plan.send), len(data or b""), raw, len(plan.delete), plan.unchanged,
+                             remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
+    _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
+    return SubmitResult(name, host.cluster.name, remote_root, argv, report)
+
+
+def _record(host: JobHost, record: JobRecord) -> None:
+    state = State.open(host.home.state_db)
+    try:
+        state.put_job(record)
+    finally:
+        state.close()
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobStatus:
+    name: str
+    state: str                     # running | exited | killed
+    exit_code: int | None
+    started_at: float | None
+    ended_at: float | None
+    duration: float | None
+    command: list[str]
+
+    @property
+    def label(self) -> str:
+        return f"exited {self.exit_code}" if self.state == "exited" else self.state
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "state": self.state, "label": self.label, "exit_code": self.exit_code,
+                "started_at": self.started_at, "ended_at": self.ended_at, "duration": self.duration,
+                "command": self.command}
+
+
+def job_status(raw: dict, now: float) -> JobStatus:
+    """A job's state from what its directory holds (see awsrun.tmux) and whether its session is alive."""
+    code, started, ended = raw.get("exit_code"), raw.get("started_at"), raw.get("ended_at")
+    if raw.get("killed_at") is not None:
+        state, ended = "killed", ended or raw["killed_at"]
+    elif code is not None:
+        state = "exited"
+    elif raw.get("alive"):
+        state = "running"
+    else:
+        state = "killed"  # gone without an exit code: its session was killed, or the machine rebooted
+    if started is None:
+        duration = None
+    elif ended is not None:
+        duration = max(0.0, ended - started)
+    else:
+        duration = max(0.0, now - started) if state == "running" else None
+    return JobStatus(raw["name"], state, code, started, ended, duration, display_command(raw.get("argv") or []))
+
+
+def display_command(argv: list[str]) -> list[str]:
+    """What the user ran: the argv without `env NAME=VALUE...` and with the interpreter's directory."""
+    words = list(argv)
+    if words[:1] == ["env"]:
+        words = words[1:]
+        while words and "=" in words[0] and not words[0].startswith("="):
+            words = words[1:]
+    if words:
+        words[0] = PurePosixPath(words[0]).name
+    return words
+
+
+def list_jobs(host: JobHost) -> list[JobStatus]:
+    result = sync.run_whole(host.remote, tmux.list_jobs(host.python, host.jobs_root)).check(
+        f"list jobs on {host.remote.name}")
+    try:
+        data = json.loads(result.stdout)
+        return [job_status(raw, data["now"]) for raw in data["jobs"]]
+    except (ValueError, KeyError, TypeError):
+        raise RemoteError(f"the job list from {host.remote.name} is unreadable: {result.stdout[:200]!r}") from None
+
+
+def running_sessions(host: JobHost) -> list[str]:
+    return [job.name for job in list_jobs(host) if job.state == "running"]
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobEnd:
+    exit_code: int | None
+    killed: bool
+    running: bool
+
+    @property
+    def status(self) -> int:
+        """An exit status for awsrun itself: the job's, KILLED_EXIT when killed, 0 while it runs."""
+        if self.exit_code is not None and not self.killed:
+            return self.exit_code if 0 <= self.exit_code < 256 else 1
+        return KILLED_EXIT if self.killed or not self.running else 0
+
+
+def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool = False,
+         on_line: Callable[[str], None] | None = None) -> tuple[str, JobEnd]:
+    """The log (its last `lines` lines), and with `follow` everything it gains until the job ends.
+    With `on_line`, lines go there as they come; the text is returned otherwise."""
+    name = tmux.validate_session_name(session)
+    if lines is not None and lines < 0:
+        raise ConfigError("-n must be 0 or more lines")
+    command = tmux.follow_log(name, host.python, lines=lines, follow=follow, jobs_root=host.jobs_root)
+    if not follow:
+        result = sync.run_whole(host.remote, command).check(f"read the log of {name!r} on {host.remote.name}")
+        text, status = _split_status(result.stdout)
+        if on_line is not None:
+            for line in text.splitlines():
+                on_line(line)
+            text = ""
+    else:
+        statuses: list[str] = []
+
+        def sink(line: str) -> None:
+            if line.startswith(tmux.STATUS_MARK):
+                statuses.append(line)
+            elif on_line is not None:
+                on_line(line)
+
+        result = host.remote.run(command, on_line=sink)
+        text = "" if on_line is not None else _split_status(result.stdout)[0]
+        status = _parse_status(statuses[-1]) if statuses else None
+        if status is None:  # the end of the stream was lost: ask for the state alone
+            result.check(f"follow the log of {name!r} on {host.remote.name}")
+            _, end = logs(host, name, lines=0)
+            return text, end
+    if status is None:
+        raise RemoteError(f"the log of {name!r} on {host.remote.name} ended without the job's state",
+                          hint="run the command again")
+    if status.get("missing"):
+        raise NotFoundError(f"no job named {name!r} on cluster {host.cluster.name!r}",
+                            hint="`awsrun jobs` lists them")
+    return text, JobEnd(status.get("exit_code"), bool(status.get("killed")), bool(status.get("running")))
+
+
+def _split_status(stdout: str) -> tuple[str, dict | None]:
+    """(the log, the state) from the follow program's output: the state is its last line."""
+    index = 0 if stdout.startswith(tmux.STATUS_MARK) else stdout.rfind("\n" + tmux.STATUS_MARK) + 1
+    if index == 0 and not stdout.startswith(tmux.STATUS_MARK):
+        return stdout, None
+    return stdout[:index], _parse_status(stdout[index:].strip())
+
+
+def _parse_status(line: str) -> dict | None:
+    try:
+        status = json.loads(line[len(tmux.STATUS_MARK):])
+    except ValueError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
+# --- pull -----------------------------------------------------------------------------------------
+
+def pull_paths(project_dir: Path, remote_root: str, session: str, *, to: Path | None = None,
+               remote_path: str | None = None) -> tuple[str, Path]:
+    """(what to read on the target, where to write locally). Default: runs/SESSION both sides."""
+    if remote_path is None:
+        tmux.validate_session_name(session)
+        relative = f"runs/{session}"
+    elif remote_path.startswith(("/", "~")):
+        relative = None
+    else:
+        relative = remote_path.strip("/")
+        if sync.check_name(relative) is not None:
+            raise ConfigError(f"--remote {remote_path!r}: give a plain path inside the project, or an absolute one")
+    if relative is not None:
+        source = f"{remote_root}/{relative}"
+        destination = to if to is not None else project_dir / relative
+    else:
+        source = remote_path.rstrip("/") or "/"
+        name = PurePosixPath(source).name
+        if to is None and (not name or name in ("~", ".", "..")):
+            raise ConfigError(f"--remote {remote_path!r} has no name to pull into", hint="pass --to DIR")
+        destination = to if to is not None else project_dir / name
+    return source, destination
+
+
+def pull(host: JobHost, project_dir: Path, session: str, *, to: Path | None = None,
+         remote_path: str | None = None) -> sync.PullReport:
+    remote_root = project_remote_dir(host.remote_dir, project_dir)
+    source, destination = pull_paths(project_dir, remote_root, session, to=to, remote_path=remote_path)
+    return sync.pull(host.remote, source, destination, host.python)
+
+
+# --- kill, attach, ssh, tunnel ------------------------------------------------------------------------
+
+def kill(host: JobHost, session: str, *, force: bool = False, grace_s: float = 10.0) -> None:
+    name = tmux.validate_session_name(session)
+    result = host.remote.run(tmux.kill_job(name, host.jobs_root, 0.0 if force else grace_s))
+    if result.exit_code == tmux.EXIT_NOT_RUNNING:
+        raise NotFoundError(f"no running job named {name!r} on cluster {host.cluster.name!r}",
+                            hint="`awsrun jobs` lists them")
+    result.check(f"kill job {name!r} on {host.remote.name}")
+
+
+def attach_argv(host: JobHost, session: str) -> list[str]:
+    """argv of the local process that attaches the user's terminal to the session."""
+    name = tmux.validate_session_name(session)
+    jobs = {job.name: job for job in list_jobs(host)}
+    job = jobs.get(name)
+    if job is None or job.state != "running":
+        detail = f"it {job.label}" if job else "there is no such job"
+        raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: {detail}",
+                            hint=f"`awsrun logs {name}` shows its output; `awsrun jobs` lists jobs")
+    return host.remote.interactive_argv(tmux.attach_job(name))
+
+
+def ssh_argv(host: JobHost, words: tuple[str, ...] | list[str], *, tty: bool) -> list[str]:
+    """A login shell, or one command: a single word is a shell command line (as with ssh), several
+    words are an argv, each quoted."""
+    if not words:
+        return host.remote.interactive_argv(None)
+    command = words[0] if len(words) == 1 else shlex.join(words)
+    argv = host.remote.interactive_argv(command)
+    return argv if tty else _without(argv, "-t")
+
+
+def parse_ports(specs: tuple[str, ...] | list[str]) -> list[tuple[int, int]]:
+    """PORT or LOCAL:REMOTE -> (local, remote) pairs."""
+    pairs = []
+    for spec in specs:
+        local, _, remote = spec.partition(":")
+        remote = remote or local
+        try:
+            pair = (int(local), int(remote))
+        except ValueError:
+            pair = (0, 0)
+        if not all(0 < port < 65536 for port in pair):
+            raise ConfigError(f"port {spec!r} must be PORT or LOCAL:REMOTE, each 1-65535")
+        pairs.append(pair)
+    if not pairs:
+        raise ConfigError("give at least one port, e.g. `awsrun tunnel 6006`")
+    return pairs
+
+
+def tunnel_argv(host: JobHost, pairs: list[tuple[int, int]]) -> list[str] | None:
+    """The system ssh forwarding 127.0.0.1:LOCAL here to 127.0.0.1:REMOTE on the instance, with the same
+    key, pinned host key and proxy as every other command. None for the local provider."""
+    if host.local:
+        return None
+    base = _without(_without(host.remote.interactive_argv(None), "-t"), "-q")
+    forwards = [word for local, remote in pairs for word in ("-L", f"127.0.0.1:{local}:127.0.0.1:{remote}")]
+    return [base[0], "-N", "-o", "ExitOnForwardFailure=yes", *forwards, *base[1:]]
+
+
+def _without(argv: list[str], option: str) -> list[str]:
+    """argv without one of ssh's leading flags (only among the options, never in the command)."""
+    if argv[:1] == ["ssh"] and option in argv[1:4]:
+        index = argv.index(option, 1)
+        return argv[:index] + argv[index + 1:]
+    return argv

@@ -1,0 +1,677 @@
+"""Incremental file transfer between the project and an instance, over the command's one connection.
+
+Push (`submit`): the local tree is walked (ignore rules applied, symlinks never followed), the target's
+tree is read in ONE remote command (the same walker, shipped with the same rules, prints a JSON
+manifest: size, mtime_ns and mode per file), and only new or changed files travel, as one gzip'd tar
+stream on the stdin of a second command, which also deletes what the project no longer has. The
+target writes every file under a temporary name and renames it into place, with the exact mtime_ns
+and mode: a killed transfer leaves old files or new files, never half files, and the next manifest
+compares equal for everything that arrived.
+
+Pull (`pull`): one remote command reads the local manifest on stdin and sends back (base64 on stdout)
+a tar of the files that differ. Nothing from the remote is trusted: names are checked, only regular
+files are written, each under the destination through directory handles that refuse symlinks.
+
+Ignore rules (gitignore syntax: `*`, `?`, `[...]`, `**`, `/` anchoring, trailing `/` for directories,
+`!` negation, `\\` escapes), later tiers winning: DEFAULT_IGNORE < every `.gitignore` < every
+`.awsrunignore`. As in git, a file inside an excluded directory cannot be re-included; re-include the
+directory (`!/data/` in .awsrunignore).
+"""
+from __future__ import annotations
+
+import base64
+import inspect
+import io
+import json
+import os
+import re
+import shlex
+import stat
+import tarfile
+import textwrap
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from awsrun.errors import AwsrunError, NotFoundError, RemoteError
+from awsrun.remote.base import Remote, Result
+from awsrun.tmux import remote_path
+
+# What never travels unless .awsrunignore re-includes it (`!/data/`): VCS internals, caches, virtualenvs
+# and dependencies the instance builds itself, and the two big directories of an ML project: `runs/`
+# (results: they come back with `awsrun pull`, and are never deleted on the instance by a sync) and
+# `data/` (datasets: download them on the instance). Checkpoints elsewhere (*.pt) do travel: a
+# pretrained weight file is often part of the code.
+DEFAULT_IGNORE = """\
+.git/
+.hg/
+.svn/
+__pycache__/
+*.py[cod]
+.venv/
+venv/
+node_modules/
+.ipynb_checkpoints/
+.mypy_cache/
+.pytest_cache/
+.ruff_cache/
+.tox/
+*.egg-info/
+.DS_Store
+/runs/
+/data/
+"""
+IGNORE_FILES = (".gitignore", ".awsrunignore")
+TEMP_PREFIX = ".awsrun-tmp-"
+DELETIONS = ".awsrun-sync/deletions"
+MTIME_KEY = "AWSRUN.mtime_ns"
+COMPRESS_LEVEL = 3
+WARNING_MARK = "awsrun-warning: "
+
+
+# --- ignore rules ---------------------------------------------------------------------------------
+
+def glob_regex(pattern: str) -> str:
+    """A gitignore glob as a regular expression over '/'-separated paths."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i) and (i == 0 or pattern[i - 1] == "/"):
+                if i + 2 == n:
+                    out.append(".*")
+                    i += 2
+                    continue
+                if pattern[i + 2] == "/":
+                    out.append("(?:[^/]*/)*")
+                    i += 3
+                    continue
+            while i + 1 < n and pattern[i + 1] == "*":
+                i += 1
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:j]
+                negate = body[:1] in ("!", "^")
+                body = body[1:] if negate else body
+                body = "".join("\\" + ch if ch in "\\[]&~|^" else ch for ch in body)
+                out.append("[^/" + body + "]" if negate else "[" + body + "]")
+                i = j
+        elif c == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def parse_ignore(text: str, base: str = "") -> list[list]:
+    """Rules of one ignore file in directory `base`: [base, regex, negate, dir_only, basename_only]."""
+    rules = []
+    for line in text.splitlines():
+        while line.endswith(" ") and not line.endswith("\\ "):
+            line = line[:-1]
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        if negate:
+            line = line[1:]
+        dir_only = line.endswith("/")
+        line = line.rstrip("/")
+        if not line:
+            continue
+        anchored = "/" in line
+        rules.append([base, glob_regex(line.lstrip("/")), negate, dir_only, not anchored])
+    return rules
+
+
+def compile_tiers(tiers: list[list[list]]) -> list[list[tuple]]:
+    return [[(b, re.compile(rx, re.DOTALL), neg, d, bn) for b, rx, neg, d, bn in tier] for tier in tiers]
+
+
+# The next two functions also run on the target (shipped with inspect.getsource): standard library
+# only, Python 3.6+, no names from this module but their arguments.
+
+def is_ignored(tiers, path, is_dir):
+    """Highest tier first, last rule of a tier first: the first rule that matches decides."""
+    name = path.rsplit("/", 1)[-1]
+    for rules in tiers:
+        for base, regex, negate, dir_only, basename_only in reversed(rules):
+            if dir_only and not is_dir:
+                continue
+            if base:
+                if not path.startswith(base + "/"):
+                    continue
+                sub = path[len(base) + 1:]
+            else:
+                sub = path
+            if regex.fullmatch(name if basename_only else sub):
+                return not negate
+    return False
+
+
+def walk_tree(root, tiers, on_dir=None, on_other=None, stale_after=None):
+    """{relative path: entry} under root, never following a symlink. Entries: ["f", size, mtime_ns,
+    mode] for files, ["l", target] for symlinks. Ignored paths are skipped (directories pruned);
+    `on_dir(abs, rel)` runs before a directory is listed (to read its ignore files), `on_other(rel,
+    mode)` gets what is neither file, directory nor symlink. Temp files of an interrupted transfer are
+    never listed, and deleted when older than `stale_after` seconds."""
+    import os as _os
+    import stat as _stat
+    import time as _time
+
+    entries, stack = {}, [""]
+    while stack:
+        rel = stack.pop()
+        here = _os.path.join(root, rel) if rel else root
+        if on_dir is not None:
+            on_dir(here, rel)
+        try:
+            listing = list(_os.scandir(here))
+        except OSError:
+            continue
+        for entry in listing:
+            path = rel + "/" + entry.name if rel else entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            mode = info.st_mode
+            if entry.name.startswith(".awsrun-tmp-"):
+                if stale_after is not None and _time.time() - info.st_mtime > stale_after:
+                    try:
+                        _os.unlink(entry.path)
+                    except OSError:
+                        pass
+                continue
+            if _stat.S_ISDIR(mode):
+                if not is_ignored(tiers, path, True):
+                    stack.append(path)
+            elif is_ignored(tiers, path, False):
+                continue
+            elif _stat.S_ISREG(mode):
+                entries[path] = ["f", info.st_size, info.st_mtime_ns, _stat.S_IMODE(mode) & 0o777]
+            elif _stat.S_ISLNK(mode):
+                entries[path] = ["l", _os.readlink(entry.path)]
+            elif on_other is not None:
+                on_other(path, mode)
+    return entries
+
+
+END_MARK = "AWSRUN-END"
+
+
+def run_whole(remote: Remote, command: str, *, stdin: bytes | None = None, attempts: int = 3) -> Result:
+    """Run an idempotent read and make sure its whole stdout arrived: the command's stdout gets an end
+    mark, and a result without it is run again. (SshRemote.run can return when the exit status has
+    arrived but OpenSSH's last data packets have not: long outputs were cut short now and then.)"""
+    wrapped = f"{{ {command}\n}}; rc=$?; printf '\\n%s %s\\n' {END_MARK} \"$rc\"; exit $rc"
+    for attempt in range(attempts):
+        result = remote.run(wrapped, stdin=stdin)
+        body, mark, tail = result.stdout.rpartition(f"\n{END_MARK} ")
+        if mark and tail.strip().lstrip("-").isdigit():
+            return Result(command, result.exit_code, body, result.stderr)
+    raise RemoteError(f"the output from {remote.name} was cut short {attempts} times",
+                      hint="the connection is unreliable; run the command again")
+
+
+def _shipped(*functions) -> str:
+    return "\n".join(textwrap.dedent(inspect.getsource(f)) for f in functions)
+
+
+# --- the local side ---------------------------------------------------------------------------------
+
+@dataclass
+class LocalTree:
+    root: Path
+    entries: dict[str, list]
+    tiers: list[list[list]]                 # raw rules, highest tier first (JSON for the target)
+    warnings: list[str] = field(default_factory=list)
+
+
+def scan(root: Path) -> LocalTree:
+    """The project as it would be synced: ignore rules applied, symlinks that leave it dropped."""
+    root = root.resolve()
+    raw = {"awsrun": [], "git": [], "default": parse_ignore(DEFAULT_IGNORE)}
+    compiled = {name: compile_tiers([rules])[0] for name, rules in raw.items()}
+    tiers = [compiled["awsrun"], compiled["git"], compiled["default"]]
+    warnings: list[str] = []
+
+    def read_rules(here: str, rel: str) -> None:
+        for file_name, tier in ((".gitignore", "git"), (".awsrunignore", "awsrun")):
+            path = os.path.join(here, file_name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                try:
+                    text = Path(path).read_text(errors="replace")
+                except OSError as exc:
+                    warnings.append(f"cannot read {rel + '/' if rel else ''}{file_name}: {exc.strerror}")
+                    continue
+                rules = parse_ignore(text, rel)
+                raw[tier].extend(rules)
+                compiled[tier].extend(compile_tiers([rules])[0])
+
+    def other(rel: str, mode: int) -> None:
+        warnings.append(f"not synced: {rel!r} is not a regular file, directory or symlink")
+
+    entries = walk_tree(str(root), tiers, on_dir=read_rules, on_other=other)
+    for rel, entry in list(entries.items()):
+        if entry[0] != "l":
+            continue
+        target = _link_inside(root, rel, entry[1])
+        if target is None:
+            warnings.append(f"not synced: symlink {rel!r} -> {entry[1]!r} leads outside the project")
+            del entries[rel]
+        else:
+            entry[1] = target
+    return LocalTree(root, entries, [raw["awsrun"], raw["git"], raw["default"]], warnings)
+
+
+def _link_inside(root: Path, rel: str, target: str) -> str | None:
+    """The link text to send when the link resolves inside the project (made relative), else None."""
+    link = root / rel
+    try:
+        resolved = Path(os.path.realpath(link))
+    except OSError:
+        return None
+    if not resolved.exists() or not (resolved == root or root in resolved.parents):
+        return None
+    if not os.path.isabs(target):
+        return target
+    return os.path.relpath(resolved, link.parent)
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    send: list[str]
+    delete: list[str]
+    unchanged: int
+
+
+def plan(local: dict[str, list], remote: dict[str, list]) -> SyncPlan:
+    send = sorted(path for path, entry in local.items() if remote.get(path) != entry)
+    delete = sorted(path for path in remote if path not in local)
+    return SyncPlan(send, delete, len(local) - len(send))
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    files_sent: int
+    bytes_sent: int          # on the wire (compressed)
+    bytes_raw: int           # the files' sizes
+    deleted: int
+    unchanged: int
+    remote_dir: str
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"files_sent": self.files_sent, "bytes_sent": self.bytes_sent, "bytes_raw": self.bytes_raw,
+                "deleted": self.deleted, "unchanged": self.unchanged, "remote_dir": self.remote_dir,
+                "warnings": list(self.warnings)}
+
+
+def payload(tree: LocalTree, sync_plan: SyncPlan) -> tuple[bytes, int]:
+    """The gzip'd tar for the target: the deletion list first, then every file to send. -> (bytes, raw)"""
+    buffer = io.BytesIO()
+    raw = 0
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=COMPRESS_LEVEL,
+                      format=tarfile.PAX_FORMAT) as archive:
+        listing = json.dumps(sync_plan.delete).encode()
+        info = tarfile.TarInfo(DELETIONS)
+        info.size = len(listing)
+        archive.addfile(info, io.BytesIO(listing))
+        for rel in sync_plan.send:
+            entry = tree.entries[rel]
+            info = tarfile.TarInfo(rel)
+            if entry[0] == "l":
+                info.type, info.linkname = tarfile.SYMTYPE, entry[1]
+                archive.addfile(info)
+                continue
+            try:
+                fd = os.open(tree.root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError as exc:
+                raise AwsrunError(f"cannot read {rel!r} of the project: {exc.strerror}",
+                                  hint="run the command again") from None
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read()
+            # what was read is what is described: the walk's size/mtime become the file's own
+            info.size, info.mode, info.mtime = len(data), entry[3], entry[2] // 1_000_000_000
+            info.pax_headers = {MTIME_KEY: str(entry[2])}
+            if len(data) != entry[1]:
+                info.pax_headers = {MTIME_KEY: "0"}  # changed while sent: the next sync sends it again
+            archive.addfile(info, io.BytesIO(data))
+            raw += len(data)
+    return buffer.getvalue(), raw
+
+
+# --- programs the target runs --------------------------------------------------------------------
+
+MANIFEST_MAIN = r"""
+import json, os, re, sys
+root = os.path.expanduser(sys.argv[1])
+tiers = [[(b, re.compile(rx, re.DOTALL), n, d, bn) for b, rx, n, d, bn in tier] for tier in json.load(sys.stdin)]
+print(json.dumps(walk_tree(root, tiers, stale_after=600) if os.path.isdir(root) else {}))
+"""
+
+APPLY_PROGRAM = r"""
+import json, os, shutil, stat, sys, tarfile
+root = os.path.expanduser(sys.argv[1])
+os.makedirs(root, exist_ok=True)
+def warn(text):
+    sys.stderr.write("awsrun-warning: " + text + "\n")
+def parts_of(name):
+    parts = name.split("/")
+    if name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        return None
+    return parts
+def directory(parts, create):
+    here = root
+    for part in parts[:-1]:
+        here = os.path.join(here, part)
+        try:
+            info = os.lstat(here)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(here)
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            return None
+    return here
+def delete(names):
+    for name in names:
+        parts = parts_of(name)
+        here = parts and directory(parts, False)
+        if not here:
+            continue
+        target = os.path.join(here, parts[-1])
+        try:
+            if stat.S_ISDIR(os.lstat(target).st_mode):
+                continue
+            os.unlink(target)
+        except OSError:
+            continue
+        while here != root:
+            try:
+                os.rmdir(here)
+            except OSError:
+                break
+            here = os.path.dirname(here)
+count, temp = 0, None
+archive = tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz")
+try:
+    for member in archive:
+        if member.name == ".awsrun-sync/deletions":
+            delete(json.loads(archive.extractfile(member).read().decode()))
+            continue
+        parts = parts_of(member.name)
+        here = parts and directory(parts, True)
+        if not here or not (member.isreg() or member.issym()):
+            warn("skipped %r: not a plain path below the project directory" % member.name)
+            continue
+        target = os.path.join(here, parts[-1])
+        if os.path.isdir(target) and not os.path.islink(target):
+            warn("skipped %r: a directory of that name is in the way on the instance" % member.name)
+            continue
+        count += 1
+        temp = os.path.join(here, ".awsrun-tmp-%d-%d" % (os.getpid(), count))
+        if member.issym():
+            os.symlink(member.linkname, temp)
+        else:
+            source = archive.extractfile(member)
+            with open(temp, "wb") as handle:
+                shutil.copyfileobj(source, handle, 1 << 20)
+            os.chmod(temp, member.mode & 0o777)
+            ns = int(member.pax_headers.get("AWSRUN.mtime_ns", member.mtime * 1000000000))
+            os.utime(temp, ns=(ns, ns))
+        os.replace(temp, target)
+        temp = None
+finally:
+    if temp is not None:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+"""
+
+PULL_PROGRAM = r"""
+import base64, io, json, os, sys, tarfile
+root = os.path.expanduser(sys.argv[1])
+if not os.path.isdir(root):
+    sys.stderr.write("no directory %s\n" % root)
+    sys.exit(3)
+have = json.load(sys.stdin)
+buffer = io.BytesIO()
+archive = tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=3, format=tarfile.PAX_FORMAT)
+others = []
+entries = walk_tree(root, [], on_other=lambda rel, mode: others.append(rel))
+for rel in sorted(list(entries) + others):
+    path = os.path.join(root, rel)
+    entry = entries.get(rel)
+    if entry and entry[0] == "f" and have.get(rel) == [entry[1], entry[2]]:
+        continue
+    try:
+        info = archive.gettarinfo(path, arcname=rel)
+    except OSError:
+        continue
+    if info is None:
+        continue
+    if info.isreg():
+        info.pax_headers = {"AWSRUN.mtime_ns": str(os.lstat(path).st_mtime_ns)}
+        try:
+            with open(path, "rb") as handle:
+                archive.addfile(info, handle)
+        except OSError:
+            continue
+    else:
+        archive.addfile(info)
+archive.close()
+sys.stdout.write(base64.b64encode(buffer.getvalue()).decode())
+"""
+
+
+def manifest_command(remote_root: str, python: str) -> str:
+    """Prints the target's manifest of `remote_root` as JSON; stdin: the rule tiers (manifest_input)."""
+    program = _shipped(is_ignored, walk_tree) + MANIFEST_MAIN
+    return f"{shlex.quote(python)} -c {shlex.quote(program)} {remote_path(remote_root)}"
+
+
+def manifest_input(tree: LocalTree) -> bytes:
+    return json.dumps(tree.tiers).encode()
+
+
+def parse_manifest(text: str, where: str) -> dict[str, list]:
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        raise RemoteError(f"the file list from {where} is unreadable: {text.strip()[:200]!r}") from None
+    if not isinstance(manifest, dict):
+        raise RemoteError(f"the file list from {where} is unreadable")
+    return manifest
+
+
+def apply_command(remote_root: str, python: str) -> str:
+    """Reads the payload on stdin: deletes, then writes each file whole (temp name + rename)."""
+    return f"{shlex.quote(python)} -c {shlex.quote(APPLY_PROGRAM)} {remote_path(remote_root)}"
+
+
+def remote_warnings(stderr: str) -> list[str]:
+    return [line[len(WARNING_MARK):] for line in stderr.splitlines() if line.startswith(WARNING_MARK)]
+
+
+def push(remote: Remote, tree: LocalTree, remote_root: str, python: str) -> SyncReport:
+    """Make `remote_root` on the target hold the project's files: two round trips, one when nothing
+    changed."""
+    listing = run_whole(remote, manifest_command(remote_root, python), stdin=manifest_input(tree))
+    listing.check(f"read the file list of {remote_root} on {remote.name}")
+    remote_entries = parse_manifest(listing.stdout, remote.name)
+    sync_plan = plan(tree.entries, remote_entries)
+    if not sync_plan.send and not sync_plan.delete:
+        return SyncReport(0, 0, 0, 0, sync_plan.unchanged, remote_root, tuple(tree.warnings))
+    data, raw = payload(tree, sync_plan)
+    result = remote.run(apply_command(remote_root, python), stdin=data)
+    result.check(f"write the project into {remote_root} on {remote.name}")
+    return SyncReport(len(sync_plan.send), len(data), raw, len(sync_plan.delete), sync_plan.unchanged,
+                      remote_root, tuple(tree.warnings) + tuple(remote_warnings(result.stderr)))
+
+
+# --- pull -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PullReport:
+    files: int
+    bytes_raw: int
+    bytes_received: int
+    unchanged: int
+    destination: Path
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "bytes_raw": self.bytes_raw, "bytes_received": self.bytes_received,
+                "unchanged": self.unchanged, "destination": str(self.destination),
+                "warnings": list(self.warnings)}
+
+
+def local_manifest(destination: Path) -> dict[str, list[int]]:
+    """What the destination already holds: {path: [size, mtime_ns]} of its regular files."""
+    if not destination.is_dir():
+        return {}
+    entries = walk_tree(str(destination), [])
+    return {path: [e[1], e[2]] for path, e in entries.items() if e[0] == "f"}
+
+
+def pull_command(remote_source: str, python: str) -> str:
+    """Sends (base64 on stdout) a tar of what differs from the manifest read on stdin."""
+    program = _shipped(is_ignored, walk_tree) + PULL_PROGRAM
+    return f"{shlex.quote(python)} -c {shlex.quote(program)} {remote_path(remote_source)}"
+
+
+def pull(remote: Remote, remote_source: str, destination: Path, python: str) -> PullReport:
+    have = local_manifest(destination)
+    result = run_whole(remote, pull_command(remote_source, python), stdin=json.dumps(have).encode())
+    if result.exit_code == 3:
+        raise NotFoundError(f"{remote_source} does not exist on {remote.name}",
+                            hint="the job has written no output yet, or the path is wrong (`awsrun ssh -- ls`)")
+    result.check(f"read {remote_source} on {remote.name}")
+    try:
+        data = base64.b64decode(result.stdout.strip(), validate=True)
+    except ValueError:
+        raise RemoteError(f"{remote.name} sent something that is not a file archive") from None
+    return unpack(data, destination, unchanged=len(have), received=len(result.stdout))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_name(name: str) -> str | None:
+    """Why a member name from the remote cannot be written, or None when it is a plain relative path."""
+    if _CONTROL.search(name):
+        return "its name holds a control character (newline, tab, ...)"
+    if name.startswith("/"):
+        return "it is an absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "it climbs out with '..'"
+    if any(part in ("", ".") for part in parts):
+        return "its name is not a plain relative path"
+    return None
+
+
+def unpack(data: bytes, destination: Path, *, unchanged: int = 0, received: int | None = None) -> PullReport:
+    """Write the regular files of a tar from the remote under `destination`, and nothing else, nowhere
+    else: names are checked, links and special files skipped, and every directory on the way is opened
+    with O_NOFOLLOW, so neither the archive nor a symlink already in the destination leads outside."""
+    warnings: list[str] = []
+    files = raw = 0
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise RemoteError(f"the archive from the instance is unreadable: {exc}") from None
+    root_fd = os.open(destination, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with archive:
+            for member in archive:
+                name = member.name
+                reason = check_name(name)
+                if reason is None and member.isdir():
+                    continue
+                if reason is None and not member.isreg():
+                    kind = ("symlink" if member.issym() else "hard link" if member.islnk()
+                            else "device file" if member.ischr() or member.isblk()
+                            else "fifo" if member.isfifo() else "special file")
+                    link = f" -> {member.linkname!r}" if member.issym() or member.islnk() else ""
+                    reason = f"it is a {kind}{link}; pull copies regular files only"
+                if reason is not None:
+                    warnings.append(f"not pulled: {name!r}: {reason}")
+                    continue
+                source = archive.extractfile(member)
+                problem = _write_below(root_fd, name.split("/"), source, member)
+                if problem:
+                    warnings.append(f"not pulled: {name!r}: {problem}")
+                    continue
+                files += 1
+                raw += member.size
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise RemoteError(f"the archive from the instance is damaged: {exc}") from None
+    finally:
+        os.close(root_fd)
+    return PullReport(files, raw, len(data) if received is None else received, unchanged, destination,
+                      tuple(warnings))
+
+
+def _write_below(root_fd: int, parts: list[str], source, member: tarfile.TarInfo) -> str | None:
+    fds = []
+    here = root_fd
+    try:
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, 0o755, dir_fd=here)
+            except FileExistsError:
+                pass
+            try:
+                here = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+            except OSError:
+                return f"{part!r} on the way is a symlink or a file locally"
+            fds.append(here)
+        name = parts[-1]
+        try:
+            if stat.S_ISDIR(os.stat(name, dir_fd=here, follow_symlinks=False).st_mode):
+                return "a local directory of that name is in the way"
+        except FileNotFoundError:
+            pass
+        temp = f"{TEMP_PREFIX}{os.getpid()}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=here)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                while True:
+                    block = source.read(1 << 20)
+                    if not block:
+                        break
+                    handle.write(block)
+                handle.flush()
+                os.fchmod(handle.fileno(), member.mode & 0o755)
+                ns = int(member.pax_headers.get(MTIME_KEY, member.mtime * 1_000_000_000))
+                os.utime(handle.fileno(), ns=(ns, ns))
+            os.replace(temp, name, src_dir_fd=here, dst_dir_fd=here)
+        except BaseException:
+            try:
+                os.unlink(temp, dir_fd=here)
+            except OSError:
+                pass
+            raise
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
