@@ -1,0 +1,119 @@
+"""The instance-side agent (infra/awsrun-agent.py) on a loopback host: idle auto-stop fires after the idle
+period and never while a job runs; an interruption notice from IMDSv2 SIGTERMs the job and marks it."""
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from awsrun import tmux
+from awsrun.remote.ssh import SshTarget, connect
+
+AGENT = Path(__file__).resolve().parents[1] / "infra" / "awsrun-agent.py"
+
+
+@pytest.fixture
+def host_remote(fleet, tmp_path):
+    host = fleet.hosts[0]
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    host.authorize((tmp_path / "id_ed25519.pub").read_text())
+    target = SshTarget(host=host.address, port=host.port, user="ubuntu", key_path=key,
+                       known_hosts=tmp_path / "known_hosts", alias=f"{host.address}:{host.port}")
+    remote = connect(target, wait_s=10)
+    remote.run("mkdir -p ~/.awsrun/agent").check()
+    remote.put_bytes(AGENT.read_bytes(), "/home/ubuntu/.awsrun/agent/awsrun-agent.py", mode=0o755)
+    yield remote
+    remote.close()
+
+
+def configure(remote, **config) -> None:
+    remote.put_bytes(json.dumps(config).encode(), "/home/ubuntu/.awsrun/agent/config.json")
+
+
+def agent(remote, verb: str) -> str:
+    return remote.run(["python3", ".awsrun/agent/awsrun-agent.py", verb]).check().stdout
+
+
+def wait_for(remote, path: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while remote.run(["test", "-e", path]).exit_code != 0:
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def test_autostop_fires_after_the_idle_period_and_not_while_a_job_runs(host_remote):
+    configure(host_remote, idle_seconds=1, shutdown_command=["touch", "/home/ubuntu/shutdown-fired"],
+              imds_url="http://127.0.0.1:9")
+    host_remote.run(tmux.start_job("train", "~", ["sleep", "3"])).check()
+    agent(host_remote, "tick")
+    time.sleep(1.2)
+    agent(host_remote, "tick")  # idle period passed, but a job runs: nothing fires
+    status = json.loads(agent(host_remote, "status"))
+    assert status["running_jobs"] == ["train"] and status["idle_since"] is None
+    assert host_remote.run(["test", "-e", "shutdown-fired"]).exit_code == 1
+
+    wait_for(host_remote, ".awsrun/jobs/train/exit_code")
+    agent(host_remote, "tick")  # idle from now on
+    status = json.loads(agent(host_remote, "status"))
+    assert status["running_jobs"] == [] and status["fires_at"] == status["idle_since"] + 1
+    assert host_remote.run(["test", "-e", "shutdown-fired"]).exit_code == 1
+    time.sleep(1.2)
+    agent(host_remote, "tick")
+    assert host_remote.run(["test", "-e", "shutdown-fired"]).exit_code == 0
+    assert json.loads(agent(host_remote, "status"))["fired_at"] is not None
+
+
+class _Imds(http.server.BaseHTTPRequestHandler):
+    notice: dict | None = None
+
+    def do_PUT(self):  # noqa: N802
+        self._answer(200, b"token-123")
+
+    def do_GET(self):  # noqa: N802
+        if self.headers.get("X-aws-ec2-metadata-token") != "token-123":
+            return self._answer(401, b"")
+        if self.path == "/latest/meta-data/spot/instance-action" and _Imds.notice:
+            return self._answer(200, json.dumps(_Imds.notice).encode())
+        self._answer(404, b"")
+
+    def _answer(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def imds():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Imds.notice = None
+    yield server
+    server.shutdown()
+
+
+def test_interruption_notice_sigterms_the_job_and_marks_it(host_remote, imds):
+    url = f"http://127.0.0.1:{imds.server_address[1]}"
+    configure(host_remote, imds_url=url)
+    script = ("import signal, sys, time\n"
+              "def stop(*_):\n    print('checkpointed on SIGTERM', flush=True); sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, stop)\nprint('training', flush=True)\ntime.sleep(120)\n")
+    host_remote.run(tmux.start_job("train", "~", ["python3", "-c", script])).check()
+    wait_for(host_remote, ".awsrun/jobs/train/pid")
+    agent(host_remote, "tick")
+    assert host_remote.run(["test", "-e", ".awsrun/jobs/train/interrupted"]).exit_code == 1  # no notice yet
+
+    _Imds.notice = {"action": "stop", "time": "2026-11-27T12:00:00Z"}
+    agent(host_remote, "tick")
+    wait_for(host_remote, ".awsrun/jobs/train/exit_code")
+    assert json.loads(host_remote.run(["cat", ".awsrun/jobs/train/interrupted"]).check().stdout)["action"] == "stop"
+    assert "checkpointed on SIGTERM" in host_remote.run(["cat", ".awsrun/jobs/train/log"]).check().stdout
