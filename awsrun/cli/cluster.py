@@ -1,18 +1,172 @@
-"""Cluster verbs: up, status, stop, start, down."""
+"""Cluster verbs: up, status, stop, start, down. Parse, call one use case, render."""
 from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
 
 import click
 
-from awsrun.errors import NotImplementedYet
+from awsrun import ui
+from awsrun.cli.context import AppContext
+from awsrun.errors import ConfigError
+
+# Test hook: with AWSRUN_TEST_PAUSE_AT=NAME, `awsrun up` prints "awsrun-test-pause: NAME" and sleeps at
+# that point (before-launch, run-instances, wait-running, wait-ssh), so a test can kill it exactly
+# there. Nothing else reads it.
+PAUSE_ENV = "AWSRUN_TEST_PAUSE_AT"
 
 
-def _pending(verb: str) -> click.Command:
-    @click.command(verb, help=f"(not implemented yet) {verb}", context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        raise NotImplementedYet(f"`awsrun {verb}` is not implemented yet")
+class UiReporter:
+    """The use cases' progress, shown through awsrun.ui."""
 
-    return command
+    def phase(self, label: str):
+        return ui.phase(label)
+
+    def warn(self, message: str) -> None:
+        ui.say(f"warning: {message}")
+
+    def checkpoint(self, name: str) -> None:
+        if os.environ.get(PAUSE_ENV) == name:
+            ui.say(f"awsrun-test-pause: {name}")
+            time.sleep(3600)
 
 
-COMMANDS = [_pending(v) for v in ("up", "status", "stop", "start", "down")]
+def _given(**flags: Any) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+cluster_option = click.option("--cluster", help="Cluster name (default: setting `cluster`, 'default').")
+
+
+@click.command("up")
+@cluster_option
+@click.option("--instance-type", help="EC2 instance type (default g4dn.xlarge).")
+@click.option("--spot/--on-demand", "spot", default=None, help="Spot capacity, or on-demand (the default).")
+@click.option("--max-price", type=float, help="Spot: highest USD/hour to pay.")
+@click.option("--region", help="AWS region (default: boto3's chain).")
+@click.option("--zone", help="Availability zone (default: any; the cheapest for spot).")
+@click.option("--ami", help="'ubuntu' (22.04), 'dlami' (Deep Learning Base AMI) or an ami-... id.")
+@click.option("--volume-gb", type=int, help="Root volume size in GB (gp3, encrypted; default 100).")
+@click.option("--keep-volume/--delete-volume", default=None, help="Keep the root volume after `down`.")
+@click.option("--ssh-key", type=click.Path(dir_okay=False), help="Your private key instead of awsrun's own.")
+@click.option("--ssh-cidr", help="Who may reach SSH (default: your address /32).")
+@click.option("--nodes", type=click.IntRange(1, 64), help="Number of instances (one zone, a placement group).")
+@click.option("--no-bootstrap", is_flag=True, help="Skip installing the driver, venv and PyTorch.")
+@click.option("--local", is_flag=True, help="Use this machine as the cluster.")
+@click.option("--host", "hosts", multiple=True, metavar="USER@ADDR[:PORT]", help="Use existing hosts (repeatable).")
+@click.pass_obj
+def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bool, hosts: tuple[str, ...],
+               **flags: Any) -> None:
+    """Provision (or resume) a cluster and bootstrap it over SSH."""
+    from awsrun import clusters
+
+    if local and hosts:
+        raise ConfigError("--local and --host exclude each other")
+    if (local or hosts) and nodes:
+        raise ConfigError("--nodes applies to EC2 clusters; with --host, each host is a node")
+    given = _given(**flags)
+    request = clusters.UpRequest(settings=app.settings(**given), nodes=nodes, bootstrap=not no_bootstrap,
+                                 local=local, hosts=tuple(hosts), explicit=frozenset(given))
+    result = clusters.up(app.home, request, UiReporter())
+    for record in result.instances:
+        where = record.public_ip or record.extra.get("host") or "this machine"
+        words = (record.id, record.instance_type, record.market, record.state, "at", where)
+        ui.say(f"  node {record.node}: " + " ".join(w for w in words if w))
+    name = result.cluster.name
+    flag = "" if name == "default" else f" --cluster {name}"
+    ui.say(f"cluster {name!r} is ready. Next: `awsrun submit SCRIPT{flag}`; "
+           f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
+
+
+@click.command("status")
+@cluster_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def status_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
+    """Every cluster, its instances, uptime and cost so far; orphaned awsrun instances too."""
+    from awsrun.cluster_status import status
+
+    report = status(app.home, app.settings(), cluster=cluster)
+    if as_json:
+        ui.emit_json(report.to_json())
+        return
+    rows = [(c.name, i.node, i.id, i.instance_type, i.market, i.state, i.public_ip, i.private_ip, i.zone,
+             _duration(i.uptime_s), _usd(i.hourly_usd), _usd(i.cost_usd))
+            for c in report.clusters for i in c.instances]
+    if rows:
+        ui.table(["cluster", "node", "id", "type", "market", "state", "public ip", "private ip", "zone",
+                  "uptime", "$/h", "cost $"], rows)
+    else:
+        ui.say("no clusters. Start one with `awsrun up` (or `awsrun up --local`).")
+    if report.orphans:
+        ui.table(["id", "cluster", "owner", "state", "type", "region", "adopted"],
+                 [(o.id, o.cluster, o.owner, o.state, o.instance_type, o.region, "yes" if o.adopted else "no")
+                  for o in report.orphans], title="awsrun instances the local state did not know")
+        ui.say("adopted instances now belong to their cluster again: `awsrun down --cluster NAME` removes them; "
+               "others' are never touched.")
+    for note in report.notes:
+        ui.say(f"note: {note}")
+
+
+@click.command("stop")
+@cluster_option
+@click.pass_obj
+def stop_command(app: AppContext, cluster: str | None) -> None:
+    """Stop the cluster's instances: the disk is kept, compute billing ends."""
+    from awsrun import cluster_ops
+
+    result = cluster_ops.stop(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
+    ui.say(f"stopped {', '.join(result.changed)}" if result.changed else "nothing was running")
+
+
+@click.command("start")
+@cluster_option
+@click.pass_obj
+def start_command(app: AppContext, cluster: str | None) -> None:
+    """Start the cluster's stopped instances again (they get new public IPs)."""
+    from awsrun import cluster_ops
+
+    result = cluster_ops.start(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
+    for record in result.instances:
+        ui.say(f"{record.id} {record.state} at {record.public_ip or record.private_ip}")
+
+
+@click.command("down")
+@cluster_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
+    """Terminate the cluster and delete what awsrun created for it (security group, key pair)."""
+    from awsrun import cluster_ops
+
+    settings = app.settings(**_given(cluster=cluster))
+    if not yes:
+        record, instances = cluster_ops.recorded(app.home, settings.cluster)
+        if not sys.stdin.isatty():
+            raise ConfigError(f"`awsrun down` would terminate cluster {settings.cluster!r}: confirm with --yes")
+        ids = ", ".join(i.id for i in instances) or "no instances recorded"
+        what = "terminate its instances and delete its security group and key pair" \
+            if record is None or record.provider == "aws" else "forget it (the machines are left alone)"
+        click.confirm(f"cluster {settings.cluster!r} ({ids}): {what}?", abort=True, err=True)
+    result = cluster_ops.down(app.home, settings, UiReporter())
+    parts = [f"terminated {', '.join(result.terminated)}" if result.terminated else "",
+             f"deleted security group {', '.join(result.security_groups)}" if result.security_groups else "",
+             f"deleted key pair {', '.join(result.key_pairs)}" if result.key_pairs else ""]
+    done = "; ".join(p for p in parts if p) or "nothing left in the cloud"
+    ui.say(f"cluster {result.cluster!r} is gone: {done}")
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _usd(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}" if value >= 0.1 or value == 0 else f"{value:.4f}"
+
+
+COMMANDS = [up_command, status_command, stop_command, start_command, down_command]

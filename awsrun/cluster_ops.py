@@ -1,0 +1,140 @@
+"""Use cases: stop, start, down. Each reconciles the cluster with EC2 first, then acts, writing the
+state after every cloud call; a Ctrl-C leaves records that the same command, run again, finishes."""
+from __future__ import annotations
+
+import dataclasses
+
+from awsrun import aws_cluster
+from awsrun.clusters import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state, wait_for_ssh
+from awsrun.errors import ConfigError, Interrupted, NotFoundError
+from awsrun.home import Home
+from awsrun.progress import Reporter
+from awsrun.providers.aws_requests import cluster_filters, validate_cluster_name
+from awsrun.settings import Settings
+from awsrun.state import ClusterRecord, InstanceRecord, State
+
+
+def recorded(home: Home, name: str) -> tuple[ClusterRecord | None, list[InstanceRecord]]:
+    """What the local state holds for a cluster (no cloud call): for confirmations."""
+    state = open_state(home)
+    try:
+        return state.get_cluster(name), state.instances(name)
+    finally:
+        state.close()
+
+
+def stop(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws) -> ActionResult:
+    return _act(home, settings, reporter, aws, "stop")
+
+
+def start(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws) -> ActionResult:
+    return _act(home, settings, reporter, aws, "start")
+
+
+def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, verb: str) -> ActionResult:
+    name = validate_cluster_name(settings.cluster)
+    run = Run(home, settings, open_state(home), reporter, aws)
+    try:
+        cluster = _require(run.state, name)
+        if cluster.provider != "aws":
+            raise ConfigError(f"cluster {name!r} is made of machines awsrun did not launch ({cluster.provider}): "
+                              f"it does not {verb} them", hint=f"`awsrun down --cluster {name}` forgets the cluster")
+        provider = aws(cluster.region)
+        owner = provider.caller_arn()
+        found = aws_cluster.reconcile(run.state, provider, cluster, owner)
+        if not found.live and not found.launching:
+            raise NotFoundError(f"cluster {name!r} has no instances", hint=f"`awsrun up --cluster {name}` launches one")
+        changed = _stop(run, provider, found) if verb == "stop" else _start(run, provider, cluster, owner, found)
+        return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed))
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted during `awsrun {verb}` (cluster {name!r})",
+                          hint=f"`awsrun status` shows where it is; `awsrun {verb} --cluster {name}` finishes") from None
+    finally:
+        for remote in run.remotes.values():
+            remote.close()
+        run.state.close()
+
+
+def _stop(run: Run, provider, found: aws_cluster.Reconciled) -> list[str]:
+    targets = [r for r in found.live if r.state in ("pending", "running")]
+    ids = [r.id for r in targets]
+    if ids:
+        with run.reporter.phase(f"stopping {', '.join(ids)}"):
+            provider.stop(ids)
+            for record in targets:
+                run.state.put_instance(dataclasses.replace(record, state="stopping"))
+            provider.wait(ids, "stopped")
+    waiting = [r.id for r in found.live if r.state == "stopping"]
+    if waiting:
+        with run.reporter.phase(f"waiting for {', '.join(waiting)} to stop"):
+            provider.wait(waiting, "stopped")
+    for record in found.live:
+        if record.id in ids or record.id in waiting:
+            run.state.put_instance(dataclasses.replace(record, state="stopped", public_ip=None))
+    return ids
+
+
+def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cluster.Reconciled) -> list[str]:
+    stopping = [r.id for r in found.live if r.state == "stopping"]
+    if stopping:
+        with run.reporter.phase(f"waiting for {', '.join(stopping)} to finish stopping"):
+            provider.wait(stopping, "stopped")
+    ids = [r.id for r in found.live if r.state in ("stopped", "stopping")]
+    if ids:
+        with run.reporter.phase(f"starting {', '.join(ids)}"):
+            provider.start(ids)
+    waiting = ids + [r.id for r in found.live if r.state == "pending"]
+    if waiting:
+        with run.reporter.phase(f"waiting for {', '.join(waiting)} to run"):
+            provider.wait(waiting, "running")
+    for record in aws_cluster.reconcile(run.state, provider, cluster, owner).live:  # new public IPs
+        run.remotes[record.id] = wait_for_ssh(run, cluster, record, provider)
+    return ids
+
+
+def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws) -> DownResult:
+    """Terminate the cluster's instances, delete what awsrun created for it, forget it."""
+    name = validate_cluster_name(settings.cluster)
+    state = open_state(home)
+    try:
+        cluster = state.get_cluster(name) or _from_cloud(state, settings, name, aws)
+        if cluster.provider != "aws":
+            state.delete_cluster(name)
+            return DownResult(name, cluster.provider)
+        provider = aws(cluster.region)
+        owner = provider.caller_arn()
+        with reporter.phase(f"checking cluster {name!r} in {provider.region}"):
+            found = aws_cluster.reconcile(state, provider, cluster, owner)
+        terminated, groups, key_pairs = aws_cluster.teardown(state, provider, reporter, cluster, owner, found)
+        state.delete_cluster(name)
+        return DownResult(name, "aws", tuple(terminated), tuple(groups), tuple(key_pairs))
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted during `awsrun down`: cluster {name!r} is still recorded",
+                          hint=f"`awsrun down --cluster {name}` again finishes the clean-up") from None
+    finally:
+        state.close()
+
+
+def _from_cloud(state: State, settings: Settings, name: str, aws: AwsFactory) -> ClusterRecord:
+    """A cluster the state lost (or never had): what EC2 holds under its tags, owned by this caller."""
+    provider = aws(settings.region)
+    owner = provider.caller_arn()
+    found = [i for i in provider.describe(cluster_filters(name, owner)) if i.state != "terminated"]
+    if not (found or provider.tagged_security_groups(name, owner) or provider.tagged_key_pairs(name, owner)):
+        raise _not_found(state, name)
+    cluster = ClusterRecord(name, "aws", provider.region, {"owner": owner})
+    state.put_cluster(cluster)
+    return cluster
+
+
+def _require(state: State, name: str) -> ClusterRecord:
+    cluster = state.get_cluster(name)
+    if cluster is None:
+        raise _not_found(state, name)
+    return cluster
+
+
+def _not_found(state: State, name: str) -> NotFoundError:
+    known = ", ".join(c.name for c in state.clusters()) or "none"
+    return NotFoundError(f"no cluster named {name!r} (known: {known})",
+                         hint="`awsrun status` lists clusters, and adopts awsrun instances the state lost")

@@ -1,0 +1,215 @@
+"""Use case: status. Reconciles every AWS cluster with EC2, prices what runs, and finds orphans:
+instances tagged `awsrun:cluster` that the state does not know. The caller's own orphans are adopted
+back into the state (so `awsrun down` can remove them); other owners' are listed, never touched."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from awsrun import aws_cluster, keys
+from awsrun.clusters import AwsFactory, default_aws, open_state
+from awsrun.errors import AwsrunError, NotFoundError
+from awsrun.home import Home
+from awsrun.providers.aws_requests import cluster_filters, key_pair_name, validate_cluster_name
+from awsrun.settings import Settings
+from awsrun.state import ClusterRecord, InstanceRecord, State
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    id: str
+    node: int
+    instance_type: str | None
+    market: str | None
+    state: str
+    public_ip: str | None
+    private_ip: str | None
+    zone: str | None
+    launched_at: float | None
+    uptime_s: float | None
+    hourly_usd: float | None
+    price_source: str | None
+    cost_usd: float | None
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    name: str
+    provider: str
+    region: str | None
+    instances: tuple[InstanceStatus, ...]
+    cost_usd: float | None
+
+
+@dataclass(frozen=True)
+class Orphan:
+    id: str
+    cluster: str | None
+    owner: str | None
+    state: str
+    instance_type: str
+    region: str
+    adopted: bool
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    clusters: tuple[ClusterStatus, ...]
+    orphans: tuple[Orphan, ...]
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class _Providers:
+    """One provider and one caller identity per region, made on first use."""
+
+    def __init__(self, aws: AwsFactory):
+        self.aws = aws
+        self._by_region: dict[str | None, tuple[object, str]] = {}
+
+    def get(self, region: str | None, quick: bool = False):
+        if region not in self._by_region:
+            provider = self.aws(region)
+            if quick:
+                provider = provider.quick()
+            self._by_region[region] = (provider, provider.caller_arn())
+        return self._by_region[region]
+
+
+def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsFactory = default_aws,
+           now: float | None = None) -> StatusReport:
+    now = time.time() if now is None else now
+    if cluster is not None:
+        validate_cluster_name(cluster)
+    state = open_state(home)
+    providers = _Providers(aws)
+    try:
+        recorded = state.clusters()
+        adopted: set[str] = set()
+        for record in recorded:
+            if record.provider == "aws" and cluster in (None, record.name):
+                provider, owner = providers.get(record.region)
+                adopted |= set(aws_cluster.reconcile(state, provider, record, owner).adopted)
+        orphans, notes = _orphans(home, state, settings, providers, recorded)
+        adopted |= {o.id for o in orphans if o.adopted}
+        clusters = [c for c in state.clusters() if cluster in (None, c.name)]
+        if cluster is not None and not clusters:
+            known = ", ".join(c.name for c in state.clusters()) or "none"
+            raise NotFoundError(f"no cluster named {cluster!r} (known: {known})",
+                                hint="start one with `awsrun up` (or `awsrun up --local` to use this machine)")
+        prices = _Prices(providers)
+        report = [_cluster_status(c, state.instances(c.name), prices, adopted, now) for c in clusters]
+        return StatusReport(tuple(report), tuple(orphans), tuple(notes))
+    finally:
+        state.close()
+
+
+def _orphans(home: Home, state: State, settings: Settings, providers: _Providers,
+             recorded: list[ClusterRecord]) -> tuple[list[Orphan], list[str]]:
+    """Scan the regions of the AWS clusters, and the default region when the state knows no cluster
+    at all (a lost state.db is when orphans matter most). Local-only states skip the cloud."""
+    regions = {c.region for c in recorded if c.provider == "aws"}
+    if not recorded:
+        regions.add(settings.region)
+    orphans: list[Orphan] = []
+    notes: list[str] = []
+    known = {i.id for i in state.instances()}
+    for region in sorted(regions, key=str):
+        try:
+            provider, owner = providers.get(region, quick=not recorded)
+            tagged = [i for i in provider.describe(cluster_filters(None)) if i.state != "terminated"]
+        except AwsrunError as exc:
+            if recorded:
+                raise
+            notes.append(f"awsrun instances in AWS not checked: {exc.message}")
+            continue
+        for instance in tagged:
+            if instance.id in known:
+                continue
+            adopted = instance.owner == owner and _adopt(home, state, settings, provider.region, instance)
+            orphans.append(Orphan(instance.id, instance.cluster, instance.owner, instance.state,
+                                  instance.instance_type, provider.region, adopted))
+    return orphans, notes
+
+
+def _adopt(home: Home, state: State, settings: Settings, region: str, instance) -> bool:
+    name = instance.cluster or ""
+    try:
+        validate_cluster_name(name)
+    except AwsrunError:
+        return False
+    cluster = state.get_cluster(name)
+    if cluster is None:
+        config = {"owner": instance.owner, "adopted": True, "key_name": instance.key_name,
+                  "security_group_id": (instance.security_group_ids or (None,))[0]}
+        ssh_key = _key_for(home, settings, name, instance.key_name)
+        if ssh_key:
+            config["ssh_key"] = ssh_key
+        cluster = ClusterRecord(name, "aws", region, {k: v for k, v in config.items() if v is not None})
+        state.put_cluster(cluster)
+    if cluster.provider != "aws" or cluster.region != region:
+        return False
+    state.put_instance(aws_cluster.record_from(instance, name))
+    return True
+
+
+def _key_for(home: Home, settings: Settings, cluster: str, key_name: str | None) -> str | None:
+    """The private key behind an adopted instance's key pair, if it is one this machine has."""
+    candidates = [settings.ssh_key] if settings.ssh_key else []
+    if (home.keys_dir / keys.GENERATED_NAME).exists():
+        candidates.append(str(home.keys_dir / keys.GENERATED_NAME))
+    for path in candidates:
+        try:
+            if key_pair_name(cluster, keys.resolve_key(home, path).public_key) == key_name:
+                return path
+        except AwsrunError:
+            continue
+    return None
+
+
+class _Prices:
+    """USD/hour per instance: the current spot price when EC2 publishes it, else the catalog's
+    on-demand list price (for spot, an upper bound: spot never costs more than on-demand)."""
+
+    def __init__(self, providers: _Providers):
+        self.providers = providers
+        self._spot: dict[tuple, float | None] = {}
+
+    def hourly(self, cluster: ClusterRecord, record: InstanceRecord) -> tuple[float | None, str | None]:
+        from awsrun import catalog
+
+        if cluster.provider != "aws" or not record.instance_type:
+            return None, None
+        if record.market == "spot":
+            key = (cluster.region, record.instance_type, record.zone)
+            if key not in self._spot:
+                provider, _ = self.providers.get(cluster.region)
+                self._spot[key] = provider.spot_prices(record.instance_type, record.zone).get(record.zone)
+            if self._spot[key] is not None:
+                return self._spot[key], "spot price"
+        listed = catalog.on_demand_price(record.instance_type, cluster.region or "")
+        if listed is None:
+            return None, None
+        return listed, "on-demand list price" + (" (upper bound for spot)" if record.market == "spot" else "")
+
+
+def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], prices: _Prices, adopted: set[str],
+                    now: float) -> ClusterStatus:
+    rows = []
+    for record in records:
+        hourly, source = prices.hourly(cluster, record)
+        running = cluster.provider == "aws" and record.state == "running" and record.launched_at
+        uptime = max(0.0, now - record.launched_at) if running else (0.0 if cluster.provider == "aws" else None)
+        cost = round(uptime / 3600 * hourly, 4) if hourly is not None and uptime is not None else None
+        rows.append(InstanceStatus(
+            id=record.id, node=record.node, instance_type=record.instance_type, market=record.market,
+            state=record.state, public_ip=record.public_ip, private_ip=record.private_ip, zone=record.zone,
+            launched_at=record.launched_at, uptime_s=uptime, hourly_usd=hourly, price_source=source,
+            cost_usd=cost, adopted=record.id in adopted,
+        ))
+    costs = [r.cost_usd for r in rows if r.cost_usd is not None]
+    return ClusterStatus(cluster.name, cluster.provider, cluster.region, tuple(rows),
+                         round(sum(costs), 4) if costs else None)

@@ -1,0 +1,395 @@
+"""Use cases for a cluster's machines: up, stop, start, down (status lives in cluster_status.py).
+
+Plain functions over AWSRUN_HOME, the settings and a Reporter; they return dataclasses and raise
+AwsrunErrors. Providers: `aws` (EC2 instances awsrun launches), `ssh` (hosts the user already has),
+`local` (this machine). `up` never launches a second instance for a node that has one: it starts a
+stopped one, waits for a pending one, and otherwise just checks that SSH answers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from awsrun import aws_cluster, keys
+from awsrun.access import open_remote
+from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
+from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
+from awsrun.home import Home
+from awsrun.progress import Reporter
+from awsrun.providers.aws_requests import LaunchSpec, validate_cluster_name
+from awsrun.remote.base import Remote
+from awsrun.remote.hostkeys import fingerprints_from_console
+from awsrun.settings import Settings
+from awsrun.state import ClusterRecord, InstanceRecord, State
+
+if TYPE_CHECKING:
+    from awsrun.providers.aws import AwsProvider
+
+AwsFactory = Callable[[str | None], "AwsProvider"]  # boto3 is imported lazily: it is slow
+
+
+def default_aws(region: str | None):
+    from awsrun.providers.aws import AwsProvider
+
+    return AwsProvider(region)
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    settings: Settings
+    nodes: int | None = None           # None: as many as the cluster has (at least 1)
+    bootstrap: bool = True
+    local: bool = False
+    hosts: tuple[str, ...] = ()
+    explicit: frozenset[str] = frozenset()  # settings given as flags on this command line
+
+
+@dataclass(frozen=True)
+class UpResult:
+    cluster: ClusterRecord
+    instances: tuple[InstanceRecord, ...]
+    launched: tuple[str, ...] = ()
+    started: tuple[str, ...] = ()
+    ssh_cidr: str | None = None
+    bootstrap_logs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    cluster: ClusterRecord
+    instances: tuple[InstanceRecord, ...]
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DownResult:
+    cluster: str
+    provider: str
+    terminated: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    key_pairs: tuple[str, ...] = ()
+
+
+@dataclass
+class Run:
+    home: Home
+    settings: Settings
+    state: State
+    reporter: Reporter
+    aws: AwsFactory
+    remotes: dict[str, Remote] = field(default_factory=dict)  # one connection per machine per command
+
+
+def open_state(home: Home) -> State:
+    home.ensure()
+    return State.open(home.state_db)
+
+
+def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = default_aws) -> UpResult:
+    settings = request.settings
+    name = validate_cluster_name(settings.cluster)
+    bootstrap = _bootstrap_function() if request.bootstrap else None
+    run = Run(home, settings, open_state(home), reporter, aws)
+    try:
+        existing = run.state.get_cluster(name)
+        provider = "local" if request.local else "ssh" if request.hosts else existing.provider if existing else "aws"
+        if existing and existing.provider != provider:
+            raise ConfigError(f"cluster {name!r} already exists with provider {existing.provider!r}",
+                              hint=f"pick another --cluster, or remove it first with `awsrun down --cluster {name}`")
+        if provider == "aws":
+            result = _up_aws(run, request, existing)
+        else:
+            result = _up_machines(run, request, existing, provider)
+        logs = tuple(_bootstrap(run, result, bootstrap)) if bootstrap else ()
+        return dataclasses.replace(result, bootstrap_logs=logs)
+    except KeyboardInterrupt:
+        raise _interrupted(name, run) from None
+    finally:
+        for remote in run.remotes.values():
+            remote.close()
+        run.state.close()
+
+
+def _interrupted(name: str, run: Run) -> Interrupted:
+    ids = [r.id for r in run.state.instances(name) if not r.id.startswith(aws_cluster.PLACEHOLDER_PREFIX)]
+    pending = [r for r in run.state.instances(name) if r.state == aws_cluster.LAUNCHING]
+    what = (f"instance {', '.join(ids)} is recorded" if ids
+            else "a launch was in flight and is recorded" if pending else "nothing was launched")
+    return Interrupted(
+        f"interrupted: {what} (cluster {name!r})",
+        hint=f"`awsrun up --cluster {name}` continues with it (it never launches a second one); "
+             f"`awsrun down --cluster {name}` removes it",
+    )
+
+
+# aws -------------------------------------------------------------------------------------------------
+def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpResult:
+    settings, state, reporter, name = run.settings, run.state, run.reporter, run.settings.cluster
+    if cluster and settings.region and cluster.region and settings.region != cluster.region:
+        raise ConfigError(f"cluster {name!r} lives in {cluster.region}, not {settings.region}",
+                          hint="leave out --region, or pick another --cluster")
+    recorded_key = (cluster.config.get("ssh_key") if cluster else None) or None
+    key = keys.resolve_key(run.home, settings.ssh_key or recorded_key)
+    cidr = _ssh_cidr(settings, required=cluster is None or not cluster.config.get("security_group_id"))
+    if cidr and cidr.warning:
+        reporter.warn(cidr.warning)
+    if settings.max_price is not None and not settings.spot:
+        reporter.warn("max_price applies to spot launches only; this one is on-demand")
+    provider = run.aws(cluster.region if cluster else settings.region)
+    with reporter.phase(f"checking cluster {name!r} in {provider.region}"):
+        owner = provider.caller_arn()
+        fresh = cluster is None
+        cluster = cluster or ClusterRecord(name, "aws", provider.region, {"owner": owner})
+        found = aws_cluster.reconcile(state, provider, cluster, owner)
+        if fresh and found.described:  # adopted what a lost state had launched
+            state.put_cluster(cluster)
+    live = found.live
+    if live and recorded_key and key.private_path != Path(recorded_key):
+        reporter.warn(f"cluster {name!r} was set up with key {recorded_key}; --ssh-key ignored")
+        key = keys.resolve_key(run.home, recorded_key)
+    _warn_mismatch(live, request, reporter)
+    nodes = request.nodes or max([r.node + 1 for r in live] or [1])
+    missing = [n for n in range(nodes) if n not in {r.node for r in live}]
+    if request.nodes and len(live) > request.nodes:
+        reporter.warn(f"cluster {name!r} has {len(live)} nodes; `up` never removes any")
+    image = _image(run, provider) if missing else None  # a bad --ami fails before anything is created
+    with reporter.phase("preparing key pair and security group"):
+        cluster = _ensure_network(state, provider, cluster, owner, key, cidr)
+
+    stopping = [r.id for r in live if r.state == "stopping"]
+    if stopping:
+        with reporter.phase(f"waiting for {', '.join(stopping)} to finish stopping"):
+            provider.wait(stopping, "stopped")
+    started = [r.id for r in live if r.state in ("stopped", "stopping")]
+    if started:
+        with reporter.phase(f"starting {', '.join(started)}"):
+            provider.start(started)
+    launched = _launch_missing(run, provider, cluster, owner, image, missing, live, found.launching, nodes) \
+        if image else []
+    waiting = [r.id for r in live if r.state != "running"] + launched
+    if waiting:
+        with reporter.phase(f"waiting for {', '.join(waiting)} to run"):
+            reporter.checkpoint("wait-running")
+            provider.wait(waiting, "running")
+    ready = aws_cluster.reconcile(state, provider, cluster, owner).live
+    for record in ready:
+        run.remotes[record.id] = wait_for_ssh(run, cluster, record, provider)
+    return UpResult(cluster, tuple(state.instances(name)), tuple(launched), tuple(started),
+                    ssh_cidr=cidr.cidr if cidr else None)
+
+
+def _ssh_cidr(settings: Settings, required: bool) -> SshCidr | None:
+    """Needed to create the security group; on a later `up` it only refreshes the rule if it can."""
+    if required:
+        return resolve_ssh_cidr(settings)
+    try:
+        return resolve_ssh_cidr(settings)
+    except ConfigError:
+        return None
+
+
+def _warn_mismatch(live: list[InstanceRecord], request: UpRequest, reporter: Reporter) -> None:
+    if not live:
+        return
+    settings, first = request.settings, live[0]
+    if "instance_type" in request.explicit and first.instance_type != settings.instance_type:
+        reporter.warn(f"the cluster already runs {first.instance_type}; --instance-type {settings.instance_type} "
+                      "is ignored (`awsrun down` first to change it)")
+    market = "spot" if settings.spot else "on-demand"
+    if "spot" in request.explicit and first.market != market:
+        reporter.warn(f"the cluster's instance is {first.market}; --{market} is ignored")
+
+
+def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, key: keys.SshKey,
+                    cidr: SshCidr | None) -> ClusterRecord:
+    from awsrun.providers.aws_requests import key_pair_name
+
+    key_name = key_pair_name(cluster.name, key.public_key)
+    config = {**cluster.config, "owner": owner, "ssh_key": str(key.private_path), "key_name": key_name}
+    cluster = dataclasses.replace(cluster, config=config)
+    state.put_cluster(cluster)
+    provider.ensure_key_pair(key_name, key.public_key, cluster.name, owner)
+    vpc = config.get("vpc_id") or provider.default_vpc()
+    group_id, _ = provider.ensure_security_group(cluster.name, owner, vpc)
+    config.update(vpc_id=vpc, security_group_id=group_id)
+    state.put_cluster(dataclasses.replace(cluster, config=config))
+    if cidr:
+        provider.allow_ssh(group_id, cidr.cidr)
+        config["ssh_cidrs"] = sorted({*config.get("ssh_cidrs", []), cidr.cidr})
+    cluster = dataclasses.replace(cluster, config=config)
+    state.put_cluster(cluster)
+    return cluster
+
+
+def _image(run: Run, provider):
+    settings = run.settings
+    with run.reporter.phase(f"resolving AMI {settings.ami!r} in {provider.region}"):
+        image = provider.resolve_image(settings.ami)
+    if image.snapshot_gb and settings.volume_gb < image.snapshot_gb:
+        raise ConfigError(f"--volume-gb {settings.volume_gb} is smaller than the image's {image.snapshot_gb} GB",
+                          hint=f"use --volume-gb {image.snapshot_gb} or more")
+    return image
+
+
+def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, image, missing: list[int],
+                    live: list[InstanceRecord], launching: list[InstanceRecord], nodes: int) -> list[str]:
+    from awsrun.providers.aws_errors import ErrorContext
+
+    settings, reporter = run.settings, run.reporter
+    placement = _placement_group(run, provider, cluster, owner, nodes)
+    base = LaunchSpec(
+        cluster=cluster.name, owner=owner, node=0, launch_token="", instance_type=settings.instance_type,
+        image_id=image.id, root_device_name=image.root_device_name, volume_gb=settings.volume_gb,
+        key_name=cluster.config["key_name"], security_group_id=cluster.config["security_group_id"],
+        spot=settings.spot, max_price=settings.max_price if settings.spot else None,
+        spot_can_stop=image.root_device_type == "ebs", keep_volume=settings.keep_volume,
+        placement_group=placement,
+    )
+    context = ErrorContext(region=provider.region, instance_type=settings.instance_type, spot=settings.spot,
+                           ami=image.id, max_price=settings.max_price)
+    # One zone for all nodes of a cluster: a placement group needs it and cross-zone traffic costs.
+    anchor = next((r.zone for r in live if r.zone), None)
+    resumed = {p.node: p.extra.get("launch_token") for p in launching}
+    market = "spot" if settings.spot else "on-demand"
+    launched = []
+    for node in missing:
+        zones = [anchor] if anchor else aws_cluster.launch_zones(provider, settings.instance_type, settings.spot,
+                                                                 settings.zone)
+        with reporter.phase(f"launching node {node}: {settings.instance_type} {market}"):
+            record = aws_cluster.launch_node(run.state, provider, reporter, dataclasses.replace(base, node=node),
+                                             zones, context, token=resumed.get(node))
+        launched.append(record.id)
+        anchor = anchor or record.zone
+    return launched
+
+
+def _placement_group(run: Run, provider, cluster: ClusterRecord, owner: str, nodes: int) -> str | None:
+    if nodes < 2:
+        return None
+    if cluster.config.get("placement_group"):
+        return cluster.config["placement_group"]
+    try:
+        name = provider.create_placement_group(cluster.name, owner)
+    except AwsrunError as exc:
+        run.reporter.warn(f"no cluster placement group ({exc.message}); launching the {nodes} nodes in one "
+                          "zone without one: lower bandwidth between nodes")
+        return None
+    run.state.put_cluster(dataclasses.replace(cluster, config={**cluster.config, "placement_group": name}))
+    return name
+
+
+def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provider=None) -> Remote:
+    """Connect (retrying while it boots) and pin its host key, checked against the boot console's
+    fingerprints when EC2 has them already."""
+    settings = run.settings
+    with run.reporter.phase(f"waiting for SSH on {record.id}"):
+        run.reporter.checkpoint("wait-ssh")
+        if provider is not None:
+            prints = fingerprints_from_console(provider.console_output(record.id))
+            if prints:
+                record = dataclasses.replace(record, extra={**record.extra, "host_key_fingerprints": sorted(prints)})
+                run.state.put_instance(record)
+        try:
+            return open_remote(run.home, settings, cluster, record, wait_s=settings.ssh_timeout, retry_auth=True)
+        except HostKeyError:
+            raise
+        except RemoteError as exc:
+            if provider is None:
+                raise
+            tail = [line for line in provider.console_output(record.id).splitlines() if line.strip()][-1:]
+            seen = f"; its console output ends with: {tail[0].strip()[:160]!r}" if tail else ""
+            raise RemoteError(
+                f"instance {record.id} never became SSH-reachable within {settings.ssh_timeout:.0f}s "
+                f"({exc.message}){seen}",
+                hint=f"it is recorded and still running (and billed): read its boot log with `aws ec2 "
+                     f"get-console-output --instance-id {record.id} --region {cluster.region} --output text`; "
+                     f"`awsrun up --cluster {cluster.name}` tries again, `awsrun down --cluster {cluster.name}` "
+                     "removes it",
+            ) from None
+
+
+# ssh hosts and this machine --------------------------------------------------------------------------
+def parse_host(text: str, default_user: str) -> tuple[str, str, int]:
+    """USER@ADDR[:PORT] (IPv6 as [ADDR]:PORT) -> (user, addr, port)."""
+    user, at, rest = text.rpartition("@")
+    user = user if at else default_user
+    host, port = rest, "22"
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else "22"
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    if not host or not user or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " /'\""):
+        raise ConfigError(f"--host {text!r} must look like USER@ADDRESS[:PORT]")
+    return user, host, int(port)
+
+
+def _up_machines(run: Run, request: UpRequest, cluster: ClusterRecord | None, provider: str) -> UpResult:
+    settings, state, name = run.settings, run.state, run.settings.cluster
+    if provider == "local":
+        wanted = [InstanceRecord(id="local", cluster=name, state="running")]
+        config: dict = {}
+    else:
+        key = keys.resolve_key(run.home, settings.ssh_key or (cluster.config.get("ssh_key") if cluster else None))
+        config = {"ssh_key": str(key.private_path)}
+        hosts = [parse_host(h, settings.ssh_user) for h in request.hosts]
+        wanted = [InstanceRecord(id=_host_id(host, port), cluster=name, state="running", node=index,
+                                 extra={"host": host, "port": port, "user": user})
+                  for index, (user, host, port) in enumerate(hosts)]
+    if cluster is not None and wanted and provider == "ssh":
+        have = [r.id for r in state.instances(name)]
+        if have and have != [w.id for w in wanted]:
+            raise ConfigError(f"cluster {name!r} is already the hosts {', '.join(have)}",
+                              hint=f"`awsrun down --cluster {name}` first, or pick another --cluster")
+    if provider == "ssh" and not request.hosts:
+        wanted = state.instances(name)
+    for record in wanted:
+        other = next((r for r in state.instances() if r.id == record.id and r.cluster != name), None)
+        if other is not None:
+            raise ConfigError(f"{record.id} already belongs to cluster {other.cluster!r}",
+                              hint=f"use --cluster {other.cluster}, or `awsrun down --cluster {other.cluster}` first")
+    cluster = ClusterRecord(name, provider, None, {**(cluster.config if cluster else {}), **config})
+    state.put_cluster(cluster)
+    for record in wanted:
+        state.put_instance(record)
+    if provider == "ssh":
+        for record in wanted:
+            run.remotes[record.id] = wait_for_ssh(run, cluster, record)
+    return UpResult(cluster, tuple(state.instances(name)))
+
+
+def _host_id(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# bootstrap ---------------------------------------------------------------------------------------------
+def _bootstrap_function():
+    try:
+        from awsrun.bootstrap import bootstrap_node
+    except ImportError as exc:
+        if exc.name not in ("awsrun.bootstrap", None):
+            raise
+        raise NotImplementedYet("bootstrap is not available yet; use --no-bootstrap") from None
+    return bootstrap_node
+
+
+def _bootstrap(run: Run, result: UpResult, bootstrap_node) -> list[Path]:
+    logs = []
+    for record in result.instances:
+        if record.state != "running":
+            continue
+        log_path = run.home.logs_dir / f"bootstrap-{result.cluster.name}-{record.node}.log"
+
+        def reconnect(record: InstanceRecord = record) -> Remote:
+            return open_remote(run.home, run.settings, result.cluster, record, wait_s=run.settings.ssh_timeout,
+                               retry_auth=True)
+
+        if record.id not in run.remotes:
+            run.remotes[record.id] = reconnect()
+        with run.reporter.phase(f"bootstrapping {record.id} (log: {log_path})") as phase:
+            bootstrap_node(run.remotes[record.id], run.settings, instance_type=record.instance_type,
+                           log_path=log_path, on_line=phase.update, reconnect=reconnect)
+        logs.append(log_path)
+    return logs
