@@ -158,7 +158,7 @@ def kill_job(name: str, jobs_root: str = JOBS_ROOT, grace_s: float = 10.0) -> st
     graceful = ""
     if ticks:
         graceful = (
-            f"{shlex.join(tmux('send-keys', '-t', '=' + name, 'C-c'))} 2>/dev/null; i=0; "
+            f"{shlex.join(tmux('send-keys', '-t', '=' + name + ':', 'C-c'))} 2>/dev/null; i=0; "
             f"while {_has_session(name)} && [ ! -e {directory}/exit_code ] && [ $i -lt {ticks} ]; "
             "do sleep 0.1; i=$((i+1)); done; "
         )

@@ -103,3 +103,202 @@ def test_script_is_found_from_inside_jobs_and_runs_in_the_synced_project(cli, pr
     expected = "/home/ubuntu/awsrun/project" if job_cluster.provider == "ssh" else str(synced)
     assert result.stdout.splitlines() == [expected, "runs/work"]
     assert (synced / "runs" / "work").is_dir()
+
+
+def submit_json(cli, *args: str, **kwargs) -> dict:
+    result = cli("submit", "--json", *args, **kwargs)
+    assert result.exit_code == 0, result
+    return json.loads(result.stdout)
+
+
+def test_resubmit_sends_only_the_changed_file_and_deletes_the_removed_one(cli, project, ssh_cluster):
+    make_project(project, quick="print('ok')")
+    for d in range(20):
+        (project / "src" / f"pkg{d}").mkdir(parents=True)
+        for f in range(100):
+            (project / "src" / f"pkg{d}" / f"mod{f}.py").write_text(f"# module {d}.{f}\nVALUE = {d * 100 + f}\n" * 20)
+    total = sum(1 for p in project.rglob("*") if p.is_file())
+    assert total >= 2000
+
+    first = submit_json(cli, "--name", "s1", "quick.py")["sync"]
+    assert (first["files_sent"], first["deleted"], first["unchanged"]) == (total, 0, 0)
+    synced = ssh_cluster.project(project)
+    assert (synced / "src" / "pkg7" / "mod42.py").read_text() == (project / "src" / "pkg7" / "mod42.py").read_text()
+
+    unchanged = submit_json(cli, "--name", "s2", "quick.py")["sync"]
+    assert (unchanged["files_sent"], unchanged["bytes_sent"], unchanged["unchanged"]) == (0, 0, total)
+
+    changed = project / "src" / "pkg3" / "mod5.py"
+    changed.write_text(changed.read_text() + "EXTRA = 1\n")
+    (project / "src" / "pkg9" / "mod9.py").unlink()
+    third = submit_json(cli, "--name", "s3", "quick.py")["sync"]
+    assert (third["files_sent"], third["deleted"], third["unchanged"]) == (1, 1, total - 2)
+    assert third["bytes_raw"] == changed.stat().st_size
+    assert third["bytes_sent"] < 1500  # one small file in a gzip'd tar, not the project
+    assert (synced / "src" / "pkg3" / "mod5.py").read_text().endswith("EXTRA = 1\n")
+    assert not (synced / "src" / "pkg9" / "mod9.py").exists()
+    assert (synced / "src" / "pkg9" / "mod8.py").exists()
+
+
+HOSTILE = ["a b", "; touch pwned1", "$(touch pwned2)", "`touch pwned3`", "'", '"', "\\", "--name", "-x", "ü 漢",
+           "line\nbreak", "", "*", "~"]
+
+
+def test_args_and_env_reach_the_job_verbatim(cli, project, job_cluster):
+    make_project(project, echo=(
+        "import json, os, sys\n"
+        "out = os.path.join(os.environ['AWSRUN_OUTPUT_DIR'], 'args.json')\n"
+        "json.dump({'argv': sys.argv[1:], 'env': os.environ.get('HOSTILE')}, open(out, 'w'))\n"))
+    value = "x; $(touch pwned4) 'q' \"d\" `id`"
+    result = cli("submit", "--follow", "--env", f"HOSTILE={value}", "--name", "hostile", "echo.py", *HOSTILE)
+    assert result.exit_code == 0, result
+    received = json.loads((project / "runs" / "hostile" / "args.json").read_text())  # pulled by --follow
+    assert received == {"argv": HOSTILE, "env": value}
+    synced = job_cluster.project(project)
+    assert not [p for p in synced.parent.parent.rglob("pwned*")]
+
+
+def test_failing_job_is_reported_exited_3_and_follow_exits_3(cli, project, job_cluster):
+    make_project(project, fail="import sys; print('about to fail', flush=True); sys.exit(3)")
+    result = cli("submit", "--follow", "--name", "bad", "fail.py")
+    assert result.exit_code == 3, result
+    assert result.stdout == "about to fail\n"
+    assert "job 'bad' exited 3" in result.stderr
+    assert state_of(cli, "bad") == "exited 3"
+    follow_again = cli("logs", "-f", "bad")
+    assert (follow_again.exit_code, follow_again.stdout) == (3, "about to fail\n")
+
+
+def test_a_running_name_is_refused_a_killed_one_reported_and_a_finished_one_replaced(cli, project, ssh_cluster):
+    make_project(project, ticker=TICKER)
+    assert cli("submit", "ticker.py").exit_code == 0
+    refused = cli("submit", "ticker.py")
+    assert refused.exit_code == 1, refused
+    assert "job 'work' is still running" in refused.stderr
+    assert "--name NAME" in refused.stderr and "awsrun kill work" in refused.stderr
+
+    killed = cli("kill", "work")
+    assert killed.exit_code == 0, killed
+    assert ssh_cluster.sessions() == []
+    assert state_of(cli, "work") == "killed"
+    assert (ssh_cluster.job("work") / "exit_code").exists()  # Ctrl-C first: the wrapper saw it end
+    assert cli("kill", "work").exit_code == 7
+
+    replaced = cli("submit", "ticker.py")
+    assert replaced.exit_code == 0, replaced
+    assert state_of(cli, "work") == "running"
+    assert cli("kill", "--force", "work").exit_code == 0
+    assert state_of(cli, "work") == "killed"
+
+
+def test_names_tmux_cannot_take_are_refused_with_the_reason(cli, project):
+    make_project(project, quick="print('ok')")
+    for bad in ("a.b", "a:b", "-x", "", "a b", "x" * 65):
+        result = cli("submit", "--name", bad, "quick.py")
+        assert result.exit_code == 2, result
+        assert result.stderr.startswith("error: session name") and "Traceback" not in result.stderr
+
+
+def test_attach_shows_live_output_detaches_and_the_job_goes_on(cli, project, job_cluster):
+    make_project(project, ticker=TICKER)
+    assert cli("submit", "ticker.py").exit_code == 0
+    env = cli.environment({"TERM": "xterm-256color"})
+    child = pexpect.spawn(cli.argv("attach")[0], cli.argv("attach")[1:], cwd=str(project), env=env,
+                          timeout=30, dimensions=(40, 120))
+    try:
+        child.expect(r"tick (\d+)")
+        first = int(child.match.group(1))
+        child.expect(r"tick (\d+)")
+        assert int(child.match.group(1)) >= first  # live: the screen keeps changing
+        child.send("\x02")  # ctrl-b
+        child.send("d")
+        child.expect(r"detached")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert state_of(cli, "work") == "running"
+    (job_cluster.project(project) / "stop").write_text("")
+    wait_for(lambda: state_of(cli, "work") == "exited 0", what="the job to end after the detach")
+    assert cli("logs", "-n", "1").stdout == "stopped\n"
+
+
+def test_ssh_runs_commands_verbatim(cli, project, ssh_cluster):
+    result = cli("ssh", "--", "printf", "[%s]\\n", "a b", "$(id)", "'")
+    assert (result.exit_code, result.stdout) == (0, "[a b]\n[$(id)]\n[']\n"), result
+    line = cli("ssh", "--", "echo $HOME; whoami")
+    assert line.stdout.split() == ["/home/ubuntu", "ubuntu"], line
+
+
+def _echo_server() -> tuple[socket.socket, int]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"echo:" + connection.recv(100))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def test_tunnel_forwards_a_local_port_to_the_instance_until_interrupted(cli, project, ssh_cluster):
+    server, remote_port = _echo_server()  # the loopback host shares this network: its 127.0.0.1
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local_port = probe.getsockname()[1]
+    tunnel = cli.popen("tunnel", f"{local_port}:{remote_port}", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def answer():
+        try:
+            with socket.create_connection(("127.0.0.1", local_port), timeout=2) as connection:
+                connection.sendall(b"hi")
+                return connection.recv(100)
+        except OSError:
+            return None
+
+    try:
+        assert wait_for(answer, timeout=30, what="the tunnel to answer") == b"echo:hi"
+    finally:
+        tunnel.send_signal(signal.SIGINT)
+        _, err = tunnel.communicate(timeout=30)
+        server.close()
+    assert tunnel.returncode == 0, err
+    assert f"forwarding http://127.0.0.1:{local_port}" in err.decode()
+    assert answer() is None
+
+
+def test_ssh_config_entries_work_with_plain_ssh_and_install_asks_first(cli, project, ssh_cluster, tmp_path):
+    user_home = tmp_path / "user-home"
+    (user_home / ".ssh").mkdir(parents=True)
+    (user_home / ".ssh" / "config").write_text("Host other\n    User me\n")
+    env = {"HOME": str(user_home)}
+    assert cli("jobs").exit_code == 0  # first contact pins the host key in AWSRUN_HOME/known_hosts
+
+    written = cli("ssh-config", env=env)
+    assert written.exit_code == 0, written
+    assert (user_home / ".ssh" / "config").read_text() == "Host other\n    User me\n"  # untouched
+    config = (cli.home / "ssh_config").read_text()
+    host = ssh_cluster.host
+    assert f"Host default\n    HostName {host.address}\n    Port {host.port}\n    User ubuntu\n" in config
+    assert f"    HostKeyAlias {host.address}:{host.port}\n    StrictHostKeyChecking yes\n" in config
+    assert oct((cli.home / "ssh_config").stat().st_mode & 0o777) == "0o600"
+
+    installed = cli("ssh-config", "--install", env=env)
+    assert installed.exit_code == 0, installed
+    again = cli("ssh-config", "--install", env=env)
+    assert "already there" in again.stderr
+    text = (user_home / ".ssh" / "config").read_text()
+    assert text.count("Include") == 1 and text.index("Include") < text.index("Host other")
+    assert text.endswith("Host other\n    User me\n")
+
+    plain = subprocess.run(["ssh", "-F", str(user_home / ".ssh" / "config"), "-o", "BatchMode=yes", "default",
+                            "echo", "reached", "$HOSTNAME", "via", "$USER"],
+                           capture_output=True, text=True, timeout=60, env=cli.environment(env))
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.split()[0] == "reached" and plain.stdout.split()[-1] == "ubuntu"

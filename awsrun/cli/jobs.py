@@ -85,7 +85,7 @@ def submit_command(app: AppContext, script: str, args: tuple[str, ...], session:
     from awsrun import jobs, sync, tmux
 
     settings = app.settings(cluster=cluster)
-    name = tmux.validate_session_name(session or settings.session)
+    name = tmux.validate_session_name(settings.session if session is None else session)
     env = tmux.validate_env(env_pairs)
     project = jobs.check_project_dir(workdir if workdir is not None else app.project_dir)
     relative = jobs.resolve_script(script, app.cwd, project)
@@ -167,8 +167,11 @@ def logs_command(app: AppContext, session: str | None, follow: bool, lines: int 
     """The output of job SESSION (default: setting `session`). Ctrl-C stops following, never the job."""
     from awsrun import jobs
 
-    settings, host = _open(app, cluster)
-    name = session or settings.session
+    from awsrun.tmux import validate_session_name
+
+    settings = app.settings(cluster=cluster)
+    name = validate_session_name(settings.session if session is None else session)
+    host = jobs.open_host(app.home, settings)
     with host:
         try:
             text, end = jobs.logs(host, name, lines=lines, follow=follow, on_line=ui.out if follow else None)
@@ -225,9 +228,14 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
     devices and names with control characters are skipped with a warning."""
     from awsrun import jobs
 
-    settings, host = _open(app, cluster)
-    with host:
-        report = jobs.pull(host, app.project_dir, session or settings.session, to=to, remote_path=remote_path)
+    from awsrun.tmux import validate_session_name
+
+    settings = app.settings(cluster=cluster)
+    name = settings.session if session is None else session
+    if remote_path is None:
+        validate_session_name(name)
+    with jobs.open_host(app.home, settings) as host:
+        report = jobs.pull(host, app.project_dir, name, to=to, remote_path=remote_path)
     if as_json:
         ui.emit_json(report.as_dict())
     _render_pull(report)
@@ -242,6 +250,9 @@ def kill_command(app: AppContext, session: str, force: bool, cluster: str | None
     """Stop job SESSION: Ctrl-C (a chance to save a checkpoint), then end its tmux session."""
     from awsrun import jobs
 
+    from awsrun.tmux import validate_session_name
+
+    validate_session_name(session)
     settings, host = _open(app, cluster)
     with host:
         jobs.kill(host, session, force=force)
