@@ -1,0 +1,226 @@
+"""awsrun.tmux: exact builders (hostile input included), then the same lines run by bash against a private
+tmux server, to show they do what the words say."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from awsrun import tmux
+from awsrun.errors import ConfigError
+from tests.harness.clusters import wait_for
+
+HOSTILE = ["a b", "; rm -rf ~", "$(touch pwned)", "`id`", "'", '"', "\\", "*", "~", "", "line\nbreak", "ü", "-x"]
+
+
+@pytest.mark.parametrize("name", ["work", "w", "a-b_c", "Run2", "0", "x" * 64])
+def test_session_names_tmux_takes(name):
+    assert tmux.validate_session_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-x", "_x", "a.b", "a:b", "a b", "a;b", "$(id)", "x" * 65, "ü", "a\nb", "=a"])
+def test_session_names_tmux_cannot_take_are_refused_with_the_reason(name):
+    with pytest.raises(ConfigError, match="letters, digits, '-' or '_'"):
+        tmux.validate_session_name(name)
+
+
+def test_env_pairs():
+    assert tmux.validate_env(["A=1", "B_2=x=y", "C=", "D=; $(id) 'q'"]) == {"A": "1", "B_2": "x=y", "C": "", "D": "; $(id) 'q'"}
+    for bad in ["A", "=1", "1A=x", "A-B=x", "A B=x", "A=\0"]:
+        with pytest.raises(ConfigError):
+            tmux.validate_env([bad])
+
+
+@pytest.mark.parametrize("path, quoted", [
+    ("~", "~"), ("~/awsrun/p", "~/awsrun/p"), ("~/a b/c", "~/'a b/c'"), ("/x y", "'/x y'"),
+    ("~user/x", "'~user/x'"), ("a;b", "'a;b'"), ("~/$(id)", "~/'$(id)'"), ("/p/'q'", "'/p/'\"'\"'q'\"'\"''"),
+])
+def test_remote_paths_are_quoted_but_a_leading_tilde_expands(path, quoted):
+    assert tmux.remote_path(path) == quoted
+
+
+def test_job_dir():
+    assert tmux.job_dir("work") == "~/.awsrun/jobs/work"
+    assert tmux.job_dir("work", "/home/me/.awsrun/jobs/") == "/home/me/.awsrun/jobs/work"
+    with pytest.raises(ConfigError):
+        tmux.job_dir("../x")
+
+
+def test_launch_line():
+    assert tmux.launch_line("work", "~/awsrun/my project") == (
+        "tmux -L awsrun new-session -d -s work -x 200 -y 50 -c ~/'awsrun/my project' bash -c "
+        + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work"
+    )
+
+
+def test_start_job_plain():
+    launch = tmux.launch_line("work", "~")
+    assert tmux.start_job("work", "~", ["python3", "-c", "print(1)"]) == (
+        "if tmux -L awsrun has-session -t =work 2>/dev/null; then "
+        "if [ -e ~/.awsrun/jobs/work/exit_code ]; then tmux -L awsrun kill-session -t =work 2>/dev/null; "
+        "else exit 17; fi; fi; "
+        "rm -rf ~/.awsrun/jobs/work && mkdir -p ~/.awsrun/jobs/work && "
+        "printf '%s\\0' env PYTHONUNBUFFERED=1 python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
+        f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/work/launch && "
+        "date +%s > ~/.awsrun/jobs/work/started_at && bash ~/.awsrun/jobs/work/launch"
+    )
+
+
+def test_start_job_with_venv_output_dir_env_and_hostile_words():
+    line = tmux.start_job("run-1", "~/awsrun/p q", ["python3", "train.py", *HOSTILE], {"K": "v; $(id)"},
+                          prefer="~/venvs/awsrun/bin/python", output_dir="runs/run-1")
+    launch = tmux.launch_line("run-1", "~/awsrun/p q")
+    words = " ".join(shlex.quote(w) for w in ["train.py", *HOSTILE])
+    assert line == (
+        "if tmux -L awsrun has-session -t =run-1 2>/dev/null; then "
+        "if [ -e ~/.awsrun/jobs/run-1/exit_code ]; then tmux -L awsrun kill-session -t =run-1 2>/dev/null; "
+        "else exit 17; fi; fi; "
+        "p=python3; if [ -x ~/venvs/awsrun/bin/python ]; then p=~/venvs/awsrun/bin/python; fi; "
+        "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 ~/'awsrun/p q/runs/run-1' && "
+        "printf '%s\\0' env PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' \"$p\" "
+        f"{words} > ~/.awsrun/jobs/run-1/argv && "
+        f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/run-1/launch && "
+        "date +%s > ~/.awsrun/jobs/run-1/started_at && bash ~/.awsrun/jobs/run-1/launch"
+    )
+    assert words.split(" ")[:4] == ["train.py", "'a", "b'", "';"]  # each hostile word is one quoted word
+
+
+def test_start_job_refuses_bad_names_and_empty_commands():
+    with pytest.raises(ConfigError):
+        tmux.start_job("a;b", "~", ["true"])
+    with pytest.raises(ConfigError):
+        tmux.start_job("work", "~", [])
+
+
+def test_kill_job():
+    assert tmux.kill_job("work", grace_s=0) == (
+        "if ! tmux -L awsrun has-session -t =work 2>/dev/null || [ -e ~/.awsrun/jobs/work/exit_code ]; then exit 3; fi; "
+        "if [ -d ~/.awsrun/jobs/work ]; then date +%s > ~/.awsrun/jobs/work/killed_at; fi; "
+        "tmux -L awsrun kill-session -t =work 2>/dev/null; exit 0"
+    )
+    assert tmux.kill_job("work", "/j", grace_s=2) == (
+        "if ! tmux -L awsrun has-session -t =work 2>/dev/null || [ -e /j/work/exit_code ]; then exit 3; fi; "
+        "if [ -d /j/work ]; then date +%s > /j/work/killed_at; fi; "
+        "tmux -L awsrun send-keys -t =work: C-c 2>/dev/null; i=0; "
+        "while tmux -L awsrun has-session -t =work 2>/dev/null && [ ! -e /j/work/exit_code ] && [ $i -lt 20 ]; "
+        "do sleep 0.1; i=$((i+1)); done; "
+        "tmux -L awsrun kill-session -t =work 2>/dev/null; exit 0"
+    )
+
+
+def test_attach_list_and_follow_builders():
+    assert tmux.attach_job("work") == ["env", "-u", "TMUX", "tmux", "-L", "awsrun", "attach-session", "-t", "=work"]
+    assert tmux.list_jobs("/usr/bin/python3", "/j k") == (
+        "{ tmux -L awsrun list-sessions -F '#{session_name}' 2>/dev/null || true; } | "
+        f"/usr/bin/python3 -c {shlex.quote(tmux.LIST_PROGRAM)} '/j k'"
+    )
+    assert tmux.follow_log("work", "python3", lines=5, follow=True) == (
+        f"python3 -c {shlex.quote(tmux.FOLLOW_PROGRAM)} ~/.awsrun/jobs/work work 5 1"
+    )
+    assert tmux.follow_log("work", "python3").endswith(" ~/.awsrun/jobs/work work -1 0")
+
+
+# --- the lines, run ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def machine(tmp_path):
+    """A private tmux server and job root on this machine."""
+    tmux_dir = Path(tempfile.mkdtemp(prefix="awt-", dir="/tmp"))
+    env = {**os.environ, "TMUX_TMPDIR": str(tmux_dir)}
+
+    def sh(line: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", line], env=env, cwd=tmp_path, capture_output=True, text=True, input=stdin)
+
+    sh.env = env
+    sh.root = str(tmp_path / "jobs")
+    sh.workdir = tmp_path / "work dir"
+    sh.workdir.mkdir()
+    yield sh
+    sh(shlex.join(tmux.tmux("kill-server")))
+    shutil.rmtree(tmux_dir, ignore_errors=True)
+
+
+def _listing(machine) -> dict:
+    result = machine(tmux.list_jobs("python3", machine.root))
+    assert result.returncode == 0, result.stderr
+    return {job["name"]: job for job in json.loads(result.stdout)["jobs"]}
+
+
+def test_a_job_gets_its_argv_verbatim_records_pid_log_exit_code_and_refuses_a_second_start(machine):
+    script = ("import json, os, sys, time; print(json.dumps(sys.argv[1:]), flush=True); "
+              "print(os.environ['AWSRUN_OUTPUT_DIR'], os.environ['K'], os.getcwd(), flush=True); "
+              "print(os.getpid(), flush=True); time.sleep(float(os.environ['NAP'])); sys.exit(4)")
+    line = tmux.start_job("work", str(machine.workdir), ["python3", "-c", script, *HOSTILE],
+                          {"K": "v; $(id) 'q'", "NAP": "0.5"}, jobs_root=machine.root, prefer="/nonexistent/python",
+                          output_dir="runs/work")
+    assert machine(line).returncode == 0
+    assert machine(line).returncode == tmux.EXIT_RUNNING
+    job = Path(machine.root) / "work"
+    assert (job / "argv").read_bytes().split(b"\0")[:-1] == [w.encode() for w in [
+        "env", "PYTHONUNBUFFERED=1", "AWSRUN_OUTPUT_DIR=runs/work", "K=v; $(id) 'q'", "NAP=0.5",
+        "python3", "-c", script, *HOSTILE]]
+    assert _listing(machine)["work"]["alive"] is True
+    wait_for(lambda: (job / "exit_code").exists(), what="the exit code")
+    lines = (job / "log").read_text().splitlines()
+    assert json.loads(lines[0]) == HOSTILE
+    assert lines[1] == f"runs/work v; $(id) 'q' {machine.workdir}"
+    assert lines[2] == (job / "pid").read_text().strip()  # pid is the job itself
+    assert (job / "exit_code").read_text() == "4\n"
+    assert (machine.workdir / "runs" / "work").is_dir()
+    assert not (machine.workdir / "pwned").exists()
+    listed = _listing(machine)["work"]
+    assert (listed["exit_code"], listed["killed_at"]) == (4, None)
+    assert listed["ended_at"] >= listed["started_at"]
+    # finished: the name is free again, and the job dir starts afresh
+    assert machine(line).returncode == 0
+    wait_for(lambda: (job / "exit_code").exists(), what="the second run")
+    assert len((job / "log").read_text().splitlines()) == 3
+
+
+def test_the_launch_file_restarts_a_job_as_the_agent_does_after_a_reboot(machine):
+    line = tmux.start_job("again", str(machine.workdir), ["python3", "-c", "print('ran')"], jobs_root=machine.root)
+    assert machine(line).returncode == 0
+    job = Path(machine.root) / "again"
+    wait_for(lambda: (job / "exit_code").exists(), what="the first run")
+    for stale in ("exit_code", "ended_at", "pid"):
+        (job / stale).unlink()
+    assert machine(f"cd / && bash {shlex.quote(str(job / 'launch'))}").returncode == 0
+    wait_for(lambda: (job / "exit_code").exists(), what="the restarted run")
+    assert (job / "log").read_text() == "ran\nran\n"
+
+
+def test_follow_prints_the_tail_then_everything_until_the_end_and_the_state_last(machine):
+    script = "import os, time\nfor i in range(5): print('line', i, flush=True)\nwhile not os.path.exists('go'): time.sleep(0.05)\nprint('end')"
+    assert machine(tmux.start_job("f", str(machine.workdir), ["python3", "-c", script], jobs_root=machine.root)).returncode == 0
+    log = Path(machine.root) / "f" / "log"
+    wait_for(lambda: log.exists() and log.read_text().count("\n") == 5, what="five lines")
+    tail = machine(tmux.follow_log("f", "python3", lines=2, jobs_root=machine.root))
+    assert tail.stdout == 'line 3\nline 4\nAWSRUN-STATUS {"exit_code": null, "killed": false, "running": true}\n'
+    assert machine(tmux.follow_log("f", "python3", lines=0, jobs_root=machine.root)).stdout.startswith("AWSRUN-STATUS")
+    follower = subprocess.Popen(["bash", "-c", tmux.follow_log("f", "python3", lines=1, follow=True,
+                                                               jobs_root=machine.root)],
+                                env=machine.env, stdout=subprocess.PIPE, text=True)
+    assert follower.stdout.readline() == "line 4\n"
+    (machine.workdir / "go").write_text("")  # the job ends while followed
+    rest, _ = follower.communicate(timeout=30)
+    assert rest == 'end\nAWSRUN-STATUS {"exit_code": 0, "killed": false, "running": false}\n'
+    missing = machine(tmux.follow_log("nope", "python3", jobs_root=machine.root))
+    assert missing.stdout == 'AWSRUN-STATUS {"missing": true}\n'
+
+
+def test_kill_sends_ctrl_c_first_so_the_job_can_checkpoint(machine):
+    script = ("import time\ntry:\n    print('training', flush=True)\n    time.sleep(60)\n"
+              "except KeyboardInterrupt:\n    print('checkpoint saved', flush=True)\n    raise SystemExit(5)")
+    assert machine(tmux.start_job("k", str(machine.workdir), ["python3", "-c", script], jobs_root=machine.root)).returncode == 0
+    job = Path(machine.root) / "k"
+    wait_for(lambda: (job / "log").exists() and "training" in (job / "log").read_text(), what="the job to start")
+    assert machine(tmux.kill_job("k", machine.root)).returncode == 0
+    assert (job / "log").read_text() == "training\ncheckpoint saved\n"
+    assert (job / "exit_code").read_text() == "5\n" and (job / "killed_at").exists()
+    assert machine(tmux.kill_job("k", machine.root)).returncode == tmux.EXIT_NOT_RUNNING
