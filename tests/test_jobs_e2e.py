@@ -302,3 +302,20 @@ def test_ssh_config_entries_work_with_plain_ssh_and_install_asks_first(cli, proj
                            capture_output=True, text=True, timeout=60, env=cli.environment(env))
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.split()[0] == "reached" and plain.stdout.split()[-1] == "ubuntu"
+
+
+def test_ctrl_c_stops_following_never_the_job(cli, project, job_cluster):
+    make_project(project, ticker=TICKER)
+    follower = cli.popen("submit", "--follow", "ticker.py", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert follower.stdout.readline().startswith(b"tick ")
+        follower.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does to awsrun
+        _, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 130, err
+    assert b"stopped following; job 'work' goes on" in err and b"awsrun logs work -f" in err
+    assert state_of(cli, "work") == "running"
+    (job_cluster.project(project) / "stop").write_text("")
+    wait_for(lambda: state_of(cli, "work") == "exited 0", what="the job to end on its own")
