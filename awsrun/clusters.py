@@ -101,7 +101,9 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
         if provider == "aws":
             result = _up_aws(run, request, existing)
         else:
-            result = _up_machines(run, request, existing, provider)
+            from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
+
+            result = up_machines(run, request, existing, provider)
         logs = tuple(_bootstrap(run, result, bootstrap)) if bootstrap else ()
         return dataclasses.replace(result, bootstrap_logs=logs)
     except KeyboardInterrupt:
@@ -291,13 +293,13 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
             if prints:
                 record = dataclasses.replace(record, extra={**record.extra, "host_key_fingerprints": sorted(prints)})
                 run.state.put_instance(record)
+        if provider is None:  # a host that is already up: no boot to wait for, no key being installed
+            return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0))
         try:
             return open_remote(run.home, settings, cluster, record, wait_s=settings.ssh_timeout, retry_auth=True)
         except HostKeyError:
             raise
         except RemoteError as exc:
-            if provider is None:
-                raise
             tail = [line for line in provider.console_output(record.id).splitlines() if line.strip()][-1:]
             seen = f"; its console output ends with: {tail[0].strip()[:160]!r}" if tail else ""
             raise RemoteError(
@@ -308,60 +310,6 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
                      f"`awsrun up --cluster {cluster.name}` tries again, `awsrun down --cluster {cluster.name}` "
                      "removes it",
             ) from None
-
-
-# ssh hosts and this machine --------------------------------------------------------------------------
-def parse_host(text: str, default_user: str) -> tuple[str, str, int]:
-    """USER@ADDR[:PORT] (IPv6 as [ADDR]:PORT) -> (user, addr, port)."""
-    user, at, rest = text.rpartition("@")
-    user = user if at else default_user
-    host, port = rest, "22"
-    if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
-        port = tail[1:] if tail.startswith(":") else "22"
-    elif rest.count(":") == 1:
-        host, port = rest.split(":")
-    if not host or not user or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " /'\""):
-        raise ConfigError(f"--host {text!r} must look like USER@ADDRESS[:PORT]")
-    return user, host, int(port)
-
-
-def _up_machines(run: Run, request: UpRequest, cluster: ClusterRecord | None, provider: str) -> UpResult:
-    settings, state, name = run.settings, run.state, run.settings.cluster
-    if provider == "local":
-        wanted = [InstanceRecord(id="local", cluster=name, state="running")]
-        config: dict = {}
-    else:
-        key = keys.resolve_key(run.home, settings.ssh_key or (cluster.config.get("ssh_key") if cluster else None))
-        config = {"ssh_key": str(key.private_path)}
-        hosts = [parse_host(h, settings.ssh_user) for h in request.hosts]
-        wanted = [InstanceRecord(id=_host_id(host, port), cluster=name, state="running", node=index,
-                                 extra={"host": host, "port": port, "user": user})
-                  for index, (user, host, port) in enumerate(hosts)]
-    if cluster is not None and wanted and provider == "ssh":
-        have = [r.id for r in state.instances(name)]
-        if have and have != [w.id for w in wanted]:
-            raise ConfigError(f"cluster {name!r} is already the hosts {', '.join(have)}",
-                              hint=f"`awsrun down --cluster {name}` first, or pick another --cluster")
-    if provider == "ssh" and not request.hosts:
-        wanted = state.instances(name)
-    for record in wanted:
-        other = next((r for r in state.instances() if r.id == record.id and r.cluster != name), None)
-        if other is not None:
-            raise ConfigError(f"{record.id} already belongs to cluster {other.cluster!r}",
-                              hint=f"use --cluster {other.cluster}, or `awsrun down --cluster {other.cluster}` first")
-    cluster = ClusterRecord(name, provider, None, {**(cluster.config if cluster else {}), **config})
-    state.put_cluster(cluster)
-    for record in wanted:
-        state.put_instance(record)
-    if provider == "ssh":
-        for record in wanted:
-            run.remotes[record.id] = wait_for_ssh(run, cluster, record)
-    return UpResult(cluster, tuple(state.instances(name)))
-
-
-def _host_id(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # bootstrap ---------------------------------------------------------------------------------------------

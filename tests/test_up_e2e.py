@@ -248,6 +248,8 @@ def test_local_and_existing_hosts(cli, fleet, tmp_path, awsrun_home):
                     "mine": ("ssh", [(f"{host.address}:{host.port}", "running")])}
     stop = cli("stop", "--cluster", "mine")
     assert stop.exit_code == 2 and "does not stop them" in stop.stderr
+    unconfirmed = cli("down", "--cluster", "mine")  # no terminal to ask on: --yes is required
+    assert unconfirmed.exit_code == 2 and "confirm with --yes" in unconfirmed.stderr, unconfirmed
     ok(cli("down", "--yes", "--cluster", "mine"))
     ok(cli("down", "--yes", "--cluster", "here"))
     assert status_json(cli)["clusters"] == []
