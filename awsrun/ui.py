@@ -58,8 +58,10 @@ def phase(label: str) -> Iterator["Phase"]:
     progress.start()
     try:
         yield progress
-    finally:
-        progress.finish()
+    except BaseException:
+        progress.finish(ok=False)
+        raise
+    progress.finish()
 
 
 class Phase:
@@ -84,7 +86,8 @@ class Phase:
         else:
             click.echo(f"  {detail}", err=True)
 
-    def finish(self) -> None:
+    def finish(self, ok: bool = True) -> None:
         if self._status is not None:
             self._status.stop()
-        click.echo(f"{self.label}: done in {time.monotonic() - self.started:.1f}s", err=True)
+        outcome = "done" if ok else "stopped"
+        click.echo(f"{self.label}: {outcome} after {time.monotonic() - self.started:.1f}s", err=True)
