@@ -373,8 +373,8 @@ def test_two_process_torchrun_with_gloo(tmp_path):
         "checkpoints", "curves.png", "metrics.jsonl", "stn_grid.png", "summary.json"]
 
 
-# Calibrated on a 2-core CPU, seeds 0-4 (see docs/train_stn.md): after 300 steps of batch 64
-# the ST-CNN is at 8-14 % test error, the FCN at 54-60 %.
+# Calibrated on a 2-core CPU, seeds 0-4: after 300 steps of batch 64 the ST-CNN is at 8.4-13.3 %
+# test error and the FCN at 59.2-63.9 % (smallest gap 46.6 points), so the bounds leave wide room.
 @pytest.mark.slow
 def test_st_cnn_beats_fcn_on_rts(tmp_path):
     errors = {}
@@ -384,4 +384,4 @@ def test_st_cnn_beats_fcn_on_rts(tmp_path):
                          "--batch-size", "64", "--log-every", "100", "--eval-every", "300", "--out", str(out))
         assert result.returncode == 0, explain(result)
         errors[model] = read_json(out / "summary.json")["test_error"]
-    assert errors["stcnn"] < 0.25 and errors["fcn"] - errors["stcnn"] > 0.2, errors
+    assert errors["stcnn"] < 0.25 and errors["fcn"] - errors["stcnn"] > 0.3, errors

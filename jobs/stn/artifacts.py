@@ -72,17 +72,25 @@ def plot_curves(metrics_path: str, png_path: str, title: str) -> None:
     error_ax.plot([r["step"] for r in train], [100 * (1 - r["acc"]) for r in train], label="train")
     error_ax.plot([r["step"] for r in test], [100 * r["test_error"] for r in test], "o-", label="test")
     error_ax.set(xlabel="step", ylabel="error (%)", yscale="log", title="classification error")
-    from matplotlib.ticker import FormatStrFormatter  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
 
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
     for ax in (loss_ax, error_ax):
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        low, high = ax.get_ylim()
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(FuncFormatter(_label_twos_and_fives) if high > 10 * low else plain)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
+
+
+def _label_twos_and_fives(value: float, _position) -> str:
+    """Minor tick labels on a log axis: 0.2, 0.5, 2, 5, 20... but not every integer multiple."""
+    leading = f"{value:.0e}"[0]
+    return f"{value:g}" if leading in "25" else ""
 
 
 def stn_grid_figure(inputs: torch.Tensor, transformed: torch.Tensor | None, title: str):

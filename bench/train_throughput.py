@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Training throughput of jobs/train_stn.py against the PyTorch STN tutorial, same device, same run.
+
+    python bench/train_throughput.py                   # CPU, about a minute
+    python bench/train_throughput.py --seconds 20      # steadier numbers
+    python bench/train_throughput.py --compile         # torch.compile train_stn's model (GPU)
+
+Both pipelines see the same 28x28 digits with no distortion (the tutorial has
+none), and are timed at batch 64 (the tutorial's) and at train_stn's default
+batch. The reference is the tutorial's code path: its network (localisation
+conv 1->8 k7, pool, relu, conv 8->10 k5, pool, relu, fc 90->32->6; classifier
+conv 1->10 k5, pool, conv 10->20 k5, dropout2d, pool, fc 320->50->10), plain
+SGD at lr 0.01, and batches from a torch DataLoader over a TensorDataset,
+copied to the device every step. train_stn's step is the job's own
+``training_batch`` + ``train_step``: data resident on the device as uint8,
+Adam, bf16 autocast on CUDA, channels_last.
+
+FLOPs per step are counted with torch.utils.flop_counter (matmuls and
+convolutions, forward and backward); on CUDA the achieved rate is also shown
+as a fraction of the card's dense bf16 peak when the card is in PEAK_BF16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
+
+import train_stn  # noqa: E402
+from stn.data import BatchSampler, load_digits, mix_seed  # noqa: E402
+from stn.model import build_model, parameter_count  # noqa: E402
+
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by device-name substring.
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12}
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class TutorialNet(nn.Module):
+    """The network of the PyTorch 'Spatial Transformer Networks Tutorial'."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d()
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+        self.localization = nn.Sequential(
+            nn.Conv2d(1, 8, kernel_size=7), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+            nn.Conv2d(8, 10, kernel_size=5), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+        )
+        self.fc_loc = nn.Sequential(nn.Linear(10 * 3 * 3, 32), nn.ReLU(True), nn.Linear(32, 3 * 2))
+        self.fc_loc[2].weight.data.zero_()
+        self.fc_loc[2].bias.data.copy_(torch.tensor([1, 0, 0, 0, 1, 0], dtype=torch.float))
+
+    def stn(self, x):
+        xs = self.localization(x).view(-1, 10 * 3 * 3)
+        theta = self.fc_loc(xs).view(-1, 2, 3)
+        grid = F.affine_grid(theta, x.size(), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+    def forward(self, x):
+        x = self.stn(x)
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = x.view(-1, 320)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, training=self.training)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def tutorial_pipeline(data, batch_size: int, device: torch.device, workers: int):
+    """(step function, model) following the tutorial's training loop."""
+    model = TutorialNet().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    images = (data.train_images.float() / 255 - MNIST_MEAN) / MNIST_STD
+    loader = DataLoader(TensorDataset(images, data.train_labels), batch_size=batch_size, shuffle=True,
+                        num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    batches = iter(())
+
+    def step():
+        nonlocal batches
+        try:
+            inputs, target = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            inputs, target = next(batches)
+        inputs, target = inputs.to(device), target.to(device)
+        optimizer.zero_grad()
+        loss = F.nll_loss(model(inputs), target)
+        loss.backward()
+        optimizer.step()
+
+    return step, model
+
+
+def train_stn_pipeline(data, batch_size: int, device: torch.device, compile_model: bool):
+    """(step function, model) running train_stn's own batch and step code."""
+    torch.manual_seed(0)
+    model = build_model("stcnn", 28).to(device, memory_format=train_stn.CHANNELS_LAST)
+    hyper = argparse.Namespace(lr=1e-3, warmup_steps=100, lr_half_life=2000)
+    optimizer, scheduler = train_stn.make_optimizer(model, hyper)
+    net = torch.compile(model) if compile_model else model
+    on_device = data.to(device)
+    sampler = BatchSampler(len(on_device.train_labels), batch_size, seed=0, device=device)
+    generator = torch.Generator(device=device)
+    counter = 0
+
+    def step():
+        nonlocal counter
+        generator.manual_seed(mix_seed(0, "distort", counter))
+        images, labels = train_stn.training_batch(on_device, sampler.indices(counter), "none", generator)
+        train_stn.train_step(net, optimizer, scheduler, images, labels)
+        counter += 1
+
+    return step, model
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_step(step, device: torch.device, seconds: float) -> float:
+    """Average seconds per step over at least ``seconds`` of stepping."""
+    synchronize(device)
+    steps, started = 0, time.perf_counter()
+    while True:
+        step()
+        steps += 1
+        if steps % 5 == 0:
+            synchronize(device)
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds:
+                return elapsed / steps
+
+
+def flops_per_step(model: nn.Module, batch_size: int, device: torch.device, bf16: bool) -> float:
+    inputs = torch.rand(batch_size, 1, 28, 28, device=device)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        F.cross_entropy(model(inputs).float(), labels).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--dataset", choices=("mnist5k", "digits", "mnist"), default="mnist5k")
+    parser.add_argument("--data-dir", default="data/mnist")
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per pipeline and batch size")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating timing rounds; the best one counts")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per row (more with --compile)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+",
+                        default=[64, train_stn.DEFAULTS["batch_size"]])
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the tutorial")
+    parser.add_argument("--compile", action="store_true", help="torch.compile train_stn's model")
+    args = parser.parse_args(argv)
+
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    if use_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    data = load_digits(args.dataset, args.data_dir)
+    name = torch.cuda.get_device_name(device) if use_cuda else f"cpu, {torch.get_num_threads()} threads"
+    peak = next((flops for key, flops in PEAK_BF16.items() if use_cuda and key in name), None)
+    print(f"device: {name} | torch {torch.__version__} | {args.dataset}, 28x28, no distortion | "
+          f"best of {args.rounds} rounds, {args.seconds:g} s timed per row")
+
+    header = f"{'batch':>5}  {'pipeline':<26} {'params':>8} {'GFLOP/step':>10} {'ms/step':>8} {'img/s':>9} " \
+             f"{'TFLOP/s':>8} {'vs tutorial':>11}"
+    if peak:
+        header += f" {'of bf16 peak':>12}"
+    print(header)
+    for batch_size in args.batch_sizes:
+        pipelines = {
+            "PyTorch tutorial STN": (tutorial_pipeline(data, batch_size, device, args.workers), False),
+            "train_stn --model stcnn": (train_stn_pipeline(data, batch_size, device, args.compile), use_cuda),
+        }
+        for label, ((step, _), _) in pipelines.items():
+            for _ in range(args.warmup * (6 if args.compile and "train_stn" in label else 1)):
+                step()
+        # Alternate short rounds and keep each pipeline's best, so a burst of load
+        # from other processes does not land on one side of the comparison only.
+        best = dict.fromkeys(pipelines, float("inf"))
+        for _ in range(args.rounds):
+            for label, ((step, _), _) in pipelines.items():
+                best[label] = min(best[label], seconds_per_step(step, device, args.seconds / args.rounds))
+        reference = batch_size / best["PyTorch tutorial STN"]
+        for label, ((_, model), bf16) in pipelines.items():
+            images_per_s = batch_size / best[label]
+            flops = flops_per_step(model, batch_size, device, bf16)
+            row = (f"{batch_size:>5}  {label:<26} {parameter_count(model):>8,} {flops / 1e9:>10.2f} "
+                   f"{best[label] * 1e3:>8.2f} {images_per_s:>9,.0f} "
+                   f"{flops / best[label] / 1e12:>8.3f} {images_per_s / reference:>10.2f}x")
+            if peak:
+                row += f" {flops / best[label] / peak:>12.2%}"
+            print(row, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
