@@ -18,6 +18,8 @@
 #   AWSRUN_REBOOT_REQUIRED                     driver installed: reboot, run again
 #   AWSRUN_VERIFY torch=<ver> cuda=<True|False> devices=<n> name=<name>
 #                                              name= runs to the end of the line
+#   awsrun bootstrap <time> user=<u> pid=<pid> venv=<path> state=<dir>
+#                                              first line of a run (pid: the script's own)
 # Any other line is for humans and may change.
 #
 # Exit status: 0 ready, 100 reboot required, 2 usage error, 75 another run
@@ -130,7 +132,7 @@ fi
 # Everything from here on is also appended to bootstrap.log. tee ignores
 # INT/TERM so the last lines still get written when the run is interrupted.
 exec > >(trap '' INT TERM; exec tee -a "$STATE_DIR/bootstrap.log") 2>&1
-echo "awsrun bootstrap $(date -u +%Y-%m-%dT%H:%M:%SZ) user=$(id -un) venv=$VENV state=$STATE_DIR"
+echo "awsrun bootstrap $(date -u +%Y-%m-%dT%H:%M:%SZ) user=$(id -un) pid=$$ venv=$VENV state=$STATE_DIR"
 
 # ---------------------------------------------------------------- helpers
 
