@@ -1,4 +1,82 @@
-"""Verbs added by later work; registered here so the group stays stable."""
+"""`awsrun bootstrap`: rerun the node bootstrap (driver, venv, PyTorch, requirements, verify) explicitly."""
 from __future__ import annotations
 
-COMMANDS: list = []
+import click
+
+from awsrun import ui
+from awsrun.cli.context import AppContext
+
+# Kept here (not imported from awsrun.bootstrap) so `awsrun --help` stays light; a test checks they agree.
+STEPS = ("packages", "driver", "venv", "torch", "requirements", "verify")
+
+
+def _screen_line(line: str) -> str | None:
+    """How a line of the script shows on screen: protocol lines shortened, the failure tail left to the error."""
+    from awsrun.bootstrap import parse_event, parse_verify
+
+    event = parse_event(line)
+    if event is not None:
+        detail = f" {event.detail}" if event.detail else ""
+        return f"{event.step}: {event.action.lower()}{detail}"
+    if line.startswith("awsrun bootstrap ") or parse_verify(line) is not None or not line.strip():
+        return None
+    return line
+
+
+@click.command("bootstrap")
+@click.option("--cluster", help="Cluster name (default: setting `cluster`, 'default').")
+@click.option("--node", type=click.IntRange(0), default=0, show_default=True, help="Which node of the cluster.")
+@click.option("--force-step", "force_steps", multiple=True, type=click.Choice(STEPS),
+              help="Redo STEP even if it is done (repeatable).")
+@click.pass_obj
+def bootstrap_command(app: AppContext, cluster: str | None, node: int, force_steps: tuple[str, ...]) -> None:
+    """Install the driver, venv and PyTorch on a node again; finished steps are skipped.
+
+    \b
+      awsrun bootstrap                           check the default cluster's node 0 (seconds when done)
+      awsrun bootstrap --force-step torch        reinstall PyTorch (e.g. after changing torch_spec)
+    """
+    from awsrun.access import head_node, open_remote, require_cluster
+    from awsrun.bootstrap import bootstrap_node
+    from awsrun.state import State
+
+    settings = app.settings(cluster=cluster)
+    home = app.home.ensure()
+    state = State.open(home.state_db)
+    try:
+        record = require_cluster(state, settings.cluster)
+        instance = head_node(state, record, node)
+    finally:
+        state.close()
+    log_path = home.logs_dir / f"bootstrap-{record.name}-{node}.log"
+
+    def reconnect():
+        return open_remote(home, settings, record, instance, wait_s=settings.ssh_timeout, retry_auth=True)
+
+    remote = open_remote(home, settings, record, instance)
+    try:
+        with ui.phase(f"bootstrapping {instance.id} (log: {log_path})") as phase:
+            def show(line: str) -> None:
+                shown = _screen_line(line)
+                if shown is not None:
+                    phase.update(shown)
+
+            report = bootstrap_node(remote, settings, instance_type=instance.instance_type, log_path=log_path,
+                                    on_line=show, reconnect=reconnect, force_steps=force_steps)
+    finally:
+        remote.close()
+    ui.table(["step", "outcome", "seconds", "detail"],
+             [(s.name, s.outcome, f"{s.seconds:.1f}", s.detail) for s in report.steps],
+             title=f"bootstrap of {instance.id}: {report.stack}")
+    if report.verify is not None:
+        v = report.verify
+        ui.out(f"torch {v.torch}, CUDA {'yes' if v.cuda else 'no'}, {v.devices} GPU{'' if v.devices == 1 else 's'} "
+               f"({v.name})")
+    if report.agent is not None:
+        ui.out(f"autostop agent: {report.agent.detail}")
+    if report.reboots:
+        ui.out(f"rebooted {report.reboots} time{'s' if report.reboots > 1 else ''} to load the NVIDIA driver")
+    ui.out(f"done in {report.seconds:.1f}s; log: {log_path}")
+
+
+COMMANDS: list = [bootstrap_command]
