@@ -166,7 +166,7 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     data, raw = None, 0
     command = start
     if plan.send or plan.delete:
-        data, raw = sync.payload(tree, plan)
+        data, raw = sync.payload(tree, plan, compress=not host.local)
         command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
     result = host.remote.run(command, stdin=data)
     if result.exit_code == tmux.EXIT_RUNNING:

@@ -1,0 +1,129 @@
+"""One loopback sshd host of the test harness (tests/harness/sshd.py), an AWSRUN_HOME whose state has a
+cluster `default` on it, and the plain OpenSSH options to reach it by hand. Needs root (sshd, unshare)
+and a user `ubuntu`, as `bash .ci/run` sets up. Used by bench/submit_latency.py and bench/sync.py."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.harness.clusters import ssh_cluster_on  # noqa: E402
+from tests.harness.sshd import SshHost, free_port  # noqa: E402
+
+
+@dataclass
+class Loopback:
+    base: Path
+    host: SshHost
+    key: Path
+    awsrun_home: Path
+    known_hosts: Path
+
+    @property
+    def target(self) -> str:
+        return f"ubuntu@{self.host.address}"
+
+    def ssh_options(self) -> list[str]:
+        return ["-i", str(self.key), "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+
+    def ssh(self, *command: str) -> list[str]:
+        return ["ssh", *self.ssh_options(), "-p", str(self.host.port), self.target, *command]
+
+    def ssh_command_string(self) -> str:
+        """For rsync -e."""
+        return " ".join(["ssh", *self.ssh_options(), "-p", str(self.host.port)])
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWSRUN_")}
+        env.update({"AWSRUN_HOME": str(self.awsrun_home), "PYTHONPATH": str(REPO)})
+        return env
+
+    def awsrun(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "awsrun", *args]
+
+
+@contextmanager
+def loopback(address: str = "127.0.0.9") -> Iterator[Loopback]:
+    base = Path(tempfile.mkdtemp(prefix="awsrun-bench-"))
+    host = SshHost("bench", address, free_port(address), base / "host").start()
+    try:
+        home = base / "awsrun-home"
+        home.mkdir(mode=0o700)
+        cluster = ssh_cluster_on(host, base, home, base / "keys")
+        yield Loopback(base, host, cluster.key, home, base / "known_hosts")
+    finally:
+        host.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def make_project(root: Path, files: int, total_bytes: int, seed: int = 5) -> Path:
+    """`files` files of about total_bytes/files each under a few packages: nine in ten are Python-like
+    text, one in ten random bytes (weights, images): what a small ML project holds."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'bench'\n")
+    (root / "jobs").mkdir()
+    (root / "jobs" / "quick.py").write_text("print('hello from the job')\n")
+    each = total_bytes // files
+    words = ["def", "return", "self", "tensor", "batch", "loss", "model", "import", "torch", "for", "in", "x", "y"]
+    for index in range(files - 2):
+        path = root / f"pkg{index % 8}" / f"mod{index}.py"
+        path.parent.mkdir(exist_ok=True)
+        if index % 10 == 9:
+            path.with_suffix(".bin").write_bytes(rng.randbytes(each))
+            continue
+        lines, size = [], 0
+        while size < each:
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + f"  # {rng.randint(0, 10**6)}\n"
+            lines.append(line)
+            size += len(line)
+        path.write_text("".join(lines))
+    return root
+
+
+@dataclass
+class Case:
+    label: str
+    action: Callable[[int], None]
+    before: Callable[[int], None] | None = None
+
+
+def interleaved_medians(cases: list[Case], runs: int) -> list[tuple[str, float]]:
+    """Median ms of each case, the cases taking turns run after run, so a change in the machine's load
+    (other work on a shared box) weighs on all of them alike."""
+    samples: dict[str, list[float]] = {case.label: [] for case in cases}
+    for index in range(runs):
+        for case in cases:
+            if case.before is not None:
+                case.before(index)
+            start = time.perf_counter()
+            case.action(index)
+            samples[case.label].append((time.perf_counter() - start) * 1000)
+    return [(case.label, statistics.median(samples[case.label])) for case in cases]
+
+
+def run(argv: list[str], **kwargs) -> None:
+    completed = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if completed.returncode != 0:
+        raise SystemExit(f"{argv[:4]}... failed ({completed.returncode}): {completed.stderr[-2000:]}")
+
+
+def print_table(title: str, rows: list[tuple[str, float]], baseline: str) -> None:
+    base = dict(rows)[baseline]
+    print(f"\n{title}")
+    print(f"{'what':58} {'median ms':>10} {'x ' + baseline[:18]:>22}")
+    for label, ms in rows:
+        print(f"{label:58} {ms:10.0f} {ms / base:22.2f}")
