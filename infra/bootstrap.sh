@@ -370,6 +370,14 @@ check_torch() {
 }
 
 do_torch() {
+    # pip writes RECORD last (after byte-compiling): an install cut off before that leaves metadata
+    # that makes pip say "already satisfied" and cannot be uninstalled. Drop it; pip installs over.
+    local d
+    for d in "$VENV"/lib/python3*/site-packages/torch-*.dist-info; do
+        [ -d "$d" ] && [ ! -f "$d/RECORD" ] || continue
+        echo "removing $d: an install that was cut off (no RECORD)"
+        rm -rf "$d"
+    done
     pip_install "$TORCH_SPEC"
     local version
     version=$(torch_satisfies "$TORCH_SPEC") || {
