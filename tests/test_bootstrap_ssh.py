@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.bootstrap import STEPS, BootstrapError, bootstrap_node
+from awsrun.bootstrap import STEPS, BootstrapError, bootstrap_node, packaged_script
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS, settings
@@ -116,6 +116,22 @@ def test_a_bad_torch_spec_fails_naming_the_step_with_its_log_tail(torch_host, fl
         assert check.stdout.strip() == "2.13.0+cpu"
     finally:
         remote.close()
+
+
+def test_verify_fails_loudly_when_a_gpu_is_present_but_torch_sees_no_cuda(torch_host, fleet, tmp_path):
+    remote = torch_host.connect(tmp_path)
+    try:
+        remote.run(["mkdir", "-p", ".awsrun/bootstrap"]).check()
+        remote.put_bytes(packaged_script(), "/home/ubuntu/.awsrun/bootstrap/bootstrap.sh", mode=0o755)
+        # AWSRUN_ASSUME_GPU=1: the script's own switch for "an NVIDIA GPU is on the PCI bus"
+        result = remote.run("AWSRUN_ASSUME_GPU=1 bash ~/.awsrun/bootstrap/bootstrap.sh --only verify "
+                            f"--venv {torch_host.venv}")
+    finally:
+        remote.close()
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 4 and events(lines, "verify") == ["start", "FAILED"], result
+    assert "torch.cuda.is_available() is False" in result.stdout, result
+    assert "(torch 2.13.0+cpu, built for CUDA None)" in result.stdout, result
 
 
 def test_a_dropped_connection_is_reopened_and_the_run_resumed(torch_host, fleet, tmp_path):
