@@ -42,6 +42,137 @@ print("stopped", flush=True)
 """
 
 
+# --- the pure pieces ---------------------------------------------------------------------------------
+
+def test_script_resolution_cwd_then_project_root_then_jobs(tmp_path):
+    from awsrun.errors import ConfigError, NotFoundError
+    from awsrun.jobs import resolve_script
+
+    root = tmp_path / "proj"
+    (root / "jobs" / "sub").mkdir(parents=True)
+    for rel in ("train.py", "jobs/train.py", "jobs/only.py", "jobs/sub/x.py"):
+        (root / rel).write_text("")
+    (tmp_path / "elsewhere.py").write_text("")
+    assert resolve_script("train.py", root, root) == "train.py"            # the cwd first
+    assert resolve_script("train.py", root / "jobs", root) == "jobs/train.py"
+    assert resolve_script("only.py", root, root) == "jobs/only.py"          # then jobs/ of the root
+    assert resolve_script("sub/x.py", root / "jobs", root) == "jobs/sub/x.py"
+    assert resolve_script("jobs/only.py", root / "jobs" / "sub", root) == "jobs/only.py"  # the root
+    assert resolve_script(str(root / "jobs" / "only.py"), tmp_path, root) == "jobs/only.py"
+    with pytest.raises(ConfigError, match="outside the project"):
+        resolve_script("../elsewhere.py", root, root)
+    with pytest.raises(NotFoundError, match="no script 'nope.py'"):
+        resolve_script("nope.py", root, root)
+
+
+def test_the_home_directory_is_never_synced_as_a_project(tmp_path, monkeypatch):
+    from awsrun.errors import ConfigError
+    from awsrun.jobs import check_project_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="home directory"):
+        check_project_dir(tmp_path)
+    with pytest.raises(ConfigError, match="filesystem root"):
+        check_project_dir(Path("/"))
+    (tmp_path / "p").mkdir()
+    assert check_project_dir(tmp_path / "p") == tmp_path / "p"
+
+
+def test_job_argv_and_display():
+    from awsrun.jobs import display_command, job_argv
+
+    assert job_argv("jobs/t.py", ("--a", "b c"), "python3") == (["python3", "jobs/t.py", "--a", "b c"], True)
+    assert job_argv("run.sh", (), "python3") == (["bash", "run.sh"], False)
+    assert job_argv("-odd.py", (), "python3") == (["python3", "./-odd.py"], True)
+    assert display_command(["env", "PYTHONUNBUFFERED=1", "A=b=c", "/home/u/venvs/awsrun/bin/python", "t.py", "X=1"]) == [
+        "python", "t.py", "X=1"]
+    assert display_command([]) == []
+
+
+@pytest.mark.parametrize("raw, label, duration", [
+    ({"alive": True, "started_at": 100.0}, "running", 50.0),
+    ({"alive": True, "started_at": 100.0, "exit_code": 0, "ended_at": 130.0}, "exited 0", 30.0),
+    ({"alive": False, "started_at": 100.0, "exit_code": 3, "ended_at": 101.0}, "exited 3", 1.0),
+    ({"alive": False, "started_at": 100.0, "killed_at": 120.0, "exit_code": 130, "ended_at": 121.0}, "killed", 21.0),
+    ({"alive": True, "started_at": 100.0, "killed_at": 120.0}, "killed", 20.0),
+    ({"alive": False, "started_at": 100.0}, "killed", None),   # gone without an exit code
+    ({"alive": True}, "running", None),                       # a session awsrun did not start
+])
+def test_job_states(raw, label, duration):
+    from awsrun.jobs import job_status
+
+    status = job_status({"name": "w", "argv": [], **raw}, now=150.0)
+    assert (status.label, status.duration) == (label, duration)
+
+
+def test_exit_status_of_a_followed_job():
+    from awsrun.jobs import KILLED_EXIT, JobEnd
+
+    assert [JobEnd(0, False, False).status, JobEnd(3, False, False).status, JobEnd(130, True, False).status,
+            JobEnd(None, False, False).status, JobEnd(None, False, True).status, JobEnd(300, False, False).status] == [
+        0, 3, KILLED_EXIT, KILLED_EXIT, 0, 1]
+
+
+def test_ports_and_the_ssh_argv_for_tunnels_and_commands():
+    from types import SimpleNamespace
+
+    from awsrun.errors import ConfigError
+    from awsrun.jobs import parse_ports, ssh_argv, tunnel_argv
+
+    assert parse_ports(["6006", "16006:6006"]) == [(6006, 6006), (16006, 6006)]
+    for bad in (["0"], ["70000"], ["a"], ["1:b"], []):
+        with pytest.raises(ConfigError):
+            parse_ports(bad)
+
+    class Remote:
+        def interactive_argv(self, command=None):
+            return ["ssh", "-t", "-q", "-i", "k", "-p", "22", "u@h"] + ([command] if command is not None else [])
+
+    host = SimpleNamespace(remote=Remote(), local=False)
+    assert tunnel_argv(host, [(16006, 6006)]) == [
+        "ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-L", "127.0.0.1:16006:127.0.0.1:6006", "-i", "k", "-p", "22", "u@h"]
+    assert tunnel_argv(SimpleNamespace(remote=Remote(), local=True), [(1, 1)]) is None
+    assert ssh_argv(host, ["nvidia-smi | head"], tty=True)[-1] == "nvidia-smi | head"
+    assert ssh_argv(host, ["ls", "a b", "-t"], tty=False) == ["ssh", "-q", "-i", "k", "-p", "22", "u@h", "ls 'a b' -t"]
+    assert ssh_argv(host, [], tty=True) == Remote().interactive_argv()
+
+
+def test_ssh_config_render_exact():
+    from awsrun.errors import ConfigError
+    from awsrun.sshconfig import HostEntry, render
+
+    entry = HostEntry("gpu", "1.2.3.4", 22, "ubuntu", "/home/me/my keys/k%1", "/home/me/.awsrun/known_hosts",
+                      "i-0abc", "aws ssm start-session --target %h --parameters portNumber=%p")
+    assert render([entry, HostEntry("gpu-1", "10.0.0.2", 2222, "ec2-user", "/k", "/kh", "10.0.0.2:2222")]) == (
+        "# Written by `awsrun ssh-config` from awsrun's state; rewritten each time: do not edit.\n"
+        "\n"
+        "Host gpu\n"
+        "    HostName 1.2.3.4\n"
+        "    Port 22\n"
+        "    User ubuntu\n"
+        '    IdentityFile "/home/me/my keys/k%%1"\n'
+        "    IdentitiesOnly yes\n"
+        "    UserKnownHostsFile /home/me/.awsrun/known_hosts\n"
+        "    HostKeyAlias i-0abc\n"
+        "    StrictHostKeyChecking yes\n"
+        "    ProxyCommand aws ssm start-session --target %h --parameters portNumber=%p\n"
+        "\n"
+        "Host gpu-1\n"
+        "    HostName 10.0.0.2\n"
+        "    Port 2222\n"
+        "    User ec2-user\n"
+        "    IdentityFile /k\n"
+        "    IdentitiesOnly yes\n"
+        "    UserKnownHostsFile /kh\n"
+        "    HostKeyAlias 10.0.0.2:2222\n"
+        "    StrictHostKeyChecking yes\n"
+    )
+    with pytest.raises(ConfigError):
+        render([HostEntry("x", "h", 22, 'u"', "/k", "/kh", "a")])
+
+
+# --- through the CLI ----------------------------------------------------------------------------------
+
 def blob() -> bytes:
     return b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(4000))  # 128 KB
 
@@ -319,3 +450,38 @@ def test_ctrl_c_stops_following_never_the_job(cli, project, job_cluster):
     assert state_of(cli, "work") == "running"
     (job_cluster.project(project) / "stop").write_text("")
     wait_for(lambda: state_of(cli, "work") == "exited 0", what="the job to end on its own")
+
+
+def test_pull_on_exit_and_pull_of_another_path_to_another_place(cli, project, job_cluster, tmp_path):
+    make_project(project, write=(
+        "import os\n"
+        "open(os.path.join(os.environ['AWSRUN_OUTPUT_DIR'], 'metrics.jsonl'), 'w').write('{}\\n')\n"
+        "os.makedirs('extra/deep', exist_ok=True)\n"
+        "open('extra/deep/note.txt', 'w').write('note')\n"))
+    result = cli("submit", "--pull-on-exit", "--name", "w2", "write.py")
+    assert result.exit_code == 0, result
+    assert result.stdout == ""  # waiting, not following
+    assert (project / "runs" / "w2" / "metrics.jsonl").read_text() == "{}\n"
+    elsewhere = tmp_path / "elsewhere"
+    other = cli("pull", "--remote", "extra", "--to", str(elsewhere))
+    assert other.exit_code == 0, other
+    assert (elsewhere / "deep" / "note.txt").read_text() == "note"
+    mirrored = cli("pull", "--remote", "extra/deep")
+    assert mirrored.exit_code == 0 and (project / "extra" / "deep" / "note.txt").read_text() == "note"
+    refused = cli("pull", "--remote", "../outside")
+    assert refused.exit_code == 2 and "plain path inside the project" in refused.stderr
+    missing = cli("pull", "nothing-here")
+    assert missing.exit_code == 7 and "does not exist" in missing.stderr
+
+
+def test_attach_without_a_name_lists_the_running_jobs_when_there_are_several(cli, project, ssh_cluster):
+    make_project(project, ticker=TICKER)
+    none = cli("attach")
+    assert none.exit_code == 7 and "no job is running" in none.stderr
+    assert cli("submit", "--name", "one", "ticker.py").exit_code == 0
+    assert cli("submit", "--name", "two", "ticker.py").exit_code == 0
+    several = cli("attach")
+    assert several.exit_code == 2, several
+    assert "2 jobs are running: one, two" in several.stderr and "awsrun attach SESSION" in several.stderr
+    finished = cli("attach", "nope")
+    assert finished.exit_code == 7 and "there is no such job" in finished.stderr

@@ -128,6 +128,27 @@ def test_garbage_instead_of_an_archive_is_an_error_not_a_crash(sandbox):
         sync.unpack(whole[: len(whole) // 2], dest)
 
 
+def test_pull_destinations_stay_in_the_project_unless_asked_otherwise(tmp_path):
+    from awsrun.errors import ConfigError
+    from awsrun.jobs import pull_paths
+
+    project = tmp_path / "proj"
+    assert pull_paths(project, "~/awsrun/proj", "work") == ("~/awsrun/proj/runs/work", project / "runs" / "work")
+    assert pull_paths(project, "~/awsrun/proj", "w", remote_path="out/a/") == ("~/awsrun/proj/out/a", project / "out" / "a")
+    assert pull_paths(project, "~/awsrun/proj", "w", remote_path="/data/x/") == ("/data/x", project / "x")
+    assert pull_paths(project, "~/awsrun/proj", "w", remote_path="~/results") == ("~/results", project / "results")
+    assert pull_paths(project, "~/p", "w", remote_path="/", to=tmp_path / "t") == ("/", tmp_path / "t")
+    for bad in ("../x", "a/../../b", "a\nb"):
+        with pytest.raises(ConfigError):
+            pull_paths(project, "~/p", "w", remote_path=bad)
+    for nameless in ("~", "/"):
+        with pytest.raises(ConfigError, match="no name to pull into") as refused:
+            pull_paths(project, "~/p", "w", remote_path=nameless)
+        assert refused.value.hint == "pass --to DIR"
+    with pytest.raises(ConfigError):
+        pull_paths(project, "~/p", "../x")
+
+
 # The job builds, in its output directory, what a compromised instance could offer.
 HOSTILE_TREE = """\
 import os
