@@ -93,15 +93,17 @@ def resolve_script(script: str, cwd: Path, project_dir: Path) -> str:
     given = Path(script)
     candidates = [given] if given.is_absolute() else [cwd / given, project_dir / given, project_dir / "jobs" / given]
     project = Path(os.path.abspath(project_dir))
+    outside = False
     for candidate in candidates:
         if not candidate.is_file():
             continue
-        absolute = Path(os.path.abspath(candidate))
         try:
-            return absolute.relative_to(project).as_posix()
+            return Path(os.path.abspath(candidate)).relative_to(project).as_posix()
         except ValueError:
-            raise ConfigError(f"{script} is outside the project {project}, which is what gets synced",
-                              hint="move it into the project, or pass --workdir DIR") from None
+            outside = True
+    if outside:
+        raise ConfigError(f"{script} is outside the project {project}, which is what gets synced",
+                          hint="move it into the project, or pass --workdir DIR")
     places = ", ".join(dict.fromkeys(str(Path(os.path.abspath(c)).parent) for c in candidates))
     raise NotFoundError(f"no script {script!r} in {places}")
 

@@ -61,6 +61,8 @@ def test_script_resolution_cwd_then_project_root_then_jobs(tmp_path):
     assert resolve_script(str(root / "jobs" / "only.py"), tmp_path, root) == "jobs/only.py"
     with pytest.raises(ConfigError, match="outside the project"):
         resolve_script("../elsewhere.py", root, root)
+    (tmp_path / "only.py").write_text("")  # in the cwd but outside: the project's jobs/only.py wins
+    assert resolve_script("only.py", tmp_path, root) == "jobs/only.py"
     with pytest.raises(NotFoundError, match="no script 'nope.py'"):
         resolve_script("nope.py", root, root)
 
