@@ -238,9 +238,19 @@ def test_doctor_json_against_moto(aws, cli, tmp_path):
     assert by_name["region"]["data"] == {"region": "us-east-1", "source": "AWS_REGION"}
     assert by_name["offering"]["data"]["zones"] == ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d",
                                                    "us-east-1f"]
-    # moto serves no EC2 quotas (its ListServiceQuotas answers 500): the quota check fails, so doctor does
-    assert [c["name"] for c in document["checks"] if not c["ok"]] == ["quota"]
-    assert by_name["quota"]["detail"] == "g4dn.xlarge x1 (on-demand): Service Quotas ListServiceQuotas failed (500)"
+    # the harness serves EC2 quotas (512 vCPUs applied): every check passes
+    assert [c["name"] for c in document["checks"] if not c["ok"]] == [], result
+    assert "512" in by_name["quota"]["detail"], by_name["quota"]
+    assert document["ok"] is True and result.exit_code == 0, result
+
+
+def test_doctor_fails_on_a_new_accounts_zero_gpu_quota(aws, cli, tmp_path):
+    aws.set_quota("Running On-Demand G and VT instances", 0)
+    result = cli("doctor", "--json", "--instance-type", "g4dn.xlarge", env={**CLI_ENV, "HOME": str(tmp_path)})
+    document = json.loads(result.stdout)
+    assert [c["name"] for c in document["checks"] if not c["ok"]] == ["quota"], result
+    quota = {c["name"]: c for c in document["checks"]}["quota"]
+    assert "awsrun quota request --instance-type g4dn.xlarge --count 1" in quota["fix"], quota
     assert document["ok"] is False and result.exit_code == 8
     assert result.stderr.strip().splitlines()[-2] == "error: 1 of 10 checks failed: quota"
 
