@@ -144,17 +144,22 @@ class AwsProvider:
 
     def spot_prices(self, instance_type: str, zone: str | None = None) -> dict[str, float]:
         """The current spot price per zone; empty when the region publishes none."""
-        params: dict[str, Any] = {"InstanceTypes": [instance_type], "ProductDescriptions": ["Linux/UNIX"],
-                                  "StartTime": datetime.now(timezone.utc)}
-        if zone:
-            params["AvailabilityZone"] = zone
-        latest: dict[str, tuple[datetime, float]] = {}
-        for page in self.ec2.get_paginator("describe_spot_price_history").paginate(**params):
-            for entry in page.get("SpotPriceHistory", []):
-                when, zone_name = entry["Timestamp"], entry["AvailabilityZone"]
-                if zone_name not in latest or when > latest[zone_name][0]:
-                    latest[zone_name] = (when, float(entry["SpotPrice"]))
-        return {zone_name: price for zone_name, (_, price) in latest.items()}
+        return self.spot_price_table([instance_type], zone).get(instance_type, {})
+
+    def spot_price_table(self, instance_types: list[str], zone: str | None = None) -> dict[str, dict[str, float]]:
+        """{type: {zone: current spot USD/hour}}, one paginated call for all the types."""
+        if not instance_types:
+            return {}
+        request = req.spot_price_history_request(instance_types, zone, datetime.now(timezone.utc))
+        entries: list[dict[str, Any]] = []
+        try:
+            for page in self.ec2.get_paginator("describe_spot_price_history").paginate(**request):
+                entries += page.get("SpotPriceHistory", [])
+        except Exception as exc:
+            if not type(exc).__module__.startswith("botocore"):
+                raise
+            raise translate(exc, ErrorContext(region=self.region, zone=zone, attempts=self.max_attempts)) from None
+        return req.latest_spot_prices(entries)
 
     # what awsrun creates besides instances --------------------------------------------------------
     def ensure_key_pair(self, name: str, public_key: str, cluster: str, owner: str) -> bool:
@@ -272,6 +277,11 @@ class AwsProvider:
         if request_ids:
             self.call("cancel_spot_instance_requests", ok_codes=("InvalidSpotInstanceRequestID",),
                       SpotInstanceRequestIds=request_ids)
+
+    def set_shutdown_behavior(self, instance_id: str, behavior: str) -> None:
+        """What a shutdown from inside the instance does: stop (the default) or terminate."""
+        self.call("modify_instance_attribute", context=ErrorContext(instance_id=instance_id),
+                  **req.shutdown_behavior_request(instance_id, behavior))
 
     def console_output(self, instance_id: str) -> str:
         """The boot console (cloud-init prints the host key fingerprints there); '' when not yet there."""

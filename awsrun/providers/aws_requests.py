@@ -109,6 +109,7 @@ class LaunchSpec:
     keep_volume: bool = False
     zone: str | None = None
     placement_group: str | None = None
+    shutdown_behavior: str = "stop"  # what a shutdown from the OS does: "terminate" for --autostop-down
 
 
 def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
             },
         }],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
-        "InstanceInitiatedShutdownBehavior": "stop",
+        "InstanceInitiatedShutdownBehavior": shutdown_behavior(spec.shutdown_behavior),
         "TagSpecifications": [
             {"ResourceType": "instance", "Tags": node_tags},
             {"ResourceType": "volume", "Tags": node_tags},
@@ -152,17 +153,60 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
     return request
 
 
+def persistent_spot(spec: LaunchSpec) -> bool:
+    """A persistent request with interruption behaviour stop, when the launch allows it."""
+    # A persistent request relaunches an instance that terminates, so an instance that is meant to
+    # terminate itself (--autostop-down) gets a one-time request.
+    return spec.spot and spec.spot_can_stop and spec.shutdown_behavior == "stop"
+
+
 def spot_options(spec: LaunchSpec) -> dict[str, Any]:
     # A persistent request that stops on interruption keeps the disk and lets `awsrun stop` work;
     # EC2 accepts "persistent" with RunInstances only together with stop or hibernate
     # (API reference, SpotMarketOptions). Without an EBS root it has to be one-time + terminate.
-    if spec.spot_can_stop:
+    if persistent_spot(spec):
         options: dict[str, Any] = {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}
     else:
         options = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
     if spec.max_price is not None:
         options["MaxPrice"] = format_price(spec.max_price)
     return options
+
+
+def shutdown_behavior(value: str) -> str:
+    if value not in ("stop", "terminate"):
+        raise ConfigError(f"shutdown behaviour {value!r} is neither 'stop' nor 'terminate'")
+    return value
+
+
+def shutdown_behavior_request(instance_id: str, behavior: str) -> dict[str, Any]:
+    """ModifyInstanceAttribute: what a shutdown from inside the instance does (the agent's autostop)."""
+    return {"InstanceId": instance_id, "Attribute": "instanceInitiatedShutdownBehavior",
+            "Value": shutdown_behavior(behavior)}
+
+
+def spot_price_history_request(instance_types: Iterable[str], zone: str | None, now: datetime) -> dict[str, Any]:
+    """The current spot price per zone: with StartTime now, EC2 returns the price in effect now
+    (the latest entry) for each type and zone (API reference, DescribeSpotPriceHistory)."""
+    request: dict[str, Any] = {"InstanceTypes": sorted(set(instance_types)), "ProductDescriptions": ["Linux/UNIX"],
+                               "StartTime": now}
+    if zone:
+        request["AvailabilityZone"] = zone
+    return request
+
+
+def latest_spot_prices(entries: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """{type: {zone: USD/hour}} from SpotPriceHistory entries, the newest entry per type and zone."""
+    latest: dict[tuple[str, str], tuple[datetime | None, float]] = {}
+    for entry in entries:
+        key = (entry["InstanceType"], entry["AvailabilityZone"])
+        when, seen = entry.get("Timestamp"), latest.get(key)
+        if seen is None or (when is not None and (seen[0] is None or when > seen[0])):
+            latest[key] = (when, float(entry["SpotPrice"]))
+    table: dict[str, dict[str, float]] = {}
+    for (instance_type, zone), (_, price) in sorted(latest.items()):
+        table.setdefault(instance_type, {})[zone] = price
+    return table
 
 
 def format_price(usd: float) -> str:

@@ -39,6 +39,12 @@ DEFAULT_APPLIED_VCPUS = 512.0
 _applied_quotas: dict[str, float] = {}
 # Types moto's offering data lacks (the classic K80 box among them): offered in every zone of REGIONS.
 EXTRA_OFFERED_TYPES = ("p2.xlarge", "p2.8xlarge", "p2.16xlarge", "p3.2xlarge", "p3.8xlarge")
+# Spot prices a test seeded with `set_spot_prices`: {region: {(type, zone): USD/hour}}. Moto answers every
+# offered type and zone with the placeholder 0.00001 (dated 2006); a seeded type gets its prices instead.
+_spot_prices: dict[str, dict[tuple[str, str], float]] = {}
+# The parameters of every RunInstances since the last reset, as sent ({"InstanceMarketOptions.MarketType":
+# "spot", ...}): moto keeps only the market type, so tests read the spot options here.
+_launch_requests: list[dict[str, str]] = []
 
 
 @dataclass
@@ -65,11 +71,22 @@ class Ec2Endpoint:
         seed_public_parameters()
         _applied_quotas.clear()
         _applied_quotas.update({code: DEFAULT_APPLIED_VCPUS for code in EC2_QUOTAS})
+        _spot_prices.clear()
+        _launch_requests.clear()
 
     def set_quota(self, name: str, value: float) -> None:
         """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
         code = next(code for code, quota_name in EC2_QUOTAS.items() if quota_name == name)
         _applied_quotas[code] = float(value)
+
+    def set_spot_prices(self, region: str, prices: dict[tuple[str, str], float]) -> None:
+        """Current spot prices, {(instance type, zone): USD/hour}. A type seeded here is priced only in
+        the zones given (and dated now); types not seeded keep moto's placeholder."""
+        _spot_prices.setdefault(region, {}).update({key: float(value) for key, value in prices.items()})
+
+    def launch_requests(self) -> list[dict[str, str]]:
+        """The RunInstances calls since the last reset, their query parameters flattened."""
+        return [dict(request) for request in _launch_requests]
 
     def stop(self) -> None:
         self.server.stop()
@@ -117,6 +134,54 @@ def extend_moto() -> None:
     models.ServiceQuotasBackend.list_aws_default_service_quotas = list_aws_default_service_quotas
     models.ServiceQuotasBackend.list_service_quotas = list_service_quotas_backend
     responses.ServiceQuotasResponse.list_service_quotas = list_service_quotas_response
+    _serve_seeded_spot_prices()
+    _record_launch_requests()
+
+
+def _record_launch_requests() -> None:
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.run_instances
+    if getattr(original, "awsrun_recorded", False):
+        return
+
+    def run_instances(self):
+        _launch_requests.append({key: values[0] for key, values in self.querystring.items() if values})
+        return original(self)
+
+    run_instances.awsrun_recorded = True
+    InstanceResponse.run_instances = run_instances
+
+
+def _serve_seeded_spot_prices() -> None:
+    """DescribeSpotPriceHistory answers the prices `set_spot_prices` seeded (in-process backend)."""
+    from datetime import datetime, timezone
+
+    from moto.ec2.responses.spot_instances import SpotInstances
+
+    original = SpotInstances.describe_spot_price_history
+    if getattr(original, "awsrun_seeded", False):
+        return
+
+    def describe_spot_price_history(self):
+        result = original(self)
+        seeded = _spot_prices.get(self.region)
+        if not seeded:
+            return result
+        seeded_types = {instance_type for instance_type, _ in seeded}
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        history = []
+        for entry in result.result["SpotPriceHistory"]:
+            key = (entry["InstanceType"], entry["AvailabilityZone"])
+            if key in seeded:
+                history.append({**entry, "SpotPrice": f"{seeded[key]:.6f}", "Timestamp": now})
+            elif entry["InstanceType"] not in seeded_types:
+                history.append(entry)
+        result.result["SpotPriceHistory"] = history
+        return result
+
+    describe_spot_price_history.awsrun_seeded = True
+    SpotInstances.describe_spot_price_history = describe_spot_price_history
 
 
 def seed_public_parameters() -> None:
