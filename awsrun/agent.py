@@ -40,6 +40,41 @@ def describe_duration(seconds: int | None) -> str:
 
 
 @dataclass(frozen=True)
+class Autostop:
+    """A cluster's autostop setting, as recorded in its config (`autostop`) and sent to the agent."""
+
+    idle_seconds: int | None
+    down: bool = False              # terminate instead of stop (InstanceInitiatedShutdownBehavior)
+    count_ssh_users: bool = False   # a logged-in SSH user keeps the instance awake
+
+    def __post_init__(self) -> None:
+        if self.down and not self.idle_seconds:
+            raise ConfigError("--autostop-down needs an autostop duration",
+                              hint="e.g. `--autostop 30m --autostop-down` (or `awsrun autostop 30m --down`)")
+
+    @property
+    def shutdown_behavior(self) -> str:
+        return "terminate" if self.down else "stop"
+
+    def describe(self) -> str:
+        if not self.idle_seconds:
+            return "off"
+        then = "terminate" if self.down else "stop"
+        who = "jobs or SSH users" if self.count_ssh_users else "jobs"
+        return f"{then} after {describe_duration(self.idle_seconds)} without {who}"
+
+    def as_config(self) -> dict:
+        return {"idle_seconds": self.idle_seconds, "down": self.down, "count_ssh_users": self.count_ssh_users}
+
+    @classmethod
+    def from_config(cls, raw: object) -> "Autostop | None":
+        if not isinstance(raw, dict):
+            return None
+        idle = raw.get("idle_seconds")
+        return cls(int(idle) if idle else None, bool(raw.get("down")) and bool(idle), bool(raw.get("count_ssh_users")))
+
+
+@dataclass(frozen=True)
 class AgentInstall:
     scheduled: bool
     detail: str

@@ -95,16 +95,20 @@ def reconcile(state: State, provider: AwsProvider, cluster: ClusterRecord, owner
     return result
 
 
-def launch_zones(provider: AwsProvider, instance_type: str, spot: bool, zone: str | None) -> list[str | None]:
-    """Where to try, each zone once: the given zone; for spot the cheapest zones first; else EC2's
-    choice first (None), then every zone that offers the type."""
+def launch_zones(provider: AwsProvider, instance_type: str, spot: bool, zone: str | None,
+                 offered: tuple[str, ...] | list[str] | None = None) -> list[str | None]:
+    """Where to try, each zone once: the given zone; for spot the cheapest zones that offer the type
+    first (current spot price per zone); else EC2's choice first (None), then every offering zone.
+    `offered`: the zones offering the type, when the caller knows them already (up's pre-check)."""
     if zone:
         return [zone]
     if spot:
-        prices = provider.spot_prices(instance_type)
-        if prices:
-            return sorted(prices, key=lambda z: (prices[z], z))
-    return [None, *provider.zones_for(instance_type)]
+        from awsrun.prices import cheapest_zones
+
+        zones = cheapest_zones(provider.spot_prices(instance_type), offered)
+        if zones:
+            return list(zones)
+    return [None, *(offered if offered is not None else provider.zones_for(instance_type))]
 
 
 def launch_node(state: State, provider: AwsProvider, reporter: Reporter, base: LaunchSpec,

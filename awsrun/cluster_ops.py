@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from awsrun import aws_cluster
+from awsrun import autostop, aws_cluster
 from awsrun.clusters import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state, wait_for_ssh
 from awsrun.errors import ConfigError, Interrupted, NotFoundError
 from awsrun.home import Home
+from awsrun.prices import PriceBook, SessionCost, session_costs
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import cluster_filters, validate_cluster_name
 from awsrun.settings import Settings
@@ -44,8 +45,14 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
         found = aws_cluster.reconcile(run.state, provider, cluster, owner)
         if not found.live and not found.launching:
             raise NotFoundError(f"cluster {name!r} has no instances", hint=f"`awsrun up --cluster {name}` launches one")
-        changed = _stop(run, provider, found) if verb == "stop" else _start(run, provider, cluster, owner, found)
-        return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed))
+        costs: tuple[SessionCost, ...] = ()
+        if verb == "stop":
+            costs = session_costs(found.live, cluster.region, PriceBook(lambda _: provider))
+            changed = _stop(run, provider, found)
+            costs = tuple(c for c in costs if c.instance_id in changed)
+        else:
+            changed = _start(run, provider, cluster, owner, found)
+        return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed), costs)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun {verb}` (cluster {name!r})",
                           hint=f"`awsrun status` shows where it is; `awsrun {verb} --cluster {name}` finishes") from None
@@ -87,8 +94,10 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
     if waiting:
         with run.reporter.phase(f"waiting for {', '.join(waiting)} to run"):
             provider.wait(waiting, "running")
-    for record in aws_cluster.reconcile(run.state, provider, cluster, owner).live:  # new public IPs
+    ready = aws_cluster.reconcile(run.state, provider, cluster, owner).live  # new public IPs
+    for record in ready:
         run.remotes[record.id] = wait_for_ssh(run, cluster, record, provider)
+    autostop.configure_agents(run, cluster, ready)  # a setting changed while it was stopped
     return ids
 
 
@@ -105,9 +114,11 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
         owner = provider.caller_arn()
         with reporter.phase(f"checking cluster {name!r} in {provider.region}"):
             found = aws_cluster.reconcile(state, provider, cluster, owner)
+        costs = session_costs(found.live, cluster.region, PriceBook(lambda _: provider))
         terminated, groups, key_pairs = aws_cluster.teardown(state, provider, reporter, cluster, owner, found)
         state.delete_cluster(name)
-        return DownResult(name, "aws", tuple(terminated), tuple(groups), tuple(key_pairs))
+        return DownResult(name, "aws", tuple(terminated), tuple(groups), tuple(key_pairs),
+                          tuple(c for c in costs if c.instance_id in terminated))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun down`: cluster {name!r} is still recorded",
                           hint=f"`awsrun down --cluster {name}` again finishes the clean-up") from None

@@ -1,15 +1,18 @@
 """Use case: status. Reconciles every AWS cluster with EC2, prices what runs, and finds orphans:
 instances tagged `awsrun:cluster` that the state does not know. The caller's own orphans are adopted
-back into the state (so `awsrun down` can remove them); other owners' are listed, never touched."""
+back into the state (so `awsrun down` can remove them); other owners' are listed, never touched.
+Each cluster's autostop setting comes from the state; with `agent=True`, when it fires comes from the
+agent on each running node (one SSH connection per node, so plain `status` stays cloud-only)."""
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 
-from awsrun import aws_cluster, keys
+from awsrun import autostop, aws_cluster, keys
 from awsrun.clusters import AwsFactory, default_aws, open_state
 from awsrun.errors import AwsrunError, NotFoundError
 from awsrun.home import Home
+from awsrun.prices import PriceBook
 from awsrun.providers.aws_requests import cluster_filters, key_pair_name, validate_cluster_name
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
@@ -31,6 +34,7 @@ class InstanceStatus:
     price_source: str | None
     cost_usd: float | None
     adopted: bool = False
+    agent: dict | None = None   # with --agent: what the agent says (fires_at, idle_since, running_jobs, ...)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class ClusterStatus:
     region: str | None
     instances: tuple[InstanceStatus, ...]
     cost_usd: float | None
+    autostop: dict | None = None       # {"idle_seconds", "down", "count_ssh_users"}; None: never set
+    autostop_label: str = "off"
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class _Providers:
 
 
 def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsFactory = default_aws,
-           now: float | None = None) -> StatusReport:
+           now: float | None = None, agent: bool = False) -> StatusReport:
     now = time.time() if now is None else now
     if cluster is not None:
         validate_cluster_name(cluster)
@@ -100,9 +106,14 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
             known = ", ".join(c.name for c in state.clusters()) or "none"
             raise NotFoundError(f"no cluster named {cluster!r} (known: {known})",
                                 hint="start one with `awsrun up` (or `awsrun up --local` to use this machine)")
-        prices = _Prices(providers)
-        report = [_cluster_status(c, state.instances(c.name), prices, adopted, now) for c in clusters]
-        return StatusReport(tuple(report), tuple(orphans), tuple(notes))
+        prices = PriceBook(lambda region: providers.get(region)[0])
+        report = []
+        for record in clusters:
+            instances = state.instances(record.name)
+            agents = autostop.agent_reports(home, settings, record, instances) \
+                if agent and record.provider == "aws" else {}
+            report.append(_cluster_status(record, instances, prices, adopted, now, agents))
+        return StatusReport(tuple(report), tuple(orphans), tuple(notes + prices.notes))
     finally:
         state.close()
 
@@ -170,37 +181,12 @@ def _key_for(home: Home, settings: Settings, cluster: str, key_name: str | None)
     return None
 
 
-class _Prices:
-    """USD/hour per instance: the current spot price when EC2 publishes it, else the catalog's
-    on-demand list price (for spot, an upper bound: spot never costs more than on-demand)."""
-
-    def __init__(self, providers: _Providers):
-        self.providers = providers
-        self._spot: dict[tuple, float | None] = {}
-
-    def hourly(self, cluster: ClusterRecord, record: InstanceRecord) -> tuple[float | None, str | None]:
-        from awsrun import catalog
-
-        if cluster.provider != "aws" or not record.instance_type:
-            return None, None
-        if record.market == "spot":
-            key = (cluster.region, record.instance_type, record.zone)
-            if key not in self._spot:
-                provider, _ = self.providers.get(cluster.region)
-                self._spot[key] = provider.spot_prices(record.instance_type, record.zone).get(record.zone)
-            if self._spot[key] is not None:
-                return self._spot[key], "spot price"
-        listed = catalog.on_demand_price(record.instance_type, cluster.region or "")
-        if listed is None:
-            return None, None
-        return listed, "on-demand list price" + (" (upper bound for spot)" if record.market == "spot" else "")
-
-
-def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], prices: _Prices, adopted: set[str],
-                    now: float) -> ClusterStatus:
+def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], prices: PriceBook, adopted: set[str],
+                    now: float, agents: dict[str, dict]) -> ClusterStatus:
     rows = []
     for record in records:
-        hourly, source = prices.hourly(cluster, record)
+        hourly, source = prices.hourly(cluster.region, record.instance_type, record.market, record.zone) \
+            if cluster.provider == "aws" else (None, None)
         running = cluster.provider == "aws" and record.state == "running" and record.launched_at
         uptime = max(0.0, now - record.launched_at) if running else (0.0 if cluster.provider == "aws" else None)
         cost = round(uptime / 3600 * hourly, 4) if hourly is not None and uptime is not None else None
@@ -208,8 +194,10 @@ def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], price
             id=record.id, node=record.node, instance_type=record.instance_type, market=record.market,
             state=record.state, public_ip=record.public_ip, private_ip=record.private_ip, zone=record.zone,
             launched_at=record.launched_at, uptime_s=uptime, hourly_usd=hourly, price_source=source,
-            cost_usd=cost, adopted=record.id in adopted,
+            cost_usd=cost, adopted=record.id in adopted, agent=agents.get(record.id),
         ))
     costs = [r.cost_usd for r in rows if r.cost_usd is not None]
+    setting = autostop.recorded(cluster)
     return ClusterStatus(cluster.name, cluster.provider, cluster.region, tuple(rows),
-                         round(sum(costs), 4) if costs else None)
+                         round(sum(costs), 4) if costs else None,
+                         setting.as_config() if setting else None, setting.describe() if setting else "off")

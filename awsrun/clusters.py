@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from awsrun import aws_cluster, keys
+from awsrun import autostop, aws_cluster, keys
 from awsrun.access import open_remote
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
+from awsrun.prices import SessionCost
 from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
 from awsrun.home import Home
 from awsrun.progress import Reporter
@@ -44,6 +45,7 @@ class UpRequest:
     local: bool = False
     hosts: tuple[str, ...] = ()
     explicit: frozenset[str] = frozenset()  # settings given as flags on this command line
+    autostop_down: bool = False             # --autostop-down: the idle instance terminates instead of stopping
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class UpResult:
     started: tuple[str, ...] = ()
     ssh_cidr: str | None = None
     bootstrap_logs: tuple[Path, ...] = ()
+    agents: tuple[tuple[str, str], ...] = ()  # (instance id, what the agent install did)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class ActionResult:
     cluster: ClusterRecord
     instances: tuple[InstanceRecord, ...]
     changed: tuple[str, ...] = ()
+    costs: tuple[SessionCost, ...] = ()   # stop: what the sessions that ended cost
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class DownResult:
     terminated: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     key_pairs: tuple[str, ...] = ()
+    costs: tuple[SessionCost, ...] = ()   # what the sessions that ended cost
 
 
 @dataclass
@@ -103,9 +108,11 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
         else:
             from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
 
+            autostop.refuse_for_machines(run, request, provider)
             result = up_machines(run, request, existing, provider)
         logs = tuple(_bootstrap(run, result, bootstrap)) if bootstrap else ()
-        return dataclasses.replace(result, bootstrap_logs=logs)
+        agents = tuple(autostop.configure_agents(run, result.cluster, result.instances)) if provider == "aws" else ()
+        return dataclasses.replace(result, bootstrap_logs=logs, agents=agents)
     except KeyboardInterrupt:
         raise _interrupted(name, run) from None
     finally:
@@ -129,6 +136,8 @@ def _interrupted(name: str, run: Run) -> Interrupted:
 # aws -------------------------------------------------------------------------------------------------
 def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpResult:
     settings, state, reporter, name = run.settings, run.state, run.reporter, run.settings.cluster
+    before = autostop.recorded(cluster)
+    setting = autostop.for_up(settings, request.explicit, request.autostop_down, before)
     if cluster and settings.region and cluster.region and settings.region != cluster.region:
         raise ConfigError(f"cluster {name!r} lives in {cluster.region}, not {settings.region}",
                           hint="leave out --region, or pick another --cluster")
@@ -156,9 +165,15 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     missing = [n for n in range(nodes) if n not in {r.node for r in live}]
     if request.nodes and len(live) > request.nodes:
         reporter.warn(f"cluster {name!r} has {len(live)} nodes; `up` never removes any")
+    anchor = next((r.zone for r in live if r.zone), None)
+    offered = _preflight(run, provider, len(missing), settings.zone or anchor) if missing else None
     image = _image(run, provider) if missing else None  # a bad --ami fails before anything is created
     with reporter.phase("preparing key pair and security group"):
-        cluster = _ensure_network(state, provider, cluster, owner, key, cidr)
+        cluster = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner, key, cidr)
+    if live and autostop.behavior(setting) != autostop.behavior(before):
+        with reporter.phase(f"setting the shutdown behaviour of {', '.join(r.id for r in live)} "
+                            f"to {autostop.behavior(setting)}"):
+            autostop.apply_shutdown_behavior(provider, live, setting, reporter)
 
     stopping = [r.id for r in live if r.state == "stopping"]
     if stopping:
@@ -168,8 +183,8 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     if started:
         with reporter.phase(f"starting {', '.join(started)}"):
             provider.start(started)
-    launched = _launch_missing(run, provider, cluster, owner, image, missing, live, found.launching, nodes) \
-        if image else []
+    launched = _launch_missing(run, provider, cluster, owner, image, missing, live, found.launching, nodes,
+                               offered, autostop.behavior(setting)) if image else []
     waiting = [r.id for r in live if r.state != "running"] + launched
     if waiting:
         with reporter.phase(f"waiting for {', '.join(waiting)} to run"):
@@ -180,6 +195,21 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
         run.remotes[record.id] = wait_for_ssh(run, cluster, record, provider)
     return UpResult(cluster, tuple(state.instances(name)), tuple(launched), tuple(started),
                     ssh_cidr=cidr.cidr if cidr else None)
+
+
+def _preflight(run: Run, provider, count: int, zone: str | None) -> tuple[str, ...]:
+    """Offering and vCPU quota before anything is created (cached for minutes): a short quota stops here
+    with the `awsrun quota request` command instead of a failed launch. Returns the offering zones."""
+    from awsrun import quota
+
+    settings = run.settings
+    with run.reporter.phase(f"checking the offering and vCPU quota for {count} {settings.instance_type}"):
+        clients = quota.AwsClients(provider.region, ec2=provider.ec2, quotas=provider.client("service-quotas"))
+        check = quota.check_launch_quota(settings.instance_type, home=run.home, count=count, spot=settings.spot,
+                                         region=provider.region, zone=zone, clients=clients)
+    for warning in check.warnings:
+        run.reporter.warn(f"{warning}; launching anyway")
+    return check.zones
 
 
 def _ssh_cidr(settings: Settings, required: bool) -> SshCidr | None:
@@ -236,7 +266,8 @@ def _image(run: Run, provider):
 
 
 def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, image, missing: list[int],
-                    live: list[InstanceRecord], launching: list[InstanceRecord], nodes: int) -> list[str]:
+                    live: list[InstanceRecord], launching: list[InstanceRecord], nodes: int,
+                    offered: tuple[str, ...] | None, shutdown_behavior: str) -> list[str]:
     from awsrun.providers.aws_errors import ErrorContext
 
     settings, reporter = run.settings, run.reporter
@@ -247,7 +278,7 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
         key_name=cluster.config["key_name"], security_group_id=cluster.config["security_group_id"],
         spot=settings.spot, max_price=settings.max_price if settings.spot else None,
         spot_can_stop=image.root_device_type == "ebs", keep_volume=settings.keep_volume,
-        placement_group=placement,
+        placement_group=placement, shutdown_behavior=shutdown_behavior,
     )
     context = ErrorContext(region=provider.region, instance_type=settings.instance_type, spot=settings.spot,
                            ami=image.id, max_price=settings.max_price)
@@ -258,7 +289,7 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
     launched = []
     for node in missing:
         zones = [anchor] if anchor else aws_cluster.launch_zones(provider, settings.instance_type, settings.spot,
-                                                                 settings.zone)
+                                                                 settings.zone, offered)
         with reporter.phase(f"launching node {node}: {settings.instance_type} {market}"):
             record = aws_cluster.launch_node(run.state, provider, reporter, dataclasses.replace(base, node=node),
                                              zones, context, token=resumed.get(node))
@@ -337,7 +368,9 @@ def _bootstrap(run: Run, result: UpResult, bootstrap_node) -> list[Path]:
         if record.id not in run.remotes:
             run.remotes[record.id] = reconnect()
         with run.reporter.phase(f"bootstrapping {record.id} (log: {log_path})") as phase:
-            bootstrap_node(run.remotes[record.id], run.settings, instance_type=record.instance_type,
+            # autostop=None: `up` installs the agent itself, after the bootstrap (configure_agents)
+            bootstrap_node(run.remotes[record.id], dataclasses.replace(run.settings, autostop=None),
+                           instance_type=record.instance_type,
                            log_path=log_path, on_line=phase.update, reconnect=reconnect)
         logs.append(log_path)
     return logs

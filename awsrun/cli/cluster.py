@@ -56,9 +56,12 @@ cluster_option = click.option("--cluster", help="Cluster name (default: setting 
 @click.option("--no-bootstrap", is_flag=True, help="Skip installing the driver, venv and PyTorch.")
 @click.option("--local", is_flag=True, help="Use this machine as the cluster.")
 @click.option("--host", "hosts", multiple=True, metavar="USER@ADDR[:PORT]", help="Use existing hosts (repeatable).")
+@click.option("--autostop", metavar="DURATION",
+              help="Stop the instance after this long without running jobs, e.g. 30m, 2h; 'off' turns it off.")
+@click.option("--autostop-down", is_flag=True, help="With --autostop: terminate the idle instance instead.")
 @click.pass_obj
 def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bool, hosts: tuple[str, ...],
-               **flags: Any) -> None:
+               autostop_down: bool, **flags: Any) -> None:
     """Provision (or resume) a cluster and bootstrap it over SSH."""
     from awsrun import clusters
 
@@ -68,12 +71,15 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
         raise ConfigError("--nodes applies to EC2 clusters; with --host, each host is a node")
     given = _given(**flags)
     request = clusters.UpRequest(settings=app.settings(**given), nodes=nodes, bootstrap=not no_bootstrap,
-                                 local=local, hosts=tuple(hosts), explicit=frozenset(given))
+                                 local=local, hosts=tuple(hosts), explicit=frozenset(given),
+                                 autostop_down=autostop_down)
     result = clusters.up(app.home, request, UiReporter())
     for record in result.instances:
         where = record.public_ip or record.extra.get("host") or "this machine"
-        words = (record.id, record.instance_type, record.market, record.state, "at", where)
+        words = (record.id, record.instance_type, record.market, record.zone, record.state, "at", where)
         ui.say(f"  node {record.node}: " + " ".join(w for w in words if w))
+    for instance_id, detail in result.agents:
+        ui.say(f"  agent on {instance_id}: {detail}")
     name = result.cluster.name
     flag = "" if name == "default" else f" --cluster {name}"
     ui.say(f"cluster {name!r} is ready. Next: `awsrun submit SCRIPT{flag}`; "
@@ -83,21 +89,24 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
 @click.command("status")
 @cluster_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--agent", is_flag=True, help="Also ask each running node's agent when autostop fires (SSH).")
 @click.pass_obj
-def status_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
-    """Every cluster, its instances, uptime and cost so far; orphaned awsrun instances too."""
+def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: bool) -> None:
+    """Every cluster, its instances, uptime, price and cost so far, autostop; orphaned awsrun instances too."""
     from awsrun.cluster_status import status
 
-    report = status(app.home, app.settings(), cluster=cluster)
+    report = status(app.home, app.settings(), cluster=cluster, agent=agent)
     if as_json:
         ui.emit_json(report.to_json())
         return
+    now = time.time()
     rows = [(c.name, i.node, i.id, i.instance_type, i.market, i.state, i.public_ip, i.private_ip, i.zone,
-             _duration(i.uptime_s), _usd(i.hourly_usd), _usd(i.cost_usd))
+             _duration(i.uptime_s), _rate(i.hourly_usd), _usd(i.cost_usd), _autostop(c.autostop))
+            + ((_fires(i.agent, now),) if agent else ())
             for c in report.clusters for i in c.instances]
     if rows:
         ui.table(["cluster", "node", "id", "type", "market", "state", "public ip", "private ip", "zone",
-                  "uptime", "$/h", "cost $"], rows)
+                  "uptime", "$/h", "cost $", "autostop"] + (["autostop fires"] if agent else []), rows)
     else:
         ui.say("no clusters. Start one with `awsrun up` (or `awsrun up --local`).")
     if report.orphans:
@@ -119,6 +128,7 @@ def stop_command(app: AppContext, cluster: str | None) -> None:
 
     result = cluster_ops.stop(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
     ui.say(f"stopped {', '.join(result.changed)}" if result.changed else "nothing was running")
+    _say_costs(result.costs)
 
 
 @click.command("start")
@@ -156,6 +166,48 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
              f"deleted key pair {', '.join(result.key_pairs)}" if result.key_pairs else ""]
     done = "; ".join(p for p in parts if p) or "nothing left in the cloud"
     ui.say(f"cluster {result.cluster!r} is gone: {done}")
+    _say_costs(result.costs)
+
+
+def _say_costs(costs) -> None:
+    """One line per instance whose session ended: hours x price, and the total."""
+    from awsrun.prices import total
+
+    for cost in costs:
+        price = (f"${_rate(cost.hourly_usd)}/h ({cost.price_source})" if cost.hourly_usd is not None
+                 else "an unknown price")
+        amount = f"about ${_usd(cost.cost_usd)}" if cost.cost_usd is not None else "unknown"
+        ui.say(f"session cost of {cost.instance_id} ({cost.instance_type} {cost.market}): "
+               f"{_duration(cost.seconds)} at {price}: {amount}")
+    if len(costs) > 1 and total(costs) is not None:
+        ui.say(f"session cost in all: about ${_usd(total(costs))}")
+
+
+def _autostop(setting: dict | None) -> str:
+    from awsrun.agent import describe_duration
+
+    if not setting or not setting.get("idle_seconds"):
+        return "off"
+    return describe_duration(setting["idle_seconds"]) + (" then down" if setting.get("down") else " then stop")
+
+
+def _fires(agent: dict | None, now: float) -> str:
+    """What the agent's status means for autostop, in a few words."""
+    if agent is None:
+        return ""
+    if "error" in agent:
+        return f"unknown: {agent['error']}"[:80]
+    if agent.get("installed") is False:
+        return "no agent"
+    if agent.get("fired_at"):
+        return "fired"
+    if not agent.get("idle_seconds"):
+        return "off"
+    if agent.get("running_jobs"):
+        return f"not while {len(agent['running_jobs'])} job(s) run"
+    if agent.get("fires_at"):
+        return f"in {_duration(max(0.0, agent['fires_at'] - now))}"
+    return "idle timer starts at the next check"
 
 
 def _duration(seconds: float | None) -> str | None:
@@ -163,6 +215,11 @@ def _duration(seconds: float | None) -> str | None:
         return None
     minutes = int(seconds // 60)
     return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _rate(value: float | None) -> str | None:
+    """USD/hour as prices are quoted: 0.1893, 0.526, 21.96."""
+    return None if value is None else f"{value:.4f}".rstrip("0").rstrip(".")
 
 
 def _usd(value: float | None) -> str | None:
