@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Training throughput of jobs/train_stn.py against the PyTorch STN tutorial, same device, same run.
 
-    python bench/train_throughput.py                   # CPU, about a minute
+    python bench/train_throughput.py                   # CPU, about a minute and a half
     python bench/train_throughput.py --seconds 20      # steadier numbers
+    python bench/train_throughput.py --threads 1       # on a shared CPU: oversubscribed threads thrash
     python bench/train_throughput.py --compile         # torch.compile train_stn's model (GPU)
 
-Both pipelines see the same 28x28 digits with no distortion (the tutorial has
+All rows see the same 28x28 digits with no distortion (the tutorial has
 none), and are timed at batch 64 (the tutorial's) and at train_stn's default
-batch. The reference is the tutorial's code path: its network (localisation
+batch, in alternating rounds (the best round counts). Three rows per batch:
+the tutorial, train_stn's loop driving the tutorial's network (what the input
+pipeline and step alone change), and train_stn proper (its ST-CNN, a larger
+network). The reference is the tutorial's code path: its network (localisation
 conv 1->8 k7, pool, relu, conv 8->10 k5, pool, relu, fc 90->32->6; classifier
 conv 1->10 k5, pool, conv 10->20 k5, dropout2d, pool, fc 320->50->10), plain
 SGD at lr 0.01, and batches from a torch DataLoader over a TensorDataset,
@@ -63,7 +67,7 @@ class TutorialNet(nn.Module):
         self.fc_loc[2].bias.data.copy_(torch.tensor([1, 0, 0, 0, 1, 0], dtype=torch.float))
 
     def stn(self, x):
-        xs = self.localization(x).view(-1, 10 * 3 * 3)
+        xs = self.localization(x).flatten(1)  # the tutorial's .view(-1, 90), layout-agnostic
         theta = self.fc_loc(xs).view(-1, 2, 3)
         grid = F.affine_grid(theta, x.size(), align_corners=False)
         return F.grid_sample(x, grid, align_corners=False)
@@ -72,7 +76,7 @@ class TutorialNet(nn.Module):
         x = self.stn(x)
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = x.view(-1, 320)
+        x = x.flatten(1)
         x = F.relu(self.fc1(x))
         x = F.dropout(x, training=self.training)
         return F.log_softmax(self.fc2(x), dim=1)
@@ -103,10 +107,9 @@ def tutorial_pipeline(data, batch_size: int, device: torch.device, workers: int)
     return step, model
 
 
-def train_stn_pipeline(data, batch_size: int, device: torch.device, compile_model: bool):
-    """(step function, model) running train_stn's own batch and step code."""
-    torch.manual_seed(0)
-    model = build_model("stcnn", 28).to(device, memory_format=train_stn.CHANNELS_LAST)
+def train_stn_pipeline(data, batch_size: int, device: torch.device, compile_model: bool, model: nn.Module):
+    """(step function, model) running train_stn's own batch and step code on ``model``."""
+    model = model.to(device, memory_format=train_stn.CHANNELS_LAST)
     hyper = argparse.Namespace(lr=1e-3, warmup_steps=100, lr_half_life=2000)
     optimizer, scheduler = train_stn.make_optimizer(model, hyper)
     net = torch.compile(model) if compile_model else model
@@ -166,7 +169,10 @@ def main(argv=None) -> int:
                         default=[64, train_stn.DEFAULTS["batch_size"]])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the tutorial")
     parser.add_argument("--compile", action="store_true", help="torch.compile train_stn's model")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
@@ -180,18 +186,22 @@ def main(argv=None) -> int:
     print(f"device: {name} | torch {torch.__version__} | {args.dataset}, 28x28, no distortion | "
           f"best of {args.rounds} rounds, {args.seconds:g} s timed per row")
 
-    header = f"{'batch':>5}  {'pipeline':<26} {'params':>8} {'GFLOP/step':>10} {'ms/step':>8} {'img/s':>9} " \
+    header = f"{'batch':>5}  {'pipeline':<29} {'params':>8} {'GFLOP/step':>10} {'ms/step':>8} {'img/s':>9} " \
              f"{'TFLOP/s':>8} {'vs tutorial':>11}"
     if peak:
         header += f" {'of bf16 peak':>12}"
     print(header)
     for batch_size in args.batch_sizes:
+        torch.manual_seed(0)
         pipelines = {
             "PyTorch tutorial STN": (tutorial_pipeline(data, batch_size, device, args.workers), False),
-            "train_stn --model stcnn": (train_stn_pipeline(data, batch_size, device, args.compile), use_cuda),
+            "train_stn loop, tutorial net": (
+                train_stn_pipeline(data, batch_size, device, args.compile, TutorialNet()), use_cuda),
+            "train_stn --model stcnn": (
+                train_stn_pipeline(data, batch_size, device, args.compile, build_model("stcnn", 28)), use_cuda),
         }
         for label, ((step, _), _) in pipelines.items():
-            for _ in range(args.warmup * (6 if args.compile and "train_stn" in label else 1)):
+            for _ in range(args.warmup * (6 if args.compile and label.startswith("train_stn") else 1)):
                 step()
         # Alternate short rounds and keep each pipeline's best, so a burst of load
         # from other processes does not land on one side of the comparison only.
@@ -203,7 +213,7 @@ def main(argv=None) -> int:
         for label, ((_, model), bf16) in pipelines.items():
             images_per_s = batch_size / best[label]
             flops = flops_per_step(model, batch_size, device, bf16)
-            row = (f"{batch_size:>5}  {label:<26} {parameter_count(model):>8,} {flops / 1e9:>10.2f} "
+            row = (f"{batch_size:>5}  {label:<29} {parameter_count(model):>8,} {flops / 1e9:>10.2f} "
                    f"{best[label] * 1e3:>8.2f} {images_per_s:>9,.0f} "
                    f"{flops / best[label] / 1e12:>8.3f} {images_per_s / reference:>10.2f}x")
             if peak:
