@@ -157,7 +157,7 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     probe = (f"if {shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null "
              f"&& [ ! -e {directory}/exit_code ]; then echo running; else echo free; fi; "
              + sync.manifest_command(remote_root, host.python))
-    listing = sync.run_whole(host.remote, probe, stdin=sync.manifest_input(tree)).check(
+    listing = _needs_python(host, sync.run_whole(host.remote, probe, stdin=sync.manifest_input(tree))).check(
         f"read the file list of {remote_root} on {host.remote.name}")
     state_line, _, manifest = listing.stdout.partition("\n")
     if state_line.strip() == "running":
@@ -178,6 +178,14 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
                              remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
     return SubmitResult(name, host.cluster.name, remote_root, argv, report)
+
+
+def _needs_python(host: JobHost, result):
+    """awsrun's helpers on the instance are Python 3 standard library: say so when it is missing."""
+    if result.exit_code == 127 and host.python in result.stderr:
+        raise RemoteError(f"{host.python} is not installed on {host.remote.name}: awsrun's sync and job "
+                          "helpers need it", hint=f"`awsrun bootstrap --cluster {host.cluster.name}` installs it")
+    return result
 
 
 def _record(host: JobHost, record: JobRecord) -> None:
@@ -243,7 +251,7 @@ def display_command(argv: list[str]) -> list[str]:
 
 
 def list_jobs(host: JobHost) -> list[JobStatus]:
-    result = sync.run_whole(host.remote, tmux.list_jobs(host.python, host.jobs_root)).check(
+    result = _needs_python(host, sync.run_whole(host.remote, tmux.list_jobs(host.python, host.jobs_root))).check(
         f"list jobs on {host.remote.name}")
     try:
         data = json.loads(result.stdout)

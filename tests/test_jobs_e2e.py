@@ -362,26 +362,39 @@ def test_ssh_runs_commands_verbatim(cli, project, ssh_cluster):
     assert line.stdout.split() == ["/home/ubuntu", "ubuntu"], line
 
 
-def _echo_server() -> tuple[socket.socket, int]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
+class _EchoServer:
+    """Answers b"echo:" + what it got on 127.0.0.1, until stop() (which joins its thread: the port is
+    really free afterwards, not held by an accept() still blocking)."""
 
-    def serve():
-        while True:
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
+        self.socket.settimeout(0.1)
+        self.port = self.socket.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
             try:
-                connection, _ = server.accept()
-            except OSError:
-                return
+                connection, _ = self.socket.accept()
+            except socket.timeout:
+                continue
             with connection:
+                connection.settimeout(5)
                 connection.sendall(b"echo:" + connection.recv(100))
 
-    threading.Thread(target=serve, daemon=True).start()
-    return server, server.getsockname()[1]
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.socket.close()
 
 
 def test_tunnel_forwards_a_local_port_to_the_instance_until_interrupted(cli, project, ssh_cluster):
-    server, remote_port = _echo_server()  # the loopback host shares this network: its 127.0.0.1
+    server = _EchoServer()  # the loopback host shares this network: its 127.0.0.1 is ours
+    remote_port = server.port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         local_port = probe.getsockname()[1]
@@ -400,7 +413,7 @@ def test_tunnel_forwards_a_local_port_to_the_instance_until_interrupted(cli, pro
     finally:
         tunnel.send_signal(signal.SIGINT)
         _, err = tunnel.communicate(timeout=30)
-        server.close()
+        server.stop()
     assert tunnel.returncode == 0, err
     assert f"forwarding http://127.0.0.1:{local_port}" in err.decode()
     assert answer() is None
