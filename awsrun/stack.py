@@ -179,7 +179,7 @@ def choose_stack(
             torch_spec=spec,
             torch_index_url=TORCH_INDEX + "cpu",
             python_requirement="" if torch_spec else _py_req(_CURRENT_PYTHON),
-            note=note,
+            note="",  # no driver to install: the package names do not matter
         )
 
     name = model or "GPU"

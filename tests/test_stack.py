@@ -140,3 +140,4 @@ def test_parse_os_release():
 def test_non_ubuntu_hosts_get_a_note_about_package_names():
     stack = choose_stack("T4", None, "ID=debian\nVERSION_ID=12\n")
     assert stack.supported and "Ubuntu" in stack.note
+    assert choose_stack(None, None, "ID=debian\nVERSION_ID=12\n").note == ""  # no driver, no note
