@@ -288,3 +288,24 @@ def test_bad_settings_fail_before_connecting(tmp_path):
         bootstrap_node(ScriptedRemote(host), Settings(autostop="soon"), instance_type=None,
                        log_path=tmp_path / "b.log", on_line=lambda _: None, reconnect=lambda: None)
     assert host.commands == []
+
+
+def test_the_screen_shows_step_lines_and_leaves_the_failure_tail_to_the_error():
+    from awsrun.cli.bootstrap import _Screen
+
+    class Phase:
+        def __init__(self):
+            self.shown = []
+
+        def update(self, detail):
+            self.shown.append(detail)
+
+    phase = Phase()
+    screen = _Screen(phase)
+    for line in ["stack: no GPU: CPU build", "awsrun bootstrap 2026-01-01T00:00:00Z user=u pid=9 venv=v state=s",
+                 "==> venv skip works", "waiting for another bootstrap run to finish (lock)", "==> torch start",
+                 "==> torch FAILED exit=1 log=/l/torch.log", "ERROR: No matching distribution", ""]:
+        screen(line)
+    assert phase.shown == ["stack: no GPU: CPU build", "venv: skip works",
+                           "waiting for another bootstrap run to finish (lock)", "torch: start",
+                           "torch: failed exit=1 log=/l/torch.log"]

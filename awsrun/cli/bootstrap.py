@@ -10,17 +10,24 @@ from awsrun.cli.context import AppContext
 STEPS = ("packages", "driver", "venv", "torch", "requirements", "verify")
 
 
-def _screen_line(line: str) -> str | None:
-    """How a line of the script shows on screen: protocol lines shortened, the failure tail left to the error."""
-    from awsrun.bootstrap import parse_event, parse_verify
+class _Screen:
+    """How the script's lines show on screen: protocol lines shortened, our own lines as they are, the
+    failure's log tail left to the error message (it carries it), the verify line to the summary."""
 
-    event = parse_event(line)
-    if event is not None:
-        detail = f" {event.detail}" if event.detail else ""
-        return f"{event.step}: {event.action.lower()}{detail}"
-    if line.startswith("awsrun bootstrap ") or parse_verify(line) is not None or not line.strip():
-        return None
-    return line
+    def __init__(self, phase):
+        self.phase = phase
+        self.failed = False
+
+    def __call__(self, line: str) -> None:
+        from awsrun.bootstrap import parse_event, parse_verify
+
+        event = parse_event(line)
+        if event is not None:
+            self.failed = self.failed or event.action == "FAILED"
+            detail = f" {event.detail}" if event.detail else ""
+            self.phase.update(f"{event.step}: {event.action.lower()}{detail}")
+        elif not (self.failed or line.startswith("awsrun bootstrap ") or parse_verify(line) or not line.strip()):
+            self.phase.update(line)
 
 
 @click.command("bootstrap")
@@ -56,13 +63,8 @@ def bootstrap_command(app: AppContext, cluster: str | None, node: int, force_ste
     remote = open_remote(home, settings, record, instance)
     try:
         with ui.phase(f"bootstrapping {instance.id} (log: {log_path})") as phase:
-            def show(line: str) -> None:
-                shown = _screen_line(line)
-                if shown is not None:
-                    phase.update(shown)
-
             report = bootstrap_node(remote, settings, instance_type=instance.instance_type, log_path=log_path,
-                                    on_line=show, reconnect=reconnect, force_steps=force_steps)
+                                    on_line=_Screen(phase), reconnect=reconnect, force_steps=force_steps)
     finally:
         remote.close()
     ui.table(["step", "outcome", "seconds", "detail"],
