@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +14,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
+from tests.harness.clusters import job_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
 
 # Waits for a `go` file in its working directory (the synced project), so the test decides when it
 # ends; copies blob.bin of the project into its output directory.

@@ -12,7 +12,7 @@ import pytest
 
 from awsrun import sync
 from awsrun.errors import RemoteError
-from tests.harness.clusters import job_cluster, wait_for  # noqa: F401 (fixture)
+from tests.harness.clusters import job_cluster  # noqa: F401 (fixture)
 
 
 def archive(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
