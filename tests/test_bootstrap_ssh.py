@@ -76,13 +76,14 @@ def test_a_run_killed_in_the_venv_step_resumes_and_completes(torch_host):
     assert not (torch_host.local_venv / ".awsrun-incomplete").exists()
 
 
-def test_a_bootstrapped_host_skips_every_step_and_never_calls_sudo(torch_host, fleet, tmp_path):
-    calls = sudo_shim(torch_host.host, "exit 1")
+def test_a_bootstrapped_host_skips_every_step_without_sudo_then_gets_the_agent(torch_host, fleet, tmp_path):
+    calls = sudo_shim(torch_host.host, "exit 0")   # records, agrees, does nothing
     lines: list[str] = []
     remote = torch_host.connect(tmp_path)
     try:
-        report = bootstrap_node(remote, settings(), instance_type=None, log_path=tmp_path / "second.log",
-                                on_line=lines.append, reconnect=lambda: pytest.fail("no reconnect expected"))
+        report = bootstrap_node(remote, settings(autostop="30m"), instance_type=None,
+                                log_path=tmp_path / "second.log", on_line=lines.append,
+                                reconnect=lambda: pytest.fail("no reconnect expected"))
     finally:
         remote.close()
     for step in STEPS[:-1]:
@@ -90,7 +91,15 @@ def test_a_bootstrapped_host_skips_every_step_and_never_calls_sudo(torch_host, f
     assert events(lines, "verify") == ["start", "done"], lines
     assert CPU_VERIFY in lines, lines
     assert report.acted == ("verify",)
-    assert not calls.exists(), calls.read_text()
+    # settings.autostop: the agent is installed after the bootstrap, and reported
+    config = json.loads((torch_host.host.home / ".awsrun" / "agent" / "config.json").read_text())
+    assert config["idle_seconds"] == 1800 and report.agent is not None
+    assert f"autostop agent: {report.agent.detail}" in lines
+    # no step asked for root; only the agent's systemd units would (on a host with systemd)
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    assert [c for c in recorded if " install -m 0644 " not in c and " systemctl " not in c] == [], recorded
+    if not Path("/run/systemd/system").exists():
+        assert recorded == [] and not report.agent.scheduled
 
 
 def test_a_bad_torch_spec_fails_naming_the_step_with_its_log_tail(torch_host, fleet, tmp_path):
@@ -174,7 +183,7 @@ def _register_ssh_cluster(home: Path, name: str, host: SshHost, key: Path) -> No
         state.close()
 
 
-def test_cli_bootstrap_on_an_ssh_cluster_shows_progress_and_installs_the_agent(torch_host, fleet, cli, tmp_path):
+def test_cli_bootstrap_on_an_ssh_cluster_shows_progress_and_forces_a_step(torch_host, fleet, cli, tmp_path):
     _register_ssh_cluster(cli.home, "box", torch_host.host, torch_host.key)
     torch_host.host.authorize(torch_host.key.with_suffix(".pub").read_text())
     calls = sudo_shim(torch_host.host, "exit 0")   # agrees to everything, does nothing
@@ -187,22 +196,19 @@ def test_cli_bootstrap_on_an_ssh_cluster_shows_progress_and_installs_the_agent(t
     assert "packages: done" in result.stderr and "verify: done" in result.stderr, result
     for step in ("driver", "venv", "torch", "requirements"):
         assert f"{step}: skip" in result.stderr, result
-    # the result: steps as a table, then torch's own report and the agent
+    # the result: steps as a table, then torch's own report
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert ["step", "outcome", "seconds", "detail"] in rows, result
     assert [r[:2] for r in rows if r[0] in STEPS] == \
         [["packages", "done"]] + [[s, "skip"] for s in STEPS[1:-1]] + [["verify", "done"]], result
     assert "torch 2.13.0+cpu, CUDA no, 0 GPUs (cpu)" in result.stdout, result
-    assert "autostop agent: " in result.stdout, result
-    config = json.loads((torch_host.host.home / ".awsrun" / "agent" / "config.json").read_text())
-    assert config["idle_seconds"] == 1800
     assert CPU_VERIFY in log_path.read_text()
-    # the forced step asked for root (apt-get update, nothing missing to install); nothing else did
-    # (on a host with systemd, the agent's units would add `sudo install`/`systemctl` calls)
-    apt = [c for c in calls.read_text().splitlines() if " apt-get " in c]
-    assert len(apt) == 1 and apt[0].endswith(" update"), calls.read_text()
-    if not Path("/run/systemd/system").exists():
-        assert calls.read_text().splitlines() == ["sudo -n true", apt[0]], calls.read_text()
+    # the forced step asked for root (apt-get update; nothing missing to install), nothing else did
+    assert calls.read_text().splitlines()[0] == "sudo -n true", calls.read_text()
+    apt = calls.read_text().splitlines()[1:]
+    assert len(apt) == 1 and " apt-get " in apt[0] and apt[0].endswith(" update"), apt
+    # autostop stays the cluster's business: no agent on a machine awsrun did not launch
+    assert not (torch_host.host.home / ".awsrun" / "agent").exists()
 
 
 def test_cli_bootstrap_refuses_unknown_clusters_and_steps(cli):

@@ -1,6 +1,8 @@
 """`awsrun bootstrap`: rerun the node bootstrap (driver, venv, PyTorch, requirements, verify) explicitly."""
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from awsrun import ui
@@ -47,7 +49,9 @@ def bootstrap_command(app: AppContext, cluster: str | None, node: int, force_ste
     from awsrun.bootstrap import bootstrap_node
     from awsrun.state import State
 
-    settings = app.settings(cluster=cluster)
+    # autostop=None: the agent is the cluster's business (recorded by `up`, changed by `awsrun autostop`,
+    # EC2 only: it halts the OS, so never on machines awsrun did not launch); a bootstrap leaves it alone
+    settings = dataclasses.replace(app.settings(cluster=cluster), autostop=None)
     home = app.home.ensure()
     state = State.open(home.state_db)
     try:
@@ -74,8 +78,6 @@ def bootstrap_command(app: AppContext, cluster: str | None, node: int, force_ste
         v = report.verify
         ui.out(f"torch {v.torch}, CUDA {'yes' if v.cuda else 'no'}, {v.devices} GPU{'' if v.devices == 1 else 's'} "
                f"({v.name})")
-    if report.agent is not None:
-        ui.out(f"autostop agent: {report.agent.detail}")
     if report.reboots:
         ui.out(f"rebooted {report.reboots} time{'s' if report.reboots > 1 else ''} to load the NVIDIA driver")
     ui.out(f"done in {report.seconds:.1f}s; log: {log_path}")
