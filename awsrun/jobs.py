@@ -157,7 +157,7 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     probe = (f"if {shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null "
              f"&& [ ! -e {directory}/exit_code ]; then echo running; else echo free; fi; "
              + sync.manifest_command(remote_root, host.python))
-    listing = _needs_python(host, sync.run_whole(host.remote, probe, stdin=sync.manifest_input(tree))).check(
+    listing = _needs_python(host, host.remote.run(probe, stdin=sync.manifest_input(tree))).check(
         f"read the file list of {remote_root} on {host.remote.name}")
     state_line, _, manifest = listing.stdout.partition("\n")
     if state_line.strip() == "running":
@@ -251,7 +251,7 @@ def display_command(argv: list[str]) -> list[str]:
 
 
 def list_jobs(host: JobHost) -> list[JobStatus]:
-    result = _needs_python(host, sync.run_whole(host.remote, tmux.list_jobs(host.python, host.jobs_root))).check(
+    result = _needs_python(host, host.remote.run(tmux.list_jobs(host.python, host.jobs_root))).check(
         f"list jobs on {host.remote.name}")
     try:
         data = json.loads(result.stdout)
@@ -289,7 +289,7 @@ def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool 
         raise ConfigError("-n must be 0 or more lines")
     command = tmux.follow_log(name, host.python, lines=lines, follow=follow, jobs_root=host.jobs_root)
     if not follow:
-        result = sync.run_whole(host.remote, command).check(f"read the log of {name!r} on {host.remote.name}")
+        result = host.remote.run(command).check(f"read the log of {name!r} on {host.remote.name}")
         text, status = _split_status(result.stdout)
         if on_line is not None:
             for line in text.splitlines():
@@ -307,10 +307,8 @@ def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool 
         result = host.remote.run(command, on_line=sink)
         text = "" if on_line is not None else _split_status(result.stdout)[0]
         status = _parse_status(statuses[-1]) if statuses else None
-        if status is None:  # the end of the stream was lost: ask for the state alone
+        if status is None:
             result.check(f"follow the log of {name!r} on {host.remote.name}")
-            _, end = logs(host, name, lines=0)
-            return text, end
     if status is None:
         raise RemoteError(f"the log of {name!r} on {host.remote.name} ended without the job's state",
                           hint="run the command again")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from awsrun.errors import AwsrunError, NotFoundError, RemoteError
-from awsrun.remote.base import Remote, Result
+from awsrun.remote.base import Remote
 from awsrun.tmux import remote_path
 
 # What never travels unless .awsrunignore re-includes it (`!/data/`): VCS internals, caches, virtualenvs
@@ -208,23 +208,6 @@ def walk_tree(root, tiers, on_dir=None, on_other=None, stale_after=None):
             elif on_other is not None:
                 on_other(path, mode)
     return entries
-
-
-END_MARK = "AWSRUN-END"
-
-
-def run_whole(remote: Remote, command: str, *, stdin: bytes | None = None, attempts: int = 3) -> Result:
-    """Run an idempotent read and make sure its whole stdout arrived: the command's stdout gets an end
-    mark, and a result without it is run again. (SshRemote.run can return when the exit status has
-    arrived but OpenSSH's last data packets have not: long outputs were cut short now and then.)"""
-    wrapped = f"{{ {command}\n}}; rc=$?; printf '\\n%s %s\\n' {END_MARK} \"$rc\"; exit $rc"
-    for attempt in range(attempts):
-        result = remote.run(wrapped, stdin=stdin)
-        body, mark, tail = result.stdout.rpartition(f"\n{END_MARK} ")
-        if mark and tail.strip().lstrip("-").isdigit():
-            return Result(command, result.exit_code, body, result.stderr)
-    raise RemoteError(f"the output from {remote.name} was cut short {attempts} times",
-                      hint="the connection is unreliable; run the command again")
 
 
 def _shipped(*functions) -> str:
@@ -514,7 +497,7 @@ def remote_warnings(stderr: str) -> list[str]:
 def push(remote: Remote, tree: LocalTree, remote_root: str, python: str, *, compress: bool = True) -> SyncReport:
     """Make `remote_root` on the target hold the project's files: two round trips, one when nothing
     changed."""
-    listing = run_whole(remote, manifest_command(remote_root, python), stdin=manifest_input(tree))
+    listing = remote.run(manifest_command(remote_root, python), stdin=manifest_input(tree))
     listing.check(f"read the file list of {remote_root} on {remote.name}")
     remote_entries = parse_manifest(listing.stdout, remote.name)
     sync_plan = plan(tree.entries, remote_entries)
@@ -560,7 +543,7 @@ def pull_command(remote_source: str, python: str) -> str:
 
 def pull(remote: Remote, remote_source: str, destination: Path, python: str) -> PullReport:
     have = local_manifest(destination)
-    result = run_whole(remote, pull_command(remote_source, python), stdin=json.dumps(have).encode())
+    result = remote.run(pull_command(remote_source, python), stdin=json.dumps(have).encode())
     if result.exit_code == 3:
         raise NotFoundError(f"{remote_source} does not exist on {remote.name}",
                             hint="the job has written no output yet, or the path is wrong (`awsrun ssh -- ls`)")

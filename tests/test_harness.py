@@ -177,3 +177,15 @@ def test_harness_serves_ec2_quotas_and_the_classic_gpu_types(aws, ec2):
         LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": ["p2.xlarge"]}],
     )["InstanceTypeOfferings"]
     assert {o["Location"] for o in offers} >= {"us-east-1a", "us-east-1b"}
+
+
+def test_long_outputs_arrive_whole(ec2, fleet, tmp_path):
+    """OpenSSH may send the exit status before the last data packets: run() must wait for the EOF."""
+    key = key_pair(ec2, tmp_path, "pair")
+    remote = connect(target_for(launch(ec2, "pair"), key, fleet, tmp_path), wait_s=10)
+    try:
+        for _ in range(60):
+            result = remote.run("head -c 400000 /dev/zero | tr '\\0' x; echo END")
+            assert len(result.stdout) == 400004 and result.stdout.endswith("END\n")
+    finally:
+        remote.close()

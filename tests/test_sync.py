@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from awsrun import sync
-from awsrun.errors import RemoteError
-from awsrun.remote.base import Result
 from awsrun.remote.local import LocalRemote
 
 PY = sys.executable
@@ -219,7 +217,7 @@ def test_stale_temp_files_of_a_dead_transfer_are_cleared_and_never_listed(tmp_pa
     target = _tree(tmp_path / "m", {"a.py": "a", ".awsrun-tmp-1-1": "half", "sub/.awsrun-tmp-2-1": "half"})
     old = time.time() - 3600
     os.utime(target / ".awsrun-tmp-1-1", (old, old))
-    result = sync.run_whole(LocalRemote(), sync.manifest_command(str(target), PY), stdin=b"[[], [], []]")
+    result = LocalRemote().run(sync.manifest_command(str(target), PY), stdin=b"[[], [], []]")
     assert list(sync.parse_manifest(result.stdout, "local")) == ["a.py"]
     assert not (target / ".awsrun-tmp-1-1").exists()
     assert (target / "sub" / ".awsrun-tmp-2-1").exists()  # young: may belong to a transfer in progress
@@ -237,27 +235,3 @@ def test_a_directory_in_the_way_on_the_machine_is_reported_not_removed(tmp_path)
     assert (target / "thing" / "precious.bin").read_text() == "keep"
 
 
-class _Flaky:
-    """A Remote whose first answers lose their tail, as SshRemote.run sometimes does."""
-
-    name = "flaky"
-
-    def __init__(self, cuts: int):
-        self.cuts, self.calls = cuts, 0
-
-    def run(self, command, *, stdin=None, on_line=None, timeout=None):
-        self.calls += 1
-        whole = LocalRemote().run(command, stdin=stdin)
-        if self.calls <= self.cuts:
-            return Result(whole.command, whole.exit_code, whole.stdout[: len(whole.stdout) // 2], whole.stderr)
-        return whole
-
-
-def test_run_whole_runs_a_read_again_when_its_output_was_cut_short():
-    flaky = _Flaky(cuts=2)
-    assert sync.run_whole(flaky, "printf 'one\\ntwo'").stdout == "one\ntwo"
-    assert flaky.calls == 3
-    with pytest.raises(RemoteError, match="cut short 3 times"):
-        sync.run_whole(_Flaky(cuts=3), "echo x")
-    failed = sync.run_whole(LocalRemote(), "echo partial; false")
-    assert (failed.exit_code, failed.stdout) == (1, "partial\n")

@@ -232,7 +232,11 @@ class SshRemote:
 def _pump(
     channel: paramiko.Channel, stdin: bytes | None, on_line: LineSink | None, timeout: float | None
 ) -> tuple[bytes, bytes]:
-    """Feed stdin and drain stdout/stderr together, so neither side blocks the other."""
+    """Feed stdin and drain stdout/stderr together, so neither side blocks the other.
+
+    Done only at the channel's EOF, not at its exit status: OpenSSH may send the exit status before
+    the last data packets, and stopping there loses the end of long outputs.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     out, err = bytearray(), bytearray()
     pending = memoryview(stdin) if stdin else None
@@ -263,7 +267,8 @@ def _pump(
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(CHUNK)
             progressed = True
-        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+        drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+        if drained and (channel.eof_received or channel.closed) and channel.exit_status_ready():
             break
         if not progressed:
             select.select([channel], [], [], 0.05 if pending is None else 0.002)

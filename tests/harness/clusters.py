@@ -103,9 +103,6 @@ def make_key(directory: Path) -> tuple[Path, str]:
 
 
 def ssh_cluster_on(host: SshHost, fleet_base: Path, awsrun_home: Path, key_dir: Path) -> JobCluster:
-    # The fleet's base dir comes from mkdtemp (0700): `ubuntu` could not reach its per-host TMUX_TMPDIR,
-    # and tmux would silently fall back to /tmp/tmux-UID, one server for every host of every test run.
-    os.chmod(fleet_base, 0o711)
     key_dir.mkdir(parents=True, exist_ok=True)
     key, public = make_key(key_dir)
     host.authorize(public)

@@ -19,6 +19,7 @@ class Fleet:
 
     @classmethod
     def start(cls, base: Path, count: int) -> "Fleet":
+        base.chmod(0o711)  # user ubuntu must reach each host's TMUX_TMPDIR below it
         fleet = cls(base, start_hosts(base, count))
         (base / "hosts.json").write_text(json.dumps({
             h.name: {"address": h.address, "port": h.port, "home": str(h.home)} for h in fleet.hosts
