@@ -9,7 +9,7 @@ import click
 from awsrun import __version__
 from awsrun.errors import AwsrunError
 from awsrun.cli.context import AppContext
-from awsrun.cli import bootstrap, cluster, doctor, extras, jobs, misc
+from awsrun.cli import bootstrap, cluster, doctor, extras, jobs, misc, watch
 
 INTERNAL_ERROR = 70
 
@@ -31,7 +31,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = AppContext.from_environment()
 
 
-for module in (cluster, bootstrap, jobs, extras, doctor, misc):
+for module in (cluster, bootstrap, jobs, watch, extras, doctor, misc):
     for command in module.COMMANDS:
         cli.add_command(command)
 
