@@ -38,16 +38,15 @@ def with_setting(cluster: ClusterRecord, autostop: Autostop | None) -> ClusterRe
 
 
 def for_up(settings: Settings, explicit: frozenset[str], down: bool, before: Autostop | None) -> Autostop | None:
-    """The setting an `up` applies: --autostop/--autostop-down (or awsrun.toml / AWSRUN_AUTOSTOP) win,
-    otherwise what the cluster recorded. `off` turns it off."""
+    """The setting an `up` applies: --autostop (with or without --autostop-down) says it all; otherwise what
+    the cluster recorded (a later `awsrun autostop` included), with --autostop-down added if given; a new
+    cluster takes the default of awsrun.toml / AWSRUN_AUTOSTOP. `off` turns it off."""
     keep_ssh = before.count_ssh_users if before else False
-    if settings.autostop is not None:
-        idle = parse_duration(settings.autostop)
-        same_down = before is not None and before.down and "autostop" not in explicit
-        return Autostop(idle, down or (same_down and bool(idle)), keep_ssh)
-    if down:
-        return Autostop(before.idle_seconds if before else None, True, keep_ssh)
-    return before
+    if "autostop" in explicit or (before is None and settings.autostop is not None):
+        return Autostop(parse_duration(settings.autostop), down, keep_ssh)
+    if before is None:
+        return Autostop(None, True) if down else None  # --autostop-down alone: refused, with the fix
+    return dataclasses.replace(before, down=True) if down else before
 
 
 def behavior(setting: Autostop | None) -> str:

@@ -53,10 +53,11 @@ def status_json(cli, *args: str) -> dict:
     (None, set(), False, None, None),                                        # never set: nothing
     ("30m", {"autostop"}, False, None, Autostop(1800)),
     ("30m", {"autostop"}, True, None, Autostop(1800, down=True)),
+    ("30m", set(), False, None, Autostop(1800)),                             # awsrun.toml: a new cluster's default
     (None, set(), False, Autostop(3600, down=True), Autostop(3600, down=True)),  # a plain `up` keeps it
     (None, set(), True, Autostop(3600), Autostop(3600, down=True)),          # --autostop-down alone
     ("2h", {"autostop"}, False, Autostop(3600, down=True), Autostop(7200)),  # the flags say it all
-    ("2h", set(), False, Autostop(3600, down=True), Autostop(7200, down=True)),  # awsrun.toml: down kept
+    ("2h", set(), False, Autostop(None), Autostop(None)),                    # the default never undoes `autostop off`
     ("off", {"autostop"}, False, Autostop(3600, True, True), Autostop(None, False, True)),
 ])
 def test_up_resolves_flags_config_and_the_recorded_setting(autostop_setting, explicit, down, before, expected):
