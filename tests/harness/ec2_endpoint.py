@@ -45,6 +45,10 @@ _spot_prices: dict[str, dict[tuple[str, str], float]] = {}
 # The parameters of every RunInstances since the last reset, as sent ({"InstanceMarketOptions.MarketType":
 # "spot", ...}): moto keeps only the market type, so tests read the spot options here.
 _launch_requests: list[dict[str, str]] = []
+# Placement groups, once a test called `serve_placement_groups` ({region: {name: group}}); moto itself answers
+# their API with HTTP 500, and until then (and after every reset) so does the harness.
+_placement_groups: dict[str, dict[str, dict]] = {}
+_placement_groups_served: list[bool] = [False]
 
 
 @dataclass
@@ -73,6 +77,8 @@ class Ec2Endpoint:
         _applied_quotas.update({code: DEFAULT_APPLIED_VCPUS for code in EC2_QUOTAS})
         _spot_prices.clear()
         _launch_requests.clear()
+        _placement_groups.clear()
+        _placement_groups_served[0] = False
 
     def set_quota(self, name: str, value: float) -> None:
         """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
@@ -87,6 +93,15 @@ class Ec2Endpoint:
     def launch_requests(self) -> list[dict[str, str]]:
         """The RunInstances calls since the last reset, their query parameters flattened."""
         return [dict(request) for request in _launch_requests]
+
+    def serve_placement_groups(self) -> None:
+        """Answer Create/Describe/DeletePlacementGroups as EC2 does (until the next reset), instead of
+        moto's HTTP 500; RunInstances then refuses an unknown Placement.GroupName."""
+        _placement_groups_served[0] = True
+
+    def placement_groups(self, region: str = "us-east-1") -> dict[str, dict]:
+        """The placement groups that exist now, by name."""
+        return {name: dict(group) for name, group in _placement_groups.get(region, {}).items()}
 
     def stop(self) -> None:
         self.server.stop()
@@ -136,6 +151,7 @@ def extend_moto() -> None:
     responses.ServiceQuotasResponse.list_service_quotas = list_service_quotas_response
     _serve_seeded_spot_prices()
     _record_launch_requests()
+    _placement_group_api()
 
 
 def _record_launch_requests() -> None:
@@ -151,6 +167,81 @@ def _record_launch_requests() -> None:
 
     run_instances.awsrun_recorded = True
     InstanceResponse.run_instances = run_instances
+
+
+def _placement_group_api() -> None:
+    """CreatePlacementGroup, DescribePlacementGroups and DeletePlacementGroup on moto's EC2 responses, active
+    only while `serve_placement_groups` is on: otherwise they raise NotImplementedError, which moto's server
+    answers with HTTP 500 exactly as for an action it lacks. A group in use by an instance that is not
+    terminated cannot be deleted (InvalidPlacementGroup.InUse), as on EC2."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+    from moto.ec2.responses.instances import InstanceResponse
+
+    if getattr(EC2Response, "awsrun_placement_groups", False):
+        return
+
+    def served(self) -> dict[str, dict]:
+        if not _placement_groups_served[0]:
+            raise NotImplementedError(f"The {self._get_action()} action has not been implemented")
+        return _placement_groups.setdefault(self.region, {})
+
+    def create_placement_group(self):
+        groups = served(self)
+        name, strategy = self._get_param("GroupName"), self._get_param("Strategy")
+        if name in groups:
+            raise EC2ClientError("InvalidPlacementGroup.Duplicate", f"The Placement Group '{name}' already exists.")
+        if strategy not in ("cluster", "spread", "partition"):
+            raise EC2ClientError("InvalidParameterValue", f"Invalid value '{strategy}' for Strategy.")
+        tags = self._parse_tag_specification("placement-group").get("placement-group", {})
+        group = {"GroupName": name, "State": "available", "Strategy": strategy,
+                 "GroupId": f"pg-{len(groups) + 1:017x}", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        groups[name] = group
+        return ActionResult({"PlacementGroup": group})
+
+    def describe_placement_groups(self):
+        groups = served(self)
+        names = self._get_param("GroupNames", [])
+        unknown = [n for n in names if n not in groups]
+        if unknown:
+            raise EC2ClientError("InvalidPlacementGroup.Unknown", f"The Placement Group '{unknown[0]}' is unknown.")
+        return ActionResult({"PlacementGroups": [g for n, g in groups.items() if not names or n in names]})
+
+    def delete_placement_group(self):
+        groups = served(self)
+        name = self._get_param("GroupName")
+        if name not in groups:
+            raise EC2ClientError("InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown.")
+        if _group_in_use(self, name):
+            raise EC2ClientError("InvalidPlacementGroup.InUse", f"The Placement Group '{name}' is in use.")
+        del groups[name]
+        return ActionResult({})
+
+    original_run = InstanceResponse.run_instances
+
+    def run_instances(self):
+        name = self._get_param("Placement.GroupName")
+        if name and _placement_groups_served[0] and name not in _placement_groups.get(self.region, {}):
+            raise EC2ClientError("InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown.")
+        return original_run(self)
+
+    run_instances.awsrun_recorded = getattr(original_run, "awsrun_recorded", False)
+    InstanceResponse.run_instances = run_instances
+    for method in (create_placement_group, describe_placement_groups, delete_placement_group):
+        setattr(EC2Response, method.__name__, method)
+    EC2Response.awsrun_placement_groups = True
+
+
+def _group_in_use(response, name: str) -> bool:
+    """Whether an instance launched into group `name` is still there (not terminated). Moto keeps no
+    placement in its instances, so the group is read from the recorded RunInstances parameters."""
+    tokens = {r.get("ClientToken") for r in _launch_requests if r.get("Placement.GroupName") == name}
+    for reservation in response.ec2_backend.reservations.values():
+        for instance in reservation.instances:
+            if instance.state != "terminated" and getattr(instance, "client_token", None) in tokens:
+                return True
+    return False
 
 
 def _serve_seeded_spot_prices() -> None:
