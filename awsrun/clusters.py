@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from awsrun import autostop, aws_cluster, keys
+from awsrun import autostop, aws_cluster, cluster_nodes, keys
 from awsrun.access import open_remote
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
 from awsrun.prices import SessionCost
@@ -46,6 +46,8 @@ class UpRequest:
     hosts: tuple[str, ...] = ()
     explicit: frozenset[str] = frozenset()  # settings given as flags on this command line
     autostop_down: bool = False             # --autostop-down: the idle instance terminates instead of stopping
+    on_partial: str = "rollback"            # a node cannot launch: rollback, continue, or ask `choose_partial`
+    choose_partial: cluster_nodes.Chooser | None = None
 
 
 @dataclass(frozen=True)
@@ -184,12 +186,13 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
         with reporter.phase(f"starting {', '.join(started)}"):
             provider.start(started)
     launched = _launch_missing(run, provider, cluster, owner, image, missing, live, found.launching, nodes,
-                               offered, autostop.behavior(setting)) if image else []
+                               offered, autostop.behavior(setting), request, fresh=not live) if image else []
     waiting = [r.id for r in live if r.state != "running"] + launched
     if waiting:
         with reporter.phase(f"waiting for {', '.join(waiting)} to run"):
             reporter.checkpoint("wait-running")
             provider.wait(waiting, "running")
+    cluster = state.get_cluster(name) or cluster  # with the placement group, when one was made
     ready = aws_cluster.reconcile(state, provider, cluster, owner).live
     for record in ready:
         run.remotes[record.id] = wait_for_ssh(run, cluster, record, provider)
@@ -267,7 +270,8 @@ def _image(run: Run, provider):
 
 def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, image, missing: list[int],
                     live: list[InstanceRecord], launching: list[InstanceRecord], nodes: int,
-                    offered: tuple[str, ...] | None, shutdown_behavior: str) -> list[str]:
+                    offered: tuple[str, ...] | None, shutdown_behavior: str, request: UpRequest,
+                    fresh: bool) -> list[str]:
     from awsrun.providers.aws_errors import ErrorContext
 
     settings, reporter = run.settings, run.reporter
@@ -290,9 +294,19 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
     for node in missing:
         zones = [anchor] if anchor else aws_cluster.launch_zones(provider, settings.instance_type, settings.spot,
                                                                  settings.zone, offered)
-        with reporter.phase(f"launching node {node}: {settings.instance_type} {market}"):
-            record = aws_cluster.launch_node(run.state, provider, reporter, dataclasses.replace(base, node=node),
-                                             zones, context, token=resumed.get(node))
+        try:
+            with reporter.phase(f"launching node {node}: {settings.instance_type} {market}"):
+                record = aws_cluster.launch_node(run.state, provider, reporter, dataclasses.replace(base, node=node),
+                                                 zones, context, token=resumed.get(node))
+        except AwsrunError as exc:
+            if not (launched or live):
+                raise  # nothing runs: a plain failure
+            partial = cluster_nodes.PartialLaunch(cluster.name, nodes, node, exc, tuple(launched),
+                                                  tuple(r.id for r in live))
+            if cluster_nodes.decide(partial, request.on_partial, request.choose_partial) == "continue":
+                cluster_nodes.go_on(run, partial)
+                return launched
+            raise cluster_nodes.roll_back(run, provider, partial, owner, fresh) from None
         launched.append(record.id)
         anchor = anchor or record.zone
     return launched
@@ -355,6 +369,13 @@ def _bootstrap_function():
 
 
 def _bootstrap(run: Run, result: UpResult, bootstrap_node) -> list[Path]:
+    running = [r for r in result.instances if r.state == "running"]
+    if len(running) > 1:
+        def connect(record: InstanceRecord) -> Remote:
+            return open_remote(run.home, run.settings, result.cluster, record, wait_s=run.settings.ssh_timeout,
+                               retry_auth=True)
+
+        return cluster_nodes.bootstrap_parallel(run, result.cluster, running, bootstrap_node, connect)
     logs = []
     for record in result.instances:
         if record.state != "running":

@@ -53,6 +53,9 @@ cluster_option = click.option("--cluster", help="Cluster name (default: setting 
 @click.option("--ssh-key", type=click.Path(dir_okay=False), help="Your private key instead of awsrun's own.")
 @click.option("--ssh-cidr", help="Who may reach SSH (default: your address /32).")
 @click.option("--nodes", type=click.IntRange(1, 64), help="Number of instances (one zone, a placement group).")
+@click.option("--on-partial", type=click.Choice(["ask", "continue", "rollback"]),
+              help="When a node of --nodes N cannot launch: ask (the default on a terminal), continue with "
+                   "fewer, or rollback (the default otherwise: terminate what this up launched).")
 @click.option("--no-bootstrap", is_flag=True, help="Skip installing the driver, venv and PyTorch.")
 @click.option("--local", is_flag=True, help="Use this machine as the cluster.")
 @click.option("--host", "hosts", multiple=True, metavar="USER@ADDR[:PORT]", help="Use existing hosts (repeatable).")
@@ -61,7 +64,7 @@ cluster_option = click.option("--cluster", help="Cluster name (default: setting 
 @click.option("--autostop-down", is_flag=True, help="With --autostop: terminate the idle instance instead.")
 @click.pass_obj
 def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bool, hosts: tuple[str, ...],
-               autostop_down: bool, **flags: Any) -> None:
+               autostop_down: bool, on_partial: str | None, **flags: Any) -> None:
     """Provision (or resume) a cluster and bootstrap it over SSH."""
     from awsrun import clusters
 
@@ -72,7 +75,9 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     given = _given(**flags)
     request = clusters.UpRequest(settings=app.settings(**given), nodes=nodes, bootstrap=not no_bootstrap,
                                  local=local, hosts=tuple(hosts), explicit=frozenset(given),
-                                 autostop_down=autostop_down)
+                                 autostop_down=autostop_down,
+                                 on_partial=on_partial or ("ask" if sys.stdin.isatty() else "rollback"),
+                                 choose_partial=_choose_partial)
     result = clusters.up(app.home, request, UiReporter())
     for record in result.instances:
         where = record.public_ip or record.extra.get("host") or "this machine"
@@ -84,6 +89,13 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     flag = "" if name == "default" else f" --cluster {name}"
     ui.say(f"cluster {name!r} is ready. Next: `awsrun submit SCRIPT{flag}`; "
            f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
+
+
+def _choose_partial(partial) -> str:
+    """`up --nodes N` when a node cannot launch and a terminal can be asked."""
+    ui.say(f"warning: {partial.describe()}")
+    return click.prompt(f"continue with {partial.running} node(s), or roll back (terminate them)?",
+                        type=click.Choice(["continue", "rollback"]), default="rollback", err=True)
 
 
 @click.command("status")
