@@ -47,7 +47,7 @@ class Home:
         try:
             for path in (self.root, self.keys_dir, self.logs_dir, self.sockets_dir):
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            probe = self.root / ".write-probe"
+            probe = self.root / f".write-probe-{os.getpid()}"  # one per process: concurrent commands never race
             probe.write_text("")
             probe.unlink()
         except OSError as exc:

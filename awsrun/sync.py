@@ -392,6 +392,31 @@ def delete(names):
             except OSError:
                 break
             here = os.path.dirname(here)
+def disk_full():  # exit 28 saying which disk, how big, how much is left
+    global temp
+    if temp is not None:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        temp = None
+    mount = os.path.realpath(root)
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    device = "?"
+    try:
+        for line in open("/proc/mounts"):
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == mount:
+                device = fields[0] + " (" + fields[2] + ")"
+    except OSError:
+        pass
+    info = os.statvfs(root)
+    size = lambda n: "%.1f MB" % (n / 1e6) if n < 1e9 else "%.1f GB" % (n / 1e9)
+    sys.stderr.write("no space left on the instance's disk %s mounted on %s, which holds %s: %s free of %s "
+                     "(free space there, e.g. `awsrun ssh -- df -h`, or leave big files out with .awsrunignore)\n"
+                     % (device, mount, root, size(info.f_bavail * info.f_frsize), size(info.f_blocks * info.f_frsize)))
+    sys.exit(28)
 count, temp = 0, None
 archive = tarfile.open(fileobj=sys.stdin.buffer, mode="r|*")
 try:
@@ -421,6 +446,10 @@ try:
             os.utime(temp, ns=(ns, ns))
         os.replace(temp, target)
         temp = None
+except OSError as exc:
+    if exc.errno not in (28, 122):  # ENOSPC, EDQUOT
+        raise
+    disk_full()
 finally:
     if temp is not None:
         try:

@@ -248,7 +248,13 @@ def _pump(
             channel.close()
             raise RemoteError(f"remote command did not finish within {timeout:.0f}s")
         if pending is not None and channel.send_ready():
-            sent = channel.send(pending[:CHUNK])
+            try:
+                sent = channel.send(pending[:CHUNK])
+            except OSError:
+                if not channel.status_event.is_set():
+                    raise  # no exit status: the connection itself broke
+                pending = None  # the command ended before reading all its stdin: its output says why
+                continue
             pending = pending[sent:]
             if not pending:
                 channel.shutdown_write()
