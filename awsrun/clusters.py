@@ -112,6 +112,9 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
 
             autostop.refuse_for_machines(run, request, provider)
             result = up_machines(run, request, existing, provider)
+        if provider == "local" and _runs_jobs_already():
+            reporter.warn("local: this Python already has torch; jobs use it (`awsrun bootstrap` makes a venv)")
+            bootstrap = None
         logs = tuple(_bootstrap(run, result, bootstrap)) if bootstrap else ()
         agents = tuple(autostop.configure_agents(run, result.cluster, result.instances)) if provider == "aws" else ()
         return dataclasses.replace(result, bootstrap_logs=logs, agents=agents)
@@ -358,6 +361,13 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
 
 
 # bootstrap ---------------------------------------------------------------------------------------------
+def _runs_jobs_already() -> bool:
+    """The local provider needs no venv when the Python running awsrun has torch (e.g. `pip install '.[jobs]'`)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def _bootstrap_function():
     try:
         from awsrun.bootstrap import bootstrap_node
