@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from awsrun import ui
 
+        exc = _explained(args, exc)
         ui.error(exc)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -65,3 +66,31 @@ def main(argv: list[str] | None = None) -> None:
                    err=True)
         sys.exit(INTERNAL_ERROR)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _explained(args: list[str], exc: AwsrunError) -> AwsrunError:
+    """An SSH failure on an EC2 cluster becomes what EC2 says happened to the instance (spot reclaim,
+    terminated, stopped), with the state updated: see awsrun.vanished. Anything else stays as it is."""
+    from awsrun.errors import RemoteError
+
+    if not isinstance(exc, RemoteError):
+        return exc
+    try:
+        from awsrun import vanished
+
+        app = AppContext.from_environment()
+        return vanished.explain(app.home, app.settings(cluster=_cluster_flag(args)).cluster, exc)
+    except Exception:  # the explanation is a bonus: never let it hide the error itself
+        return exc
+
+
+def _cluster_flag(args: list[str]) -> str | None:
+    """The --cluster the command was given, read by the command's own parser (never a script's args)."""
+    words = list(args)
+    while words and words[0].startswith("-"):
+        words = words[1:]
+    command = cli.get_command(None, words[0]) if words else None  # type: ignore[arg-type]
+    if command is None:
+        return None
+    ctx = command.make_context(words[0], words[1:], resilient_parsing=True)
+    return ctx.params.get("cluster")
