@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from awsrun import autostop, aws_cluster
+from awsrun.access import close_connections
 from awsrun.clusters import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state, wait_for_ssh
 from awsrun.errors import ConfigError, Interrupted, NotFoundError
 from awsrun.home import Home
@@ -48,6 +49,7 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
         costs: tuple[SessionCost, ...] = ()
         if verb == "stop":
             costs = session_costs(found.live, cluster.region, PriceBook(lambda _: provider))
+            close_connections(home, name)  # no kept SSH master outlives the instance's run
             changed = _stop(run, provider, found)
             costs = tuple(c for c in costs if c.instance_id in changed)
         else:
@@ -107,6 +109,7 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
     state = open_state(home)
     try:
         cluster = state.get_cluster(name) or _from_cloud(state, settings, name, aws)
+        close_connections(home, name)
         if cluster.provider != "aws":
             state.delete_cluster(name)
             return DownResult(name, cluster.provider)

@@ -86,10 +86,12 @@ class _Providers:
 
 
 def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsFactory = default_aws,
-           now: float | None = None, agent: bool = False) -> StatusReport:
+           now: float | None = None, agent: bool = False, cached: bool = False) -> StatusReport:
     now = time.time() if now is None else now
     if cluster is not None:
         validate_cluster_name(cluster)
+    if cached:
+        return cached_status(home, cluster, now)
     state = open_state(home)
     providers = _Providers(aws)
     try:
@@ -114,6 +116,30 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
                 if agent and record.provider == "aws" else {}
             report.append(_cluster_status(record, instances, prices, adopted, now, agents))
         return StatusReport(tuple(report), tuple(orphans), tuple(notes + prices.notes))
+    finally:
+        state.close()
+
+
+class _ListPricesOnly:
+    """For `status --cached`: no cloud call, so no spot price; PriceBook falls back to the list price."""
+
+    def spot_prices(self, instance_type: str) -> dict[str, float]:
+        return {}
+
+
+def cached_status(home: Home, cluster: str | None = None, now: float | None = None) -> StatusReport:
+    """What the local state last recorded, priced at list prices: no cloud call, no orphan scan."""
+    now = time.time() if now is None else now
+    state = open_state(home)
+    try:
+        clusters = [c for c in state.clusters() if cluster in (None, c.name)]
+        if cluster is not None and not clusters:
+            known = ", ".join(c.name for c in state.clusters()) or "none"
+            raise NotFoundError(f"no cluster named {cluster!r} (known: {known})",
+                                hint="start one with `awsrun up` (or `awsrun up --local` to use this machine)")
+        prices = PriceBook(lambda region: _ListPricesOnly())
+        report = tuple(_cluster_status(c, state.instances(c.name), prices, set(), now, {}) for c in clusters)
+        return StatusReport(report, (), ("from the local state (--cached): `awsrun status` asks the cloud",))
     finally:
         state.close()
 

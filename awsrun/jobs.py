@@ -1,8 +1,9 @@
 """Job use cases: submit, list, logs, pull, kill, and the argv for attach / ssh / tunnel.
 
 Every function takes a JobHost: the command's one connection to the cluster's head node, plus where
-things live on it. A submit is two round trips (manifest + running-check; then payload + launch, one
-when nothing changed); listing, logs, pull and kill are one each.
+things live on it. A submit is one round trip when the target confirms it holds the manifest awsrun
+last pushed there (awsrun.pushcache: check + payload + launch in one shell line), else two (manifest +
+running-check; then payload + launch); listing, logs, pull and kill are one each.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import sync, tmux
+from awsrun import pushcache, sync, tmux
 from awsrun.access import head_node, open_remote, require_cluster
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -108,12 +109,16 @@ def resolve_script(script: str, cwd: Path, project_dir: Path) -> str:
     raise NotFoundError(f"no script {script!r} in {places}")
 
 
-def job_argv(script: str, args: tuple[str, ...] | list[str], python: str) -> tuple[list[str], bool]:
-    """The job's argv and whether argv[0] is the Python interpreter (replaced by the venv's if any)."""
+def job_argv(script: str, args: tuple[str, ...] | list[str], python: str,
+             launcher: tuple[str, ...] | list[str] = ()) -> tuple[list[str], bool]:
+    """The job's argv and whether argv[0] is the Python interpreter (replaced by the venv's if any).
+    `launcher`: words between the interpreter and the script (`-m torch.distributed.run ...`)."""
     path = "./" + script if script.startswith("-") else script
     if script.endswith(".sh"):
+        if launcher:
+            raise ConfigError(f"{script} is a shell script: a job on several nodes runs a Python script under torchrun")
         return ["bash", path, *args], False
-    return [python, path, *args], True
+    return [python, *launcher, path, *args], True
 
 
 # --- submit ---------------------------------------------------------------------------------------
@@ -125,6 +130,7 @@ class SubmitRequest:
     args: tuple[str, ...] = ()
     session: str = "work"
     env: dict[str, str] = field(default_factory=dict)
+    launcher: tuple[str, ...] = ()  # between the interpreter and the script: torchrun's words (awsrun.multinode)
 
 
 @dataclass(frozen=True)
@@ -154,27 +160,52 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     remote_root = project_remote_dir(host.remote_dir, request.project_dir)
     argv, is_python = job_argv(request.script, request.args, host.job_python)
     directory = tmux.remote_path(tmux.job_dir(name, host.jobs_root))
-    probe = (f"if {shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null "
-             f"&& [ ! -e {directory}/exit_code ]; then echo running; else echo free; fi; "
-             + sync.manifest_command(remote_root, host.python))
-    listing = _needs_python(host, host.remote.run(probe, stdin=sync.manifest_input(tree))).check(
-        f"read the file list of {remote_root} on {host.remote.name}")
-    state_line, _, manifest = listing.stdout.partition("\n")
-    if state_line.strip() == "running":
-        raise _running(name, host.cluster.name)
-    plan = sync.plan(tree.entries, sync.parse_manifest(manifest, host.remote.name))
     start = tmux.start_job(name, remote_root, argv, request.env, jobs_root=host.jobs_root,
                            prefer=host.venv_python if is_python else None, output_dir=f"runs/{name}")
+    busy = f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null && [ ! -e {directory}/exit_code ]"
+    cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
+    remembered = cache.load()
+    remote_entries = None
+    if remembered is not None:
+        # one round trip: the target confirms it still holds what was last pushed, applies, launches
+        plan = sync.plan(tree.entries, remembered)
+        data, raw = sync.payload(tree, plan, compress=not host.local)
+        checked = pushcache.checked_apply_command(remote_root, host.python, pushcache.digest(remembered))
+        result = _needs_python(host, host.remote.run(
+            f"if {busy}; then exit {tmux.EXIT_RUNNING}; fi; {checked} && {{ {start}; }}",
+            stdin=pushcache.checked_input(tree, data)))
+        if result.exit_code != pushcache.CHANGED:
+            return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
+        remote_entries = sync.parse_manifest(result.stdout, host.remote.name)
+    if remote_entries is None:
+        probe = f"if {busy}; then echo running; else echo free; fi; " + sync.manifest_command(remote_root, host.python)
+        listing = _needs_python(host, host.remote.run(probe, stdin=sync.manifest_input(tree))).check(
+            f"read the file list of {remote_root} on {host.remote.name}")
+        state_line, _, manifest = listing.stdout.partition("\n")
+        if state_line.strip() == "running":
+            raise _running(name, host.cluster.name)
+        remote_entries = sync.parse_manifest(manifest, host.remote.name)
+    plan = sync.plan(tree.entries, remote_entries)
     data, raw = None, 0
     command = start
     if plan.send or plan.delete:
         data, raw = sync.payload(tree, plan, compress=not host.local)
         command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
     result = host.remote.run(command, stdin=data)
+    return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
+
+
+def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,
+             tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, result,
+             cache: pushcache.ManifestCache) -> SubmitResult:
     if result.exit_code == tmux.EXIT_RUNNING:
         raise _running(name, host.cluster.name)
+    if not result.ok:
+        cache.forget()
     result.check(f"start job {name!r} on {host.remote.name}")
-    report = sync.SyncReport(len(plan.send), len(data or b""), raw, len(plan.delete), plan.unchanged,
+    cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
+    sent = len(data or b"") if plan.send or plan.delete else 0
+    report = sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
                              remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
     return SubmitResult(name, host.cluster.name, remote_root, argv, report)
@@ -425,7 +456,9 @@ def tunnel_argv(host: JobHost, pairs: list[tuple[int, int]]) -> list[str] | None
         return None
     base = _without(_without(host.remote.interactive_argv(None), "-t"), "-q")
     forwards = [word for local, remote in pairs for word in ("-L", f"127.0.0.1:{local}:127.0.0.1:{remote}")]
-    return [base[0], "-N", "-o", "ExitOnForwardFailure=yes", *forwards, *base[1:]]
+    # its own connection, never the kept master: forwards asked of a master belong to the master, so
+    # they would outlive this process (Ctrl-C would not close them). ssh keeps the first value given.
+    return [base[0], "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlPath=none", *forwards, *base[1:]]
 
 
 def _without(argv: list[str], option: str) -> list[str]:

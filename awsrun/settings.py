@@ -40,6 +40,7 @@ class Settings:
     ssh_user: str = field(default="ubuntu", metadata=_doc("login user on the instance"))
     ssh_proxy_command: str | None = field(default=None, metadata=_doc("OpenSSH-style ProxyCommand (%h %p %r) for bastions or SSM"))
     ssh_address: str = field(default="public_ip", metadata=_doc("what %h is: public_ip, private_ip or instance_id"))
+    ssh_persist: str = field(default="10m", metadata=_doc("how long an SSH connection stays open for the next command (OpenSSH ControlPersist), e.g. 10m; 'off' disables"))
     ssh_timeout: float = field(default=600.0, metadata=_doc("seconds to wait for a new instance's SSH to answer"))
     caller_ip_url: str = field(default="https://checkip.amazonaws.com", metadata=_doc("where the default SSH CIDR looks up your address; 'off' disables"))
     venv: str = field(default="~/venvs/awsrun", metadata=_doc("virtualenv on the instance"))

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from awsrun.access import ssh_host_for
+from awsrun.access import ssh_target
 from awsrun.errors import ConfigError, RemoteError, StateError
 from awsrun.home import Home
 from awsrun.settings import Settings
@@ -41,19 +41,10 @@ def alias_for(cluster: str, node: int) -> str:
 
 
 def entry_for(home: Home, settings: Settings, cluster: ClusterRecord, instance: InstanceRecord) -> HostEntry:
-    """The Host entry for one node: what awsrun.access.open_remote would connect to, written down."""
-    if cluster.provider == "ssh":
-        host, port = instance.extra["host"], int(instance.extra.get("port", 22))
-        user = instance.extra.get("user") or settings.ssh_user
-        key_alias = f"{host}:{port}" if port != 22 else host
-    else:
-        host, port, user, key_alias = ssh_host_for(instance, settings), 22, settings.ssh_user, instance.id
-    key = cluster.config.get("ssh_key") or settings.ssh_key
-    if not key:
-        raise RemoteError(f"cluster {cluster.name!r} has no SSH key recorded")
-    return HostEntry(alias_for(cluster.name, instance.node), host, port, user,
-                     os.path.abspath(os.path.expanduser(key)), str(home.known_hosts), key_alias,
-                     settings.ssh_proxy_command)
+    """The Host entry for one node: what awsrun.access.open_remote connects to (the same SshTarget), written down."""
+    target = ssh_target(home, settings, cluster, instance)
+    return HostEntry(alias_for(cluster.name, instance.node), target.host, target.port, target.user,
+                     str(target.key_path), str(target.known_hosts), target.alias, target.proxy_command)
 
 
 def collect(home: Home, settings: Settings, state: State) -> tuple[list[HostEntry], list[str]]:

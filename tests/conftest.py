@@ -77,10 +77,18 @@ def fleet(_fleet):
 
 
 @pytest.fixture
-def awsrun_home(tmp_path: Path) -> Path:
+def awsrun_home(tmp_path: Path):
     home = tmp_path / "awsrun-home"
     home.mkdir(mode=0o700)
-    return home
+    yield home
+    close_kept_connections(home)
+
+
+def close_kept_connections(home: Path) -> None:
+    """The SSH masters a test's commands kept open (awsrun.remote.openssh) end with the test."""
+    from awsrun.remote.openssh import close_masters
+
+    close_masters(home / "sockets", None)
 
 
 @pytest.fixture

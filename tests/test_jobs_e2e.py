@@ -130,7 +130,7 @@ def test_ports_and_the_ssh_argv_for_tunnels_and_commands():
 
     host = SimpleNamespace(remote=Remote(), local=False)
     assert tunnel_argv(host, [(16006, 6006)]) == [
-        "ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-L", "127.0.0.1:16006:127.0.0.1:6006", "-i", "k", "-p", "22", "u@h"]
+        "ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlPath=none", "-L", "127.0.0.1:16006:127.0.0.1:6006", "-i", "k", "-p", "22", "u@h"]
     assert tunnel_argv(SimpleNamespace(remote=Remote(), local=True), [(1, 1)]) is None
     assert ssh_argv(host, ["nvidia-smi | head"], tty=True)[-1] == "nvidia-smi | head"
     assert ssh_argv(host, ["ls", "a b", "-t"], tty=False) == ["ssh", "-q", "-i", "k", "-p", "22", "u@h", "ls 'a b' -t"]

@@ -102,12 +102,20 @@ def _choose_partial(partial) -> str:
 @cluster_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.option("--agent", is_flag=True, help="Also ask each running node's agent when autostop fires (SSH).")
+@click.option("--cached", is_flag=True, help="Only what the local state recorded: no cloud call (instant).")
 @click.pass_obj
-def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: bool) -> None:
+def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: bool, cached: bool) -> None:
     """Every cluster, its instances, uptime, price and cost so far, autostop; orphaned awsrun instances too."""
-    from awsrun.cluster_status import status
+    if cached and agent:
+        raise ConfigError("--cached makes no remote call; leave out --agent")
+    if cached:
+        from awsrun.cluster_status import cached_status as _cached
 
-    report = status(app.home, app.settings(), cluster=cluster, agent=agent)
+        report = _cached(app.home, cluster)
+    else:
+        from awsrun.cluster_status import status
+
+        report = status(app.home, app.settings(), cluster=cluster, agent=agent)
     if as_json:
         ui.emit_json(report.to_json())
         return

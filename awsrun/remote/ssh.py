@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import base64
 import select
-import shlex
 import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -18,43 +16,9 @@ import paramiko
 from awsrun.errors import HostKeyError, RemoteError
 from awsrun.remote.base import Command, LineSink, Result, as_shell
 from awsrun.remote.hostkeys import KnownHosts
+from awsrun.remote.target import SshTarget
 
 CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    host: str                      # what %h is: an address, or an instance id for SSM
-    user: str
-    key_path: Path
-    known_hosts: Path
-    alias: str                     # the name the host key is pinned under (instance id, or host:port)
-    port: int = 22
-    proxy_command: str | None = None
-    expected_fingerprints: frozenset[str] = field(default_factory=frozenset)
-
-    def proxy_argv_string(self) -> str | None:
-        """The ProxyCommand with OpenSSH's tokens replaced by shell-quoted values."""
-        if not self.proxy_command:
-            return None
-        values = {"%h": self.host, "%p": str(self.port), "%r": self.user, "%%": "%"}
-        words = [
-            "".join(values.get(part, part) for part in _split_tokens(word))
-            for word in shlex.split(self.proxy_command)
-        ]
-        return shlex.join(words)
-
-
-def _split_tokens(word: str) -> list[str]:
-    parts, i = [], 0
-    while i < len(word):
-        if word[i] == "%" and i + 1 < len(word):
-            parts.append(word[i:i + 2])
-            i += 2
-        else:
-            parts.append(word[i])
-            i += 1
-    return parts
 
 
 def load_private_key(path: Path) -> paramiko.PKey:
@@ -194,20 +158,7 @@ class SshRemote:
 
     def interactive_argv(self, command: Command | None = None) -> list[str]:
         """The system ssh with the same key, pinned host key and proxy, for a real terminal."""
-        t = self.target
-        argv = [
-            "ssh", "-t", "-q",
-            "-i", str(t.key_path),
-            "-p", str(t.port),
-            "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={t.known_hosts}",
-            "-o", f"HostKeyAlias={t.alias}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes",
-        ]
-        if t.proxy_command:
-            argv += ["-o", f"ProxyCommand={t.proxy_command}"]
-        argv.append(f"{t.user}@{t.host}")
+        argv = ["ssh", "-t", "-q", *self.target.openssh_options(), self.target.destination]
         if command is not None:
             argv.append(as_shell(command))
         return argv
