@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.clusters import local_cluster_in, ssh_cluster_on, wait_for
-from tests.harness.torch_host import PIP_ARGS
+from tests.harness.torch_host import PIP_ARGS, WHEELHOUSE
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, LOG_EVERY = 20, 5
@@ -233,7 +233,16 @@ def job_pythonpath():
     shutil.rmtree(target, ignore_errors=True)
 
 
+def require_wheels(*names: str) -> None:
+    """Fail (never skip) when the wheelhouse lacks what the CLI will pip-install offline."""
+    missing = [name for name in names if not list(WHEELHOUSE.glob(f"{name}-*.whl"))]
+    if missing:
+        pytest.fail(f"no {', '.join(missing)} wheel in {WHEELHOUSE}: `.ci/run` downloads them (python3 -m pip "
+                    f"download --only-binary=:all: -d {WHEELHOUSE} tensorboard jupyterlab)", pytrace=False)
+
+
 def _ssh_cluster(torch_host, fleet, awsrun_home, tmp_path, cli, project):
+    require_wheels("tensorboard", "jupyterlab")
     cluster = ssh_cluster_on(torch_host.host, fleet.base, awsrun_home, tmp_path / "keys")
     cli.env.update({"AWSRUN_SSH_PROXY_COMMAND": fleet.proxy_command, "AWSRUN_PIP_ARGS": PIP_ARGS})
     (project / "pyproject.toml").write_text("[project]\nname = 'stn'\n")
@@ -364,6 +373,7 @@ def test_notebook_serves_jupyter_with_its_token_through_the_tunnel(torch_host, f
 
 def test_tensorboard_on_the_local_provider_needs_no_tunnel(torch_host, fleet, awsrun_home, tmp_path, cli):
     """The local provider's instance is this machine: the server on 127.0.0.1, no ssh, the command returns."""
+    require_wheels("tensorboard")
     remote = torch_host.connect(tmp_path)
     try:   # run as the host's user, so the venv stays theirs (a no-op after the SSH test)
         remote.run([torch_host.python, "-m", "pip", "install", "-q", *PIP_ARGS.split(), "tensorboard"]).check()
