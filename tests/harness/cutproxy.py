@@ -6,7 +6,8 @@ Runs the real ProxyCommand and forwards stdin/stdout through it. With --up N (cl
 --down N (server to client), the connection dies once more than N bytes went that way: the real proxy is
 killed and this process exits at once, as a dropped link does. With --once FLAG, only the first
 connection is cut (FLAG is created then; a later connection passes through), so a re-run can succeed.
-With --count FILE, the totals of each connection are appended to FILE as "UP DOWN" when it ends.
+With --count DIR, DIR/PID holds this connection's totals as "UP DOWN", kept current (a kept-open master
+connection never ends within a test).
 """
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def main(argv: list[str]) -> int:
 
     def record() -> None:
         if count is not None:
-            with open(count, "a") as handle:
+            temp = os.path.join(count, f".{os.getpid()}")
+            with open(temp, "w") as handle:
                 handle.write(f"{up} {down}\n")
+            os.replace(temp, os.path.join(count, str(os.getpid())))
 
     def cut() -> None:
         if once is not None:
@@ -64,6 +67,7 @@ def main(argv: list[str]) -> int:
                 if up_limit is not None and up > up_limit:
                     cut()
                 child.stdin.write(data)
+                record()
             else:
                 child.stdin.close()
                 sources.remove(stdin)
@@ -77,6 +81,7 @@ def main(argv: list[str]) -> int:
             view = memoryview(data)
             while view:
                 view = view[os.write(stdout, view):]
+            record()
     record()
     child.wait()
     return 0
