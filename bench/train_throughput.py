@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     data = load_digits(args.dataset, args.data_dir)
-    name = torch.cuda.get_device_name(device) if use_cuda else f"cpu, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if use_cuda else f"cpu, torch threads: {torch.get_num_threads()}"
     peak = next((flops for key, flops in PEAK_BF16.items() if use_cuda and key in name), None)
     print(f"device: {name} | torch {torch.__version__} | {args.dataset}, 28x28, no distortion | "
           f"best of {args.rounds} rounds, {args.seconds:g} s timed per row")

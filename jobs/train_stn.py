@@ -164,7 +164,8 @@ def start_runtime(requested: str) -> Runtime:
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def log(rt: Runtime, message: str) -> None:
@@ -220,6 +221,17 @@ def find_resume_state(args: argparse.Namespace, rt: Runtime) -> dict | None:
     if error:
         raise ResumeError(error)
     return state
+
+
+def restore(state: dict, model, optimizer, scheduler, generator, meter: "TrainMeter", rt: Runtime) -> int:
+    """Load a checkpoint's state into a freshly built run; returns its step."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"], generator)
+    if rt.is_main:  # the saved sums are already totals over all ranks
+        meter.totals.copy_(state["meter"])
+    return state["step"]
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -389,15 +401,7 @@ def train(args: argparse.Namespace) -> int:
     optimizer, scheduler = make_optimizer(model, args)
     generator = torch.Generator(device=rt.device)
     meter = TrainMeter(rt.device)
-    start_step = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        restore_rng(resume["rng"], generator)
-        if rt.is_main:  # saved sums are already totals over all ranks
-            meter.totals.copy_(resume["meter"])
-        start_step = resume["step"]
+    start_step = restore(resume, model, optimizer, scheduler, generator, meter, rt) if resume else 0
     net = DistributedDataParallel(model) if rt.distributed else model
     if args.compile:
         net = torch.compile(net)
@@ -470,7 +474,7 @@ def train(args: argparse.Namespace) -> int:
             return 128 + (stop.signum or signal.SIGTERM)
         clock.resume()
 
-    if evaluated_at != step:  # resumed a finished run, or --steps 0 extra
+    if evaluated_at != step:  # resumed a run that had already reached --steps
         test_error = run_eval(step)
     if saved_at != step:
         checkpoint(step)
