@@ -158,7 +158,7 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         raise ConfigError(f"{request.script} is excluded from the sync (.gitignore, .awsrunignore or awsrun's "
                           "default rules)", hint=f"re-include it with `!{request.script}` in .awsrunignore")
     remote_root = project_remote_dir(host.remote_dir, request.project_dir)
-    argv, is_python = job_argv(request.script, request.args, host.job_python)
+    argv, is_python = job_argv(request.script, request.args, host.job_python, request.launcher)
     directory = tmux.remote_path(tmux.job_dir(name, host.jobs_root))
     start = tmux.start_job(name, remote_root, argv, request.env, jobs_root=host.jobs_root,
                            prefer=host.venv_python if is_python else None, output_dir=f"runs/{name}")

@@ -15,6 +15,7 @@ from awsrun.providers.aws_errors import CapacityError
 from awsrun.settings import Settings
 from awsrun.state import State
 from tests.test_aws_errors import Injector
+from tests.test_spot_recovery import job_pythonpath  # noqa: F401 (fixture)
 
 CIDR = "203.0.113.7/32"
 
@@ -172,3 +173,143 @@ def clusters_ops_down(home: Home) -> None:
     from awsrun import cluster_ops
 
     cluster_ops.down(home, Settings(), Silent(), aws=AwsProvider)
+
+
+# --- torchrun across two loopback SSH hosts ---------------------------------------------------------------
+
+STEPS = 40
+JOB_ARGS = ("jobs/train_stn.py", "--dataset", "mnist5k", "--model", "fcn", "--distortion", "none",
+            "--steps", str(STEPS), "--batch-size", "64", "--log-every", "20", "--eval-every", str(STEPS),
+            "--ckpt-every", str(STEPS))
+# Calibrated on a 2-core CPU (seeds 0 and 1, 60 steps): one process and torchrun with two gloo ranks, which
+# split each global batch between them, reached the same test error to the third decimal; with no
+# distortion nothing else depends on the rank. 0.02 (20 of the 1,000 test digits) leaves room for the
+# different summation order of the all-reduce.
+TOLERANCE = 0.02
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def _venv_on(host, torch_host) -> None:
+    """The torch venv on a second host: hard links to the first one's (same filesystem, same path as the
+    hosts see it, /home/ubuntu/venvs/awsrun); kept across the fleet's resets."""
+    import subprocess
+
+    target = host.home / torch_host.local_venv.relative_to(torch_host.host.home)
+    if (target / "bin" / "python").exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chown", "--reference", str(torch_host.local_venv.parent), str(target.parent)], check=True)
+    subprocess.run(["cp", "-al", str(torch_host.local_venv), str(target) + ".tmp"], check=True)
+    (target.parent / (target.name + ".tmp")).rename(target)
+
+
+def _log(host, session: str = "work") -> str:
+    path = host.home / ".awsrun" / "jobs" / session / "log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, fleet, cli, project, tmp_path,
+                                                                 awsrun_home, job_pythonpath):
+    import shutil
+    import subprocess
+
+    from tests.harness.clusters import make_key, wait_for
+    from tests.stn_helpers import REPO, explain, job_env, read_json, run_job
+
+    head, second = fleet.hosts[0], torch_host.host
+    assert head is not second
+    _venv_on(head, torch_host)
+    key, public = make_key(tmp_path)
+    for host in (head, second):
+        host.authorize(public)
+    (project / "pyproject.toml").write_text("[project]\nname = 'stn'\n")
+    shutil.copytree(REPO / "jobs", project / "jobs", ignore=shutil.ignore_patterns("__pycache__", "runs", "data"))
+
+    ok(cli("up", "--host", f"ubuntu@{head.address}:{head.port}", "--host", f"ubuntu@{second.address}:{second.port}",
+           "--ssh-key", str(key), "--no-bootstrap"))
+    report = json.loads(ok(cli("status", "--json")).stdout)
+    assert [(i["node"], i["id"]) for i in report["clusters"][0]["instances"]] == [
+        (0, f"{head.address}:{head.port}"), (1, f"{second.address}:{second.port}")]
+
+    port = _free_port()
+    started = ok(cli("submit", "--nodes", "2", "--rdzv-port", str(port), "--env", f"PYTHONPATH={job_pythonpath}",
+                     "--env", "OMP_NUM_THREADS=1", *JOB_ARGS))
+    assert "started job 'work' on 2 nodes of cluster 'default' (1 process(es) each, world size 2, rendezvous at " \
+           f"{head.address}:{port})" in started.stderr, started
+    jobs_dir = [host.home / ".awsrun" / "jobs" / "work" for host in (head, second)]
+    for rank, directory in enumerate(jobs_dir):  # the same command on each node but its rank
+        argv = (directory / "argv").read_bytes().split(b"\0")[:-1]
+        assert argv[argv.index(b"--node-rank") + 1] == str(rank).encode()
+        assert argv[argv.index(b"--rdzv-endpoint") + 1] == f"{head.address}:{port}".encode()
+        interpreter = next(word for word in argv[1:] if b"=" not in word)
+        assert b"GLOO_SOCKET_IFNAME=lo" in argv and interpreter == b"/home/ubuntu/venvs/awsrun/bin/python", argv
+
+    # meanwhile: a single process on this machine, the reference
+    reference = tmp_path / "single"
+    single = run_job(*JOB_ARGS[1:], "--out", str(reference), env=job_env(OMP_NUM_THREADS="1"))
+    assert single.returncode == 0, explain(single)
+
+    wait_for(lambda: all((d / "exit_code").exists() for d in jobs_dir), timeout=150, what="both nodes to finish")
+    codes = [(d / "exit_code").read_text().strip() for d in jobs_dir]
+    assert codes == ["0", "0"], (codes, _log(head)[-3000:], _log(second)[-3000:])
+
+    listing = json.loads(ok(cli("jobs", "--json")).stdout)
+    assert [(j["name"], j["state"], j["exit_code"], [n["node"] for n in j["nodes"]]) for j in listing] == [
+        ("work", "exited", 0, [0, 1])]
+    table = ok(cli("jobs")).stdout
+    assert "work\texited 0\t0,1\t" in table, table
+
+    head_log = ok(cli("logs", "work")).stdout          # the head's, by default
+    node1_log = ok(cli("logs", "work", "--node", "1")).stdout
+    assert "[rank 0/2] started: rank=0 world_size=2" in head_log and "backend=gloo" in head_log, head_log
+    assert "[rank 1/2]" not in head_log
+    assert "[rank 1/2] started: rank=1 world_size=2" in node1_log, node1_log
+    assert "done: test error" in head_log and "done: test error" not in node1_log
+
+    # rank 0 (node 0) wrote the checkpoint and the artifacts; node 1 wrote none
+    remote_runs = [host.home / "awsrun" / project.name / "runs" / "work" for host in (head, second)]
+    assert [p.name for p in (remote_runs[0] / "checkpoints").iterdir()] == [f"ckpt-{STEPS:08d}.pt"]
+    assert not remote_runs[1].exists() or not any(remote_runs[1].iterdir())
+    ok(cli("pull", "work"))
+    summary = read_json(project / "runs" / "work" / "summary.json")
+    expected = read_json(reference / "summary.json")
+    assert (summary["world_size"], summary["steps"], expected["world_size"]) == (2, STEPS, 1)
+    assert abs(summary["test_error"] - expected["test_error"]) <= TOLERANCE, (summary, expected)
+
+    ok(cli("down", "--yes"))
+
+
+def test_job_state_across_nodes_failed_if_any_failed_running_while_any_runs():
+    from awsrun.jobs import JobStatus
+    from awsrun.multinode import aggregate
+
+    def status(state, code=None):
+        return JobStatus("work", state, code, 1.0, None, None, ["python", "x.py"])
+
+    assert aggregate("work", [(0, status("running")), (1, status("running"))]).state == "running"
+    assert aggregate("work", [(0, status("exited", 0)), (1, status("running"))]).state == "running"
+    failed = aggregate("work", [(0, status("running")), (1, status("exited", 3))])
+    assert (failed.state, failed.exit_code, failed.label) == ("failed", 3, "failed (node 1: exited 3)")
+    assert aggregate("work", [(0, status("exited", 0)), (1, status("killed"))]).label == "failed (node 1: killed)"
+    assert aggregate("work", [(0, status("killed")), (1, status("killed"))]).state == "killed"
+    done = aggregate("work", [(0, status("exited", 0)), (1, status("exited", 0))])
+    assert (done.state, done.label) == ("exited", "exited 0")
+
+
+def test_torchrun_words_and_rendezvous_builders():
+    from awsrun.multinode import endpoint, gpus_per_node, node_env, rdzv_port, torchrun_words
+
+    assert torchrun_words(nnodes=3, nproc_per_node=8, node_rank=2, endpoint="10.0.0.5:29511", rdzv_id="work") == [
+        "-m", "torch.distributed.run", "--nnodes", "3", "--nproc-per-node", "8", "--node-rank", "2",
+        "--rdzv-backend", "static", "--rdzv-endpoint", "10.0.0.5:29511", "--rdzv-id", "work"]
+    assert endpoint("fd00::1", 29500) == "[fd00::1]:29500"
+    assert node_env("127.0.0.2") == {"GLOO_SOCKET_IFNAME": "lo"} and node_env("10.0.0.5") == {}
+    assert 29500 <= rdzv_port("work") < 29900 and rdzv_port("work") == rdzv_port("work")
+    assert (gpus_per_node("p3.8xlarge"), gpus_per_node("c5.large"), gpus_per_node(None)) == (4, 1, 1)

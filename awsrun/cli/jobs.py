@@ -71,18 +71,27 @@ def _open(app: AppContext, cluster: str | None):
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends, pull its results, exit with its code.")
 @click.option("--pull-on-exit", is_flag=True, help="Wait for the job to end, then pull runs/SESSION.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was synced and started as JSON.")
+@click.option("--nodes", type=click.IntRange(min=1),
+              help="Run SCRIPT under torchrun on nodes 0..N-1 (default: every node of a cluster of several).")
+@click.option("--nproc-per-node", type=click.IntRange(min=1),
+              help="With several nodes: processes per node (default: the type's GPUs, 1 on CPU).")
+@click.option("--rdzv-port", type=click.IntRange(1, 65535),
+              help="With several nodes: the head's rendezvous port (default: 29500-29899, from the name).")
 @click.pass_obj
 def submit_command(app: AppContext, script: str, args: tuple[str, ...], session: str | None, cluster: str | None,
                    workdir: Path | None, env_pairs: tuple[str, ...], follow: bool, pull_on_exit: bool,
-                   as_json: bool) -> int:
+                   as_json: bool, nodes: int | None, nproc_per_node: int | None, rdzv_port: int | None) -> int:
     """Sync the project and run SCRIPT [ARGS]... in a detached tmux session on the cluster.
 
     SCRIPT is found relative to the current directory, then the project root, then its jobs/. Options
     go before SCRIPT; everything after it is the script's. The job runs in the synced copy of the
     project with the venv's python (else python3), AWSRUN_OUTPUT_DIR=runs/SESSION, and outlives
     the connection: `awsrun logs`, `awsrun attach`, `awsrun pull` find it later.
+
+    On a cluster of several nodes the job runs on every node (or --nodes N) under torchrun; `logs`
+    shows the head's log (--node I another's), `pull` takes the head's (rank 0's) outputs.
     """
-    from awsrun import jobs, sync, tmux
+    from awsrun import jobs, multinode, sync, tmux
 
     settings = app.settings(cluster=cluster)
     name = tmux.validate_session_name(settings.session if session is None else session)
@@ -91,6 +100,16 @@ def submit_command(app: AppContext, script: str, args: tuple[str, ...], session:
     relative = jobs.resolve_script(script, app.cwd, project)
     tree = sync.scan(project)
     request = jobs.SubmitRequest(project, relative, tuple(args), name, env)
+    if nodes is None:
+        nodes = multinode.node_count(app.home, settings.cluster)
+    if nodes > 1 or nproc_per_node or rdzv_port:
+        _submit_nodes(app, settings, multinode.MultiSubmitRequest(request, nodes, nproc_per_node, rdzv_port), tree,
+                      as_json)
+        if not (follow or pull_on_exit):
+            ui.say(f"  awsrun logs {name} -f  |  awsrun logs {name} --node 1  |  awsrun jobs  |  awsrun pull {name}")
+            return 0
+        with jobs.open_host(app.home, settings) as head:
+            return _follow_and_pull(head, project, name, follow)
     with jobs.open_host(app.home, settings) as host:
         result = jobs.submit(host, request, tree)
         report = result.sync
@@ -106,18 +125,46 @@ def submit_command(app: AppContext, script: str, args: tuple[str, ...], session:
         if not (follow or pull_on_exit):
             ui.say(f"  awsrun logs {name} -f  |  awsrun attach {name}  |  awsrun pull {name}")
             return 0
-        try:
-            if follow:
-                _, end = jobs.logs(host, name, follow=True, on_line=ui.out)
-            else:
-                with ui.phase(f"waiting for job {name!r} to end"):
-                    _, end = jobs.logs(host, name, lines=0, follow=True, on_line=lambda line: None)
-        except KeyboardInterrupt:
-            raise Interrupted(f"stopped following; job {name!r} goes on",
-                              hint=f"`awsrun logs {name} -f` follows it again, `awsrun kill {name}` stops it") from None
-        ui.say(f"job {name!r} {_end_label(end)}")
-        _render_pull(jobs.pull(host, project, name))
-        return end.status
+        return _follow_and_pull(host, project, name, follow)
+
+
+def _submit_nodes(app: AppContext, settings, request, tree, as_json: bool) -> None:
+    from awsrun import jobs, multinode
+
+    def said(node: int, result) -> None:
+        report = result.sync
+        _warn(report.warnings)
+        ui.say(f"node {node}: sync: {_plural(report.files_sent, 'file')} sent ({_size(report.bytes_raw)}), "
+               f"{report.unchanged} unchanged -> {result.remote_dir}; started")
+
+    result = multinode.submit(app.home, settings, request, tree, on_node=said)
+    if as_json:
+        ui.emit_json({"session": result.session, "cluster": result.cluster, "nodes": result.nodes,
+                      "nproc_per_node": result.nproc_per_node, "world_size": result.world_size,
+                      "rdzv_endpoint": result.endpoint,
+                      "per_node": [{"node": n, "command": r.command, "remote_dir": r.remote_dir,
+                                    "sync": r.sync.as_dict()} for n, r in enumerate(result.per_node)]})
+    ui.say(f"started job {result.session!r} on {result.nodes} nodes of cluster {result.cluster!r} "
+           f"({result.nproc_per_node} process(es) each, world size {result.world_size}, rendezvous at "
+           f"{result.endpoint}): {' '.join(jobs.display_command(result.per_node[0].command))}")
+
+
+def _follow_and_pull(host, project: Path, name: str, follow: bool) -> int:
+    """submit -f / --pull-on-exit: the log (of the head) until the job ends, then its outputs."""
+    from awsrun import jobs
+
+    try:
+        if follow:
+            _, end = jobs.logs(host, name, follow=True, on_line=ui.out)
+        else:
+            with ui.phase(f"waiting for job {name!r} to end"):
+                _, end = jobs.logs(host, name, lines=0, follow=True, on_line=lambda line: None)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped following; job {name!r} goes on",
+                          hint=f"`awsrun logs {name} -f` follows it again, `awsrun kill {name}` stops it") from None
+    ui.say(f"job {name!r} {_end_label(end)}")
+    _render_pull(jobs.pull(host, project, name))
+    return end.status
 
 
 def _end_label(end) -> str:
@@ -143,9 +190,22 @@ def _render_pull(report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
 def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
-    """Every job on the cluster: running / exited N / killed, start, duration (one round trip)."""
-    from awsrun import jobs
+    """Every job on the cluster: running / exited N / killed, start, duration (one round trip).
 
+    On a cluster of several nodes, one row per job across its nodes: failed if any node failed."""
+    from awsrun import jobs, multinode
+
+    settings = app.settings(cluster=cluster)
+    if multinode.node_count(app.home, settings.cluster) > 1:
+        gathered = multinode.list_jobs(app.home, settings)
+        if as_json:
+            ui.emit_json([job.as_dict() for job in gathered])
+            return
+        ui.table(["session", "state", "nodes", "started", "duration", "command"],
+                 [(j.name, j.label, ",".join(str(n) for n, _ in j.nodes), _when(j.started_at), _duration(j.duration),
+                   " ".join(j.command)) for j in gathered],
+                 title=f"jobs on cluster {settings.cluster}")
+        return
     settings, host = _open(app, cluster)
     with host:
         listing = jobs.list_jobs(host)
@@ -161,9 +221,12 @@ def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
 @click.argument("session", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends; exit with its code.")
 @click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines (default: all).")
+@click.option("--node", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which node's log, on a cluster of several (0 is the head).")
 @CLUSTER
 @click.pass_obj
-def logs_command(app: AppContext, session: str | None, follow: bool, lines: int | None, cluster: str | None) -> int:
+def logs_command(app: AppContext, session: str | None, follow: bool, lines: int | None, node: int,
+                 cluster: str | None) -> int:
     """The output of job SESSION (default: setting `session`). Ctrl-C stops following, never the job."""
     from awsrun import jobs
 
@@ -171,7 +234,7 @@ def logs_command(app: AppContext, session: str | None, follow: bool, lines: int 
 
     settings = app.settings(cluster=cluster)
     name = validate_session_name(settings.session if session is None else session)
-    host = jobs.open_host(app.home, settings)
+    host = jobs.open_host(app.home, settings, node=node)
     with host:
         try:
             text, end = jobs.logs(host, name, lines=lines, follow=follow, on_line=ui.out if follow else None)
@@ -247,12 +310,17 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
 @CLUSTER
 @click.pass_obj
 def kill_command(app: AppContext, session: str, force: bool, cluster: str | None) -> None:
-    """Stop job SESSION: Ctrl-C (a chance to save a checkpoint), then end its tmux session."""
-    from awsrun import jobs
+    """Stop job SESSION: Ctrl-C (a chance to save a checkpoint), then end its tmux session (on every node)."""
+    from awsrun import jobs, multinode
 
     from awsrun.tmux import validate_session_name
 
     validate_session_name(session)
+    settings = app.settings(cluster=cluster)
+    if multinode.node_count(app.home, settings.cluster) > 1:
+        stopped = multinode.kill(app.home, settings, session, force=force)
+        ui.say(f"killed job {session!r} on node(s) {', '.join(map(str, stopped))} of cluster {settings.cluster!r}")
+        return
     settings, host = _open(app, cluster)
     with host:
         jobs.kill(host, session, force=force)
