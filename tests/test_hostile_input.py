@@ -30,9 +30,9 @@ from awsrun.settings import SETTING_NAMES, load_settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from awsrun.tmux import validate_env, validate_session_name
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])
-CLI = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+CLI = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
 # Any text a shell, a config file or a mangled argv (undecodable bytes arrive as lone surrogates) can hand
