@@ -313,3 +313,49 @@ def test_torchrun_words_and_rendezvous_builders():
     assert node_env("127.0.0.2") == {"GLOO_SOCKET_IFNAME": "lo"} and node_env("10.0.0.5") == {}
     assert 29500 <= rdzv_port("work") < 29900 and rdzv_port("work") == rdzv_port("work")
     assert (gpus_per_node("p3.8xlarge"), gpus_per_node("c5.large"), gpus_per_node(None)) == (4, 1, 1)
+
+
+def test_nodes_bootstrap_in_parallel_with_lines_per_node_and_a_failure_names_its_node(tmp_path):
+    import threading
+    from contextlib import contextmanager
+
+    from awsrun import cluster_nodes
+    from awsrun.clusters import Run
+    from awsrun.errors import RemoteError
+    from awsrun.state import ClusterRecord, InstanceRecord
+
+    lines: list[str] = []
+
+    class Phase:
+        def update(self, detail: str) -> None:
+            lines.append(detail)
+
+    class Reporter(Silent):
+        @contextmanager
+        def phase(self, label: str):
+            lines.append(label)
+            yield Phase()
+
+    home = Home(tmp_path / "home").ensure()
+    run = Run(home, Settings(), State.open(home.state_db), Reporter(), aws=None)
+    records = [InstanceRecord(f"i-{n}", "default", "running", node=n) for n in range(3)]
+    connected: list[str] = []
+    together = threading.Barrier(3, timeout=10)  # passes only when all three run at once
+
+    def bootstrap_node(remote, settings, *, instance_type, log_path, on_line, reconnect):
+        together.wait()
+        on_line(f"==> venv on {remote}")
+        if remote == "conn-i-1":
+            raise RemoteError("bootstrap step venv failed")
+
+    def connect(record):
+        connected.append(record.id)
+        return f"conn-{record.id}"
+
+    with pytest.raises(RemoteError) as raised:
+        cluster_nodes.bootstrap_parallel(run, ClusterRecord("default", "aws"), records, bootstrap_node, connect)
+    run.state.close()
+    assert raised.value.message == "node 1 (i-1): bootstrap step venv failed"
+    assert connected == ["i-0", "i-1", "i-2"]  # one connection each, made before the threads start
+    assert lines[0].startswith("bootstrapping 3 nodes in parallel (logs: ")
+    assert sorted(lines[1:]) == [f"node {n}: ==> venv on conn-i-{n}" for n in range(3)]
