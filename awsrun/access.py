@@ -85,13 +85,15 @@ def open_remote(
     *,
     wait_s: float = 20.0,
     retry_auth: bool = False,
+    check: bool = False,
 ) -> Remote:
     """LocalRemote for the local provider. Otherwise the system ssh over a kept master connection
     (awsrun.remote.openssh) once the host key is pinned and ssh_persist is on; paramiko for the first
     contact (it pins the key, checked against the boot console's fingerprints) or with ssh_persist off.
 
-    `retry_auth` marks a machine that may still be booting (up, start, bootstrap): then SSH is tried
-    until it answers, for up to `wait_s` seconds. Otherwise the system ssh connects on first use."""
+    `retry_auth` marks a machine that may still be booting (up, start, bootstrap), and `check` a command
+    whose point is that SSH answers (up on a running machine): then SSH is tried until it answers, for
+    up to `wait_s` seconds. Otherwise the system ssh connects on first use."""
     if cluster.provider == "local":
         from awsrun.remote.local import LocalRemote
 
@@ -102,7 +104,7 @@ def open_remote(
     target = ssh_target(home, settings, cluster, instance)
     everyday = _openssh(home, settings, cluster, instance, target)
     if everyday is not None:
-        return everyday.wait_ready(wait_s, retry_auth=True) if retry_auth else everyday
+        return everyday.wait_ready(wait_s, retry_auth=retry_auth) if retry_auth or check else everyday
     from awsrun.remote.ssh import connect
 
     return connect(target, wait_s=wait_s, retry_auth=retry_auth)

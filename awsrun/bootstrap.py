@@ -26,6 +26,7 @@ from awsrun.stack import Stack, choose_stack
 
 STEPS = ("packages", "driver", "venv", "torch", "requirements", "verify")
 STATE_DIR = ".awsrun/bootstrap"            # under the login user's home; the script's default
+READY_FILE = f"{STATE_DIR}/ready"          # "BOOT_ID DIGEST" of the last bootstrap that finished
 EXIT_REBOOT = 100                          # bootstrap.sh: driver installed, reboot and run again
 MAX_REBOOTS = 2
 MAX_RECONNECTS = 2                         # connections lost mid-run (not counting reboots)
@@ -127,6 +128,8 @@ class Probe:
     pci_gpus: tuple[str, ...]          # NVIDIA display controllers as lspci names them
     nvidia_on_pci: bool                # sysfs saw one (also true when lspci is missing)
     has_requirements: bool
+    ready: str = ""                    # the stamp a finished bootstrap left: "BOOT_ID DIGEST" (see ready_digest)
+    requirements_sha: str = ""
 
 
 def _shell_path(path: str) -> str:
@@ -144,7 +147,9 @@ def probe_command(requirements: str) -> str:
         f'mkdir -p "$HOME/{STATE_DIR}"',
         'printf "home=%s\\nuser=%s\\n" "$HOME" "$(id -un)"',
         'printf "boot_id=%s\\n" "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"',
-        f"if [ -f {_shell_path(requirements)} ]; then echo requirements=yes; fi",
+        f"if [ -f {_shell_path(requirements)} ]; then echo requirements=yes; "
+        f"printf 'requirements_sha=%s\\n' \"$(sha256sum < {_shell_path(requirements)} | cut -c1-64)\"; fi",
+        f'printf "ready=%s\\n" "$(cat "$HOME/{READY_FILE}" 2>/dev/null)"',
         "for d in /sys/bus/pci/devices/*; do",
         '  [ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] || continue',
         '  case "$(cat "$d/class" 2>/dev/null)" in 0x03*) echo nvidia_on_pci=yes; break ;; esac',
@@ -184,6 +189,7 @@ def parse_probe(stdout: str) -> Probe:
         home=values["home"], user=values.get("user", ""), boot_id=values.get("boot_id", ""),
         os_release="\n".join(sections.get("os-release", [])), gpu=gpu, pci_gpus=pci,
         nvidia_on_pci=values.get("nvidia_on_pci") == "yes" or bool(pci), has_requirements="requirements" in values,
+        ready=values.get("ready", ""), requirements_sha=values.get("requirements_sha", ""),
     )
 
 
@@ -225,6 +231,16 @@ def bootstrap_argv(script: str, settings: Settings, stack: Stack, *, requirement
     for step in force_steps:
         argv += ["--force-step", step]
     return argv
+
+
+def ready_digest(script: bytes, argv: Sequence[str], stack: str, requirements_sha: str) -> str:
+    """What a finished bootstrap stamps on the node, with the boot id: the same script run with the same
+    arguments for the same stack and requirements, in the same boot, has nothing left to do (a reboot,
+    a new awsrun, other settings or an edited requirements file all change the stamp)."""
+    import hashlib
+
+    text = "\0".join([hashlib.sha256(script).hexdigest(), *argv, stack, requirements_sha])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def packaged_script() -> bytes:
@@ -462,8 +478,12 @@ def bootstrap_node(
     reconnect: Callable[[], Remote],
     force_steps: Sequence[str] = (),
     requirements: str | None = None,
+    trust_ready: bool = False,
 ) -> BootstrapReport:
     """Make the node ready: driver, venv, PyTorch, requirements, verified; the agent when autostop is set.
+
+    With `trust_ready` (awsrun up), a node whose ready stamp matches (same boot, script, arguments,
+    requirements: see ready_digest) is not checked again; `awsrun bootstrap` always runs the checks.
 
     `requirements` defaults to `<remote_dir>/requirements.txt`, installed when it exists on the node.
     After a reboot `remote` is dead; connections opened here through `reconnect` are closed here.
@@ -477,14 +497,16 @@ def bootstrap_node(
     with open(log_path, "w", encoding="utf-8") as log:
         job = _Bootstrap(remote, settings, log, on_line, reconnect, log_path)
         try:
-            return _bootstrap(job, settings, instance_type, force_steps, requirements, idle_seconds, started)
+            return _bootstrap(job, settings, instance_type, force_steps, requirements, idle_seconds, started,
+                              trust_ready)
         finally:
             if job.remote is not job.given:
                 _close_quietly(job.remote)
 
 
 def _bootstrap(job: _Bootstrap, settings: Settings, instance_type: str | None, force_steps: Sequence[str],
-               requirements: str | None, idle_seconds: int | None, started: float) -> BootstrapReport:
+               requirements: str | None, idle_seconds: int | None, started: float,
+               trust_ready: bool = False) -> BootstrapReport:
     host = job.remote.name
     job.note(f"# awsrun bootstrap of {host} at {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
     wanted_requirements = requirements or f"{settings.remote_dir.rstrip('/')}/requirements.txt"
@@ -500,9 +522,16 @@ def _bootstrap(job: _Bootstrap, settings: Settings, instance_type: str | None, f
     if stack.note:
         job.emit(f"note: {stack.note}")
     script = f"{probe.home}/{STATE_DIR}/bootstrap.sh"
-    job.remote.put_bytes(packaged_script(), script, mode=0o755)
+    requirements_arg = wanted_requirements if probe.has_requirements else None
+    digest = ready_digest(packaged_script(), bootstrap_argv(script, settings, stack, requirements=requirements_arg),
+                          stack.label, probe.requirements_sha)
+    ready = trust_ready and not force_steps and bool(probe.boot_id) and probe.ready == f"{probe.boot_id} {digest}"
+    if ready:  # `up` on a node that is ready: one probe, no `import torch`
+        job.emit("ready: nothing changed since the last bootstrap in this boot (script, settings, requirements)")
+    else:
+        job.remote.put_bytes(packaged_script(), script, mode=0o755)
     pending_force = list(force_steps)
-    while True:
+    while not ready:
         argv = bootstrap_argv(script, settings, stack,
                               requirements=wanted_requirements if probe.has_requirements else None,
                               force_steps=pending_force)
@@ -527,12 +556,16 @@ def _bootstrap(job: _Bootstrap, settings: Settings, instance_type: str | None, f
             job.reconnect()
             continue
         raise _failure(run, host, job.log_path, STATE_DIR)
+    if not ready:
+        job.remote.run(f'printf "%s {digest}\\n" "$(cat /proc/sys/kernel/random/boot_id)" > "$HOME/{READY_FILE}"')
     agent = None
     if idle_seconds:
         agent = install_agent(job.remote, idle_seconds=idle_seconds, user=probe.user or settings.ssh_user)
         job.emit(f"autostop agent: {agent.detail}")
     return BootstrapReport(
-        host=host, stack=stack.label, steps=tuple(s for r in job.runs for s in r.steps),
+        host=host, stack=stack.label,
+        steps=tuple(s for r in job.runs for s in r.steps) if not ready
+        else tuple(StepResult(step, "skip", 0.0, "ready since the last bootstrap", 0) for step in STEPS),
         verify=next((r.verify for r in reversed(job.runs) if r.verify is not None), None),
         seconds=round(time.monotonic() - started, 3), log_path=job.log_path, reboots=job.reboots,
         reconnects=job.reconnects, agent=agent, note=stack.note,

@@ -342,7 +342,7 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
                 record = dataclasses.replace(record, extra={**record.extra, "host_key_fingerprints": sorted(prints)})
                 run.state.put_instance(record)
         if provider is None:  # a host that is already up: no boot to wait for, no key being installed
-            return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0))
+            return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0), check=True)
         try:
             return open_remote(run.home, settings, cluster, record, wait_s=settings.ssh_timeout, retry_auth=True)
         except HostKeyError:
@@ -402,6 +402,6 @@ def _bootstrap(run: Run, result: UpResult, bootstrap_node) -> list[Path]:
             # autostop=None: `up` installs the agent itself, after the bootstrap (configure_agents)
             bootstrap_node(run.remotes[record.id], dataclasses.replace(run.settings, autostop=None),
                            instance_type=record.instance_type,
-                           log_path=log_path, on_line=phase.update, reconnect=reconnect)
+                           log_path=log_path, on_line=phase.update, reconnect=reconnect, trust_ready=True)
         logs.append(log_path)
     return logs
