@@ -222,7 +222,9 @@ def serve(host: JobHost, spec: ServerSpec, workdir: str, pip_args: str = "",
     if port != spec.port:
         progress(f"port {spec.port} is taken on {host.cluster.name}: {spec.kind} listens on {port} there")
     start = tmux.start_job(spec.session, workdir, spec.argv(probe.python, port), jobs_root=host.jobs_root)
-    result = host.remote.run(f"mkdir -p {tmux.remote_path(workdir)} && {{ {start}; }}")
+    # `service`: the autostop agent does not count a server as work, so an idle instance still stops
+    service = tmux.remote_path(tmux.job_dir(spec.session, host.jobs_root) + "/service")
+    result = host.remote.run(f"mkdir -p {tmux.remote_path(workdir)} && {{ {start}; }} && : > {service}")
     if result.exit_code == tmux.EXIT_RUNNING:  # started by someone else since the probe
         return serve(host, spec, workdir, pip_args, progress)
     result.check(f"start {spec.kind} on {host.remote.name}")

@@ -110,6 +110,27 @@ def test_free_local_port_skips_taken_ones():
     assert free_local_port(first) == first
 
 
+def test_the_autostop_agent_does_not_count_a_server_as_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("awsrun_agent", REPO / "awsrun" / "data" / "awsrun-agent.py")
+    agent = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent)
+    server, work = tmp_path / "tensorboard", tmp_path / "work"
+    for job in (server, work):
+        job.mkdir()
+    (server / "service").write_text("")
+    monkeypatch.setattr(agent, "save_state", lambda state: None)
+    config = {"idle_seconds": 60, "shutdown_command": ["true"]}
+    monkeypatch.setattr(agent, "running_jobs", lambda: [server])
+    state: dict = {}
+    agent.check_idle(config, state, now=1000.0)
+    assert state == {"idle_since": 1000.0}           # only a server runs: idle
+    monkeypatch.setattr(agent, "running_jobs", lambda: [server, work])
+    agent.check_idle(config, state, now=1010.0)
+    assert state == {}                               # a real job runs: busy
+
+
 # --- helpers for the end-to-end tests -----------------------------------------------------------------
 
 def _free_port_pair() -> int:
@@ -203,11 +224,10 @@ def _requirements(name: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def job_pythonpath():
-    """JOB_PACKAGES and what they need, linked (else copied) from this interpreter."""
-    target = Path(tempfile.mkdtemp(prefix="awsrun-watchpath-", dir="/tmp"))
-    seen, todo = set(), list(JOB_PACKAGES)
+def link_packages(target: Path, names=JOB_PACKAGES) -> Path:
+    """The distributions `names` and what they need, linked (else copied) from this interpreter into
+    `target`, readable by the host's user: a PYTHONPATH for the job. Also used by bench/."""
+    seen, todo = set(), list(names)
     while todo:
         distribution = importlib.metadata.distribution(todo.pop())
         key = distribution.metadata["Name"].lower()
@@ -229,6 +249,12 @@ def job_pythonpath():
         for directory in directories:
             os.chmod(os.path.join(root, directory), 0o755)
     os.chmod(target, 0o755)
+    return target
+
+
+@pytest.fixture(scope="module")
+def job_pythonpath():
+    target = link_packages(Path(tempfile.mkdtemp(prefix="awsrun-watchpath-", dir="/tmp")))
     yield str(target)
     shutil.rmtree(target, ignore_errors=True)
 
@@ -299,6 +325,7 @@ def test_tensorboard_serves_a_runs_scalars_through_the_tunnel(torch_host, fleet,
         assert local_port != port and url == f"http://127.0.0.1:{local_port}/"
         job = cluster.job("tensorboard")
         assert "--host 127.0.0.1" in " ".join((job / "argv").read_text().split("\0"))
+        assert (job / "service").exists()  # the autostop agent does not count it as work
         assert_loopback_only(job, port)
 
         trained = cli("submit", "--env", f"PYTHONPATH={job_pythonpath}", "-f", *TRAIN, timeout=180)
