@@ -86,7 +86,9 @@ def check_idle(config: dict, state: dict, now: float) -> None:
     idle_seconds = config.get("idle_seconds")
     if not idle_seconds or state.get("fired_at"):
         return
-    busy = bool(running_jobs()) or (config.get("count_ssh_users") and ssh_users() > 0)
+    # a job dir with a `service` file (awsrun tensorboard / notebook) is a server, not work: it keeps no one busy
+    busy = (any(not (job / "service").exists() for job in running_jobs())
+            or (config.get("count_ssh_users") and ssh_users() > 0))
     if busy:
         state.pop("idle_since", None)
         return

@@ -113,7 +113,7 @@ def test_free_local_port_skips_taken_ones():
 def test_the_autostop_agent_does_not_count_a_server_as_work(tmp_path, monkeypatch):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("awsrun_agent", REPO / "awsrun" / "data" / "awsrun-agent.py")
+    spec = importlib.util.spec_from_file_location("awsrun_agent", REPO / "infra" / "awsrun-agent.py")
     agent = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(agent)
     server, work = tmp_path / "tensorboard", tmp_path / "work"
