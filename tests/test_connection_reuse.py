@@ -181,3 +181,16 @@ def test_socket_names_and_paths():
     assert deep.options() == (["-o", "ControlMaster=auto", "-o", f"ControlPath={name}", "-o", "ControlPersist=60"],
                               deep.directory)
     assert deep.options("no", absolute_only=True) == ([], None)
+
+
+def test_stop_closes_the_master_of_an_ec2_cluster_and_up_opens_one_on_the_ready_instance(cli, ec2, fleet, awsrun_home):
+    ok(cli("up", "--ssh-cidr", "203.0.113.7/32", "--no-bootstrap"))   # first contact: paramiko pins the key
+    assert sockets(awsrun_home) == []
+    ok(cli("up", "--ssh-cidr", "203.0.113.7/32", "--no-bootstrap"))   # on the ready instance: the system ssh
+    path, pid = the_master(awsrun_home)
+    ok(cli("jobs"))
+    assert the_master(awsrun_home) == (path, pid)
+    ok(cli("stop"))
+    wait_for(lambda: not alive(pid), timeout=10, what="the master to exit")
+    assert sockets(awsrun_home) == []
+    ok(cli("down", "--yes"))
