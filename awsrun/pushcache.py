@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shlex
-import tempfile
 from pathlib import Path
 
 from awsrun import sync
@@ -69,6 +68,8 @@ class ManifestCache:
         return manifest if isinstance(manifest, dict) else None
 
     def save(self, manifest: dict[str, list]) -> None:
+        import tempfile
+
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".manifest-")
