@@ -274,7 +274,7 @@ def test_any_config_file_text_through_the_cli(incli, text):
     assert outcome.code in (0, 2)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(instance_types)
 @example("p2.xlarge")
