@@ -97,6 +97,15 @@ def test_reasons_in_words():
     assert describe_reason(None) == "EC2 gives no reason"
 
 
+def test_the_cluster_is_read_with_the_commands_own_parser():
+    from awsrun.cli import _cluster_flag
+
+    assert _cluster_flag(["--debug", "submit", "--cluster", "a", "t.py", "--cluster", "script-arg"]) == "a"
+    assert _cluster_flag(["logs", "-f", "work"]) is None
+    assert _cluster_flag(["jobs", "--cluster=b"]) == "b"
+    assert _cluster_flag([]) is None and _cluster_flag(["no-such-verb"]) is None
+
+
 @pytest.mark.slow
 def test_terminated_while_logs_follow_ends_with_the_reason_and_the_state_updated(cli, ec2, fleet, project):
     instance_id = up(cli)
