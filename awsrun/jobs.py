@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import pushcache, sync, tmux
+from awsrun import pushcache, requirements, sync, tmux
 from awsrun.access import head_node, open_remote, require_cluster
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -41,6 +41,7 @@ class JobHost:
     job_python: str      # the job's interpreter when the venv has none
     venv_python: str     # the job's interpreter when it exists
     remote_dir: str      # projects are synced to remote_dir/<project directory name>
+    pip_args: str = ""   # extra pip options for installing a job's requirements.txt
 
     def close(self) -> None:
         self.remote.close()
@@ -65,9 +66,9 @@ def open_host(home: Home, settings: Settings, *, node: int = 0) -> JobHost:
     if cluster.provider == "local":
         # this machine: the Python running awsrun is the fallback, so `pip install -e '.[jobs]'` suffices
         return JobHost(home, cluster, instance, remote, True, sys.executable, str(home.root / "jobs"),
-                       sys.executable, venv_python, settings.remote_dir)
+                       sys.executable, venv_python, settings.remote_dir, settings.pip_args)
     return JobHost(home, cluster, instance, remote, False, "python3", tmux.JOBS_ROOT, "python3",
-                   venv_python, settings.remote_dir)
+                   venv_python, settings.remote_dir, settings.pip_args)
 
 
 def project_remote_dir(remote_dir: str, project_dir: Path) -> str:
@@ -162,6 +163,11 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     directory = tmux.remote_path(tmux.job_dir(name, host.jobs_root))
     start = tmux.start_job(name, remote_root, argv, request.env, jobs_root=host.jobs_root,
                            prefer=host.venv_python if is_python else None, output_dir=f"runs/{name}")
+    wanted = requirements.find(request.script, tree.entries) if is_python else None
+    if wanted:
+        install = requirements.install_step(remote_root, wanted, requirements.digest(request.project_dir, wanted),
+                                            host.venv_python, host.job_python, host.pip_args)
+        start = f"{install}; {start}"
     busy = f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null && [ ! -e {directory}/exit_code ]"
     cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
     remembered = cache.load()
@@ -202,6 +208,10 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
         raise _running(name, host.cluster.name)
     if not result.ok:
         cache.forget()
+    if result.exit_code == requirements.EXIT_INSTALL_FAILED:
+        tail = " | ".join(result.stderr.strip().splitlines()[-3:]) or "no output"
+        raise RemoteError(f"installing the job's requirements on {host.remote.name} failed: {tail}",
+                          hint="fix requirements.txt (or pip_args), then submit again")
     result.check(f"start job {name!r} on {host.remote.name}")
     cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
     sent = len(data or b"") if plan.send or plan.delete else 0
