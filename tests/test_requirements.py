@@ -45,7 +45,7 @@ def _wheel(directory: Path, name: str, value: str) -> None:
 def test_submit_installs_the_jobs_requirements_into_its_venv_once(torch_host, fleet, awsrun_home, project, tmp_path,
                                                                   cli):
     host = torch_host.host
-    cluster = ssh_cluster_on(host, fleet.base, awsrun_home, tmp_path / "keys")
+    ssh_cluster_on(host, fleet.base, awsrun_home, tmp_path / "keys")
     _wheel(host.home / "wheels", "awsrun_reqtest", "from the wheel")
     cli.env.update({"AWSRUN_SSH_PROXY_COMMAND": fleet.proxy_command,
                     "AWSRUN_PIP_ARGS": "--no-index --find-links /home/ubuntu/wheels"})
