@@ -69,7 +69,9 @@ def main() -> None:
         project = work_dir / "stn"
         project.mkdir()
         (project / "pyproject.toml").write_text("[project]\nname = 'stn'\n")
-        shutil.copytree(REPO / "jobs", project / "jobs", ignore=shutil.ignore_patterns("__pycache__", "runs", "data"))
+        # without requirements.txt: submit would pip-install it from the wheelhouse, which lacks matplotlib
+        shutil.copytree(REPO / "jobs", project / "jobs",
+                        ignore=shutil.ignore_patterns("__pycache__", "runs", "data", "requirements.txt"))
         packages = link_packages(work_dir / "pythonpath")
         awsrun = [sys.executable, "-m", "awsrun"]
         board = subprocess.Popen([*awsrun, "tensorboard"], cwd=project, env=env, stdout=subprocess.PIPE, text=True)

@@ -272,7 +272,9 @@ def _ssh_cluster(torch_host, fleet, awsrun_home, tmp_path, cli, project):
     cluster = ssh_cluster_on(torch_host.host, fleet.base, awsrun_home, tmp_path / "keys")
     cli.env.update({"AWSRUN_SSH_PROXY_COMMAND": fleet.proxy_command, "AWSRUN_PIP_ARGS": PIP_ARGS})
     (project / "pyproject.toml").write_text("[project]\nname = 'stn'\n")
-    shutil.copytree(REPO / "jobs", project / "jobs", ignore=shutil.ignore_patterns("__pycache__", "runs", "data"))
+    # without requirements.txt: submit would pip-install it (matplotlib...) from the wheelhouse, which lacks it
+    shutil.copytree(REPO / "jobs", project / "jobs",
+                    ignore=shutil.ignore_patterns("__pycache__", "runs", "data", "requirements.txt"))
     return cluster
 
 
