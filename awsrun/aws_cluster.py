@@ -63,9 +63,10 @@ def reconcile(state: State, provider: AwsProvider, cluster: ClusterRecord, owner
     known = state.instances(cluster.name)
     placeholders = [r for r in known if r.state == LAUNCHING]
     previous = {r.id: r for r in known if r.state != LAUNCHING}
-    found = {i.id: i for i in provider.describe_ids(sorted(previous))}
-    for instance in provider.describe(req.cluster_filters(cluster.name, owner)):
-        found[instance.id] = instance
+    found = {i.id: i for i in provider.describe(req.cluster_filters(cluster.name, owner))}
+    # by id only those the tags did not find (one DescribeInstances instead of two when all are tagged)
+    for instance in provider.describe_ids(sorted(set(previous) - set(found))):
+        found.setdefault(instance.id, instance)
     result = Reconciled(described=found)
     by_token = {i.launch_token: i for i in found.values() if i.launch_token}
     for placeholder in placeholders:
