@@ -82,8 +82,8 @@ def main() -> None:
             start = timed("awsrun tensorboard (install, start, tunnel)", start)
             trained = subprocess.run(
                 [*awsrun, "submit", "-f", "--env", f"PYTHONPATH={packages}", "train_stn.py", "--dataset", "digits",
-                 "--model", "fcn", "--steps", str(args.steps), "--batch-size", "32", "--log-every", "10", "--eval-every", "50",
-                 "--ckpt-every", str(args.steps)],
+                 "--model", "fcn", "--steps", str(args.steps), "--batch-size", "32", "--log-every", "10",
+                 "--eval-every", "50", "--ckpt-every", str(args.steps)],
                 cwd=project, env=env, capture_output=True, text=True)
             if trained.returncode != 0:
                 raise SystemExit(f"training failed: {trained.stdout[-2000:]} {trained.stderr[-1000:]}")
