@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,9 @@ if str(JOBS) not in sys.path:  # lets tests import the job's own modules (stn.*,
 
 
 def job_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("AWSRUN_OUTPUT_DIR", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    from tests.harness.cli import guarded_env  # the job's network, too, stays on loopback
+
+    env = {k: v for k, v in guarded_env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     # One torch thread per job: on a loaded 2-core machine two threads thrash (the same 300-step
     # run took 40 s with one thread and 60-180 s with two), and one costs little when it is idle.
     env["OMP_NUM_THREADS"] = "1"
