@@ -135,8 +135,11 @@ def small_disk(ssh_cluster, project):
     _in_host_namespace(host, "umount", "-l", target)
 
 
-def test_disk_full_during_sync_names_the_disk_and_its_free_space(cli, project, ssh_cluster, small_disk):
+@pytest.mark.parametrize("connection", ["first contact", "kept connection"])
+def test_disk_full_during_sync_names_the_disk_and_its_free_space(cli, project, ssh_cluster, small_disk, connection):
     make_project(project, 3 * MB)
+    if connection == "kept connection":  # the host key is pinned now: submit goes over the system ssh's master
+        assert cli("jobs").exit_code == 0
     failed = cli("submit", "train.py")
     line = one_line_error(failed)
     assert "no space left" in line and small_disk in line, line
