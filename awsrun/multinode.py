@@ -80,7 +80,7 @@ def gpus_per_node(instance_type: str | None) -> int:
 
 # --- the cluster's nodes ----------------------------------------------------------------------------------
 
-def cluster_nodes(home: Home, name: str) -> tuple[ClusterRecord, list[InstanceRecord]]:
+def nodes_of(home: Home, name: str) -> tuple[ClusterRecord, list[InstanceRecord]]:
     """The cluster and its nodes, in node order (the head first)."""
     home.ensure()
     state = State.open(home.state_db)
@@ -93,7 +93,7 @@ def cluster_nodes(home: Home, name: str) -> tuple[ClusterRecord, list[InstanceRe
 
 
 def node_count(home: Home, name: str) -> int:
-    return len(cluster_nodes(home, name)[1])
+    return len(nodes_of(home, name)[1])
 
 
 def _open_hosts(home: Home, settings: Settings, nodes: list[int]) -> list[jobs.JobHost]:
@@ -147,7 +147,7 @@ def submit(home: Home, settings: Settings, request: MultiSubmitRequest, tree: sy
     the nodes that did are stopped (they would wait for it at the rendezvous) and the error names it."""
     base = request.submit
     name = tmux.validate_session_name(base.session)
-    cluster, records = cluster_nodes(home, settings.cluster)
+    cluster, records = nodes_of(home, settings.cluster)
     if request.nodes < 1 or request.nodes > len(records):
         raise ConfigError(f"--nodes {request.nodes}: cluster {cluster.name!r} has {len(records)} node(s)",
                           hint=f"`awsrun up --cluster {cluster.name} --nodes {request.nodes}` adds nodes"
@@ -257,7 +257,7 @@ def aggregate(name: str, per_node: list[tuple[int, jobs.JobStatus]]) -> ClusterJ
 
 def list_jobs(home: Home, settings: Settings) -> list[ClusterJob]:
     """Every job on every node (one round trip per node, all at once), gathered by session name."""
-    _, records = cluster_nodes(home, settings.cluster)
+    _, records = nodes_of(home, settings.cluster)
     hosts = _open_hosts(home, settings, [r.node for r in records])
     try:
         outcomes = _each(hosts, jobs.list_jobs)
@@ -276,7 +276,7 @@ def list_jobs(home: Home, settings: Settings) -> list[ClusterJob]:
 def kill(home: Home, settings: Settings, session: str, *, force: bool = False) -> list[int]:
     """Stop SESSION on every node where it runs; the nodes it was stopped on."""
     name = tmux.validate_session_name(session)
-    _, records = cluster_nodes(home, settings.cluster)
+    _, records = nodes_of(home, settings.cluster)
     hosts = _open_hosts(home, settings, [r.node for r in records])
     try:
         outcomes = _each(hosts, lambda host: jobs.kill(host, name, force=force))

@@ -196,18 +196,24 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _venv_on(host, torch_host) -> None:
-    """The torch venv on a second host: hard links to the first one's (same filesystem, same path as the
-    hosts see it, /home/ubuntu/venvs/awsrun); kept across the fleet's resets."""
+@pytest.fixture
+def second_torch_host(torch_host, fleet):
+    """A second host with the torch venv: hard links to the first one's (same filesystem, same path as the
+    hosts see it, /home/ubuntu/venvs/awsrun; under a second is cheap both ways). Removed afterwards, since
+    the fleet's resets keep venvs and other tests expect none on that host."""
+    import shutil
     import subprocess
 
+    host = fleet.hosts[0]
+    assert host is not torch_host.host
     target = host.home / torch_host.local_venv.relative_to(torch_host.host.home)
-    if (target / "bin" / "python").exists():
-        return
+    assert not target.exists(), f"{target} is another test's"
     target.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["chown", "--reference", str(torch_host.local_venv.parent), str(target.parent)], check=True)
-    subprocess.run(["cp", "-al", str(torch_host.local_venv), str(target) + ".tmp"], check=True)
-    (target.parent / (target.name + ".tmp")).rename(target)
+    subprocess.run(["cp", "-al", str(torch_host.local_venv), str(target)], check=True)
+    yield host
+    host.kill_jobs()
+    shutil.rmtree(target)
 
 
 def _log(host, session: str = "work") -> str:
@@ -215,17 +221,15 @@ def _log(host, session: str = "work") -> str:
     return path.read_text() if path.exists() else ""
 
 
-def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, fleet, cli, project, tmp_path,
-                                                                 awsrun_home, job_pythonpath):
+def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, second_torch_host, fleet, cli, project,
+                                                                 tmp_path, job_pythonpath):
     import shutil
     import subprocess
 
     from tests.harness.clusters import make_key, wait_for
     from tests.stn_helpers import REPO, explain, job_env, read_json, run_job
 
-    head, second = fleet.hosts[0], torch_host.host
-    assert head is not second
-    _venv_on(head, torch_host)
+    head, second = second_torch_host, torch_host.host
     key, public = make_key(tmp_path)
     for host in (head, second):
         host.authorize(public)
