@@ -110,7 +110,10 @@ def _open_hosts(home: Home, settings: Settings, nodes: list[int]) -> list[jobs.J
     return hosts
 
 
-def _each(hosts: list[jobs.JobHost], work: Callable[[jobs.JobHost], object]) -> list[tuple[object, BaseException | None]]:
+Outcome = tuple[object, BaseException | None]
+
+
+def _each(hosts: list[jobs.JobHost], work: Callable[[jobs.JobHost], object]) -> list[Outcome]:
     """`work` on every host at once, one thread each; (result, error) per host, in order."""
     with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="node") as pool:
         futures = [pool.submit(work, host) for host in hosts]

@@ -224,7 +224,6 @@ def _log(host, session: str = "work") -> str:
 def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, second_torch_host, fleet, cli, project,
                                                                  tmp_path, job_pythonpath):
     import shutil
-    import subprocess
 
     from tests.harness.clusters import make_key, wait_for
     from tests.stn_helpers import REPO, explain, job_env, read_json, run_job
