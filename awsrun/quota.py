@@ -23,6 +23,7 @@ from typing import Any, Callable
 from awsrun import catalog
 from awsrun.errors import AwsrunError, CloudError, ConfigError
 from awsrun.home import Home
+from awsrun.providers.aws_errors import TypeNotOffered  # noqa: F401 (raised here, and re-exported)
 
 SERVICE_CODE = "ec2"
 # Instance states that hold vCPU quota: a stopped instance holds none.
@@ -44,10 +45,6 @@ class QuotaTooLow(CloudError):
 
 class QuotaUnknown(CloudError):
     """The governing quota could not be found or read."""
-
-
-class TypeNotOffered(CloudError):
-    """The instance type is not offered in the region (or the asked zone)."""
 
 
 class NothingToRequest(AwsrunError):

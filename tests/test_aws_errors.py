@@ -230,11 +230,19 @@ def test_type_not_offered_in_the_zone(aws, home):
 
 
 def test_type_not_offered_in_the_region_is_not_retried_per_zone(aws, home):
-    aws_ = Injector().error("RunInstances", "InvalidParameterValue", "Invalid value 'p9.xlarge' for InstanceType.")
+    # the offerings list has it, but EC2 refuses the type at launch: one try, no round of the zones
+    aws_ = Injector().error("RunInstances", "InvalidParameterValue", "Invalid value 'g5.xlarge' for InstanceType.")
     with pytest.raises(aws_errors.TypeNotOffered) as raised:
-        run_up(home, aws_, instance_type="p9.xlarge")
-    assert raised.value.message == "p9.xlarge is not offered in us-east-1: Invalid value 'p9.xlarge' for InstanceType."
+        run_up(home, aws_, instance_type="g5.xlarge")
+    assert raised.value.message == "g5.xlarge is not offered in us-east-1: Invalid value 'g5.xlarge' for InstanceType."
     assert aws_.sent["RunInstances"] == 1
+
+
+def test_a_type_the_region_does_not_offer_is_refused_before_any_launch(aws, home):
+    aws_ = Injector()
+    with pytest.raises(aws_errors.TypeNotOffered, match="p9.xlarge is not offered in us-east-1"):
+        run_up(home, aws_, instance_type="p9.xlarge")
+    assert aws_.sent.get("RunInstances", 0) == 0
 
 
 def test_throttling_after_botocore_retries(aws, home):
