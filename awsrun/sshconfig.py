@@ -34,6 +34,8 @@ class HostEntry:
     known_hosts: str
     host_key_alias: str
     proxy_command: str | None = None
+    control_path: str | None = None    # awsrun's kept master for this node (awsrun.remote.openssh), shared
+    control_persist: int = 0
 
 
 def alias_for(cluster: str, node: int) -> str:
@@ -42,9 +44,16 @@ def alias_for(cluster: str, node: int) -> str:
 
 def entry_for(home: Home, settings: Settings, cluster: ClusterRecord, instance: InstanceRecord) -> HostEntry:
     """The Host entry for one node: what awsrun.access.open_remote connects to (the same SshTarget), written down."""
+    from awsrun.access import persist_seconds
+    from awsrun.remote.openssh import Control, socket_name
+
     target = ssh_target(home, settings, cluster, instance)
+    persist = persist_seconds(settings)
+    control = Control(home.sockets_dir, socket_name(cluster.name, instance.node, target), persist)
+    shared = persist > 0 and control.fits  # plain ssh, scp, rsync then share the master awsrun keeps
     return HostEntry(alias_for(cluster.name, instance.node), target.host, target.port, target.user,
-                     str(target.key_path), str(target.known_hosts), target.alias, target.proxy_command)
+                     str(target.key_path), str(target.known_hosts), target.alias, target.proxy_command,
+                     str(control.path) if shared else None, persist if shared else 0)
 
 
 def collect(home: Home, settings: Settings, state: State) -> tuple[list[HostEntry], list[str]]:
@@ -103,6 +112,9 @@ def render(entries: list[HostEntry]) -> str:
             if any(ch in e.proxy_command for ch in "\n\r\0"):
                 raise ConfigError("ssh_proxy_command cannot hold a newline")
             lines.append(f"    ProxyCommand {e.proxy_command}")
+        if e.control_path:
+            lines += ["    ControlMaster auto", f"    ControlPath {_value(e.control_path, tokens=True)}",
+                      f"    ControlPersist {e.control_persist}"]
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
 

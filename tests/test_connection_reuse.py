@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -194,3 +195,19 @@ def test_stop_closes_the_master_of_an_ec2_cluster_and_up_opens_one_on_the_ready_
     wait_for(lambda: not alive(pid), timeout=10, what="the master to exit")
     assert sockets(awsrun_home) == []
     ok(cli("down", "--yes"))
+
+
+def test_ssh_config_entries_share_the_master_with_plain_ssh(cli, ssh_cluster, awsrun_home):
+    ok(cli("ssh", "--", "true"))
+    ok(cli("jobs"))
+    ok(cli("ssh-config"))
+    config = (awsrun_home / "ssh_config").read_text()
+    path, pid = the_master(awsrun_home)
+    if not Control(path.parent, path.name, 0).fits:  # too long for ssh to take absolutely: no sharing
+        assert "ControlPath" not in config
+        return
+    assert f"    ControlMaster auto\n    ControlPath {path}\n    ControlPersist 600\n" in config
+    plain = subprocess.run(["ssh", "-F", str(awsrun_home / "ssh_config"), "default", "echo plain"],
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0 and plain.stdout == "plain\n", plain
+    assert the_master(awsrun_home) == (path, pid)  # plain ssh went through awsrun's master
