@@ -31,9 +31,10 @@ from awsrun.remote.base import Command, LineSink, Result, as_shell
 from awsrun.remote.hostkeys import forget_hint
 from awsrun.remote.target import SshTarget
 
-# A unix socket path holds at most 107 bytes, and ssh first binds `PATH.` + 16 random characters, then
-# renames: a longer path is given relative to the sockets directory, with ssh run from there.
-SOCKET_PATH_MAX = 107 - 17
+# A unix socket path holds at most 103 bytes on macOS (107 on Linux), and ssh first binds `PATH.` + 16
+# random characters, then renames: a longer path is given relative to the sockets directory, with ssh
+# run from there.
+SOCKET_PATH_MAX = 103 - 17
 KEEPALIVE = ["-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
 _STALE_NOTE = re.compile(r"^(Control socket connect\(.*\): .*|ControlSocket .* already exists, disabling multiplexing)$")
 _MUX_BROKE = ("mux_client_", "master hung up", "Control socket", "muxclient")
