@@ -59,12 +59,15 @@ class Loopback:
 def loopback(address: str = "127.0.0.9") -> Iterator[Loopback]:
     base = Path(tempfile.mkdtemp(prefix="awsrun-bench-"))
     host = SshHost("bench", address, free_port(address), base / "host").start()
+    home = base / "awsrun-home"
     try:
-        home = base / "awsrun-home"
         home.mkdir(mode=0o700)
         cluster = ssh_cluster_on(host, base, home, base / "keys")
         yield Loopback(base, host, cluster.key, home, base / "known_hosts")
     finally:
+        from awsrun.remote.openssh import close_masters
+
+        close_masters(home / "sockets", None)  # the SSH masters awsrun kept open end with the bench
         host.stop()
         shutil.rmtree(base, ignore_errors=True)
 
