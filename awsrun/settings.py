@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,28 @@ def load_settings(
             values[name], source_of[name] = value, f"--{name.replace('_', '-')}"
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     coerced = {name: _coerce(fields[name], value, source_of[name]) for name, value in values.items()}
+    for name, check in _CHECKS.items():
+        if coerced.get(name) is not None:
+            check(coerced[name], source_of[name])
     return Settings(**coerced)
+
+
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\Z")
+_SSH_ADDRESSES = ("public_ip", "private_ip", "instance_id")
+
+
+def _check_instance_type(value: str, source: str) -> None:
+    if not _INSTANCE_TYPE.match(value):
+        raise ConfigError(f"{source}: instance_type {value!r} is not an EC2 instance type (like g4dn.xlarge)",
+                          hint="`awsrun prices` lists the GPU types")
+
+
+def _check_ssh_address(value: str, source: str) -> None:
+    if value not in _SSH_ADDRESSES:
+        raise ConfigError(f"{source}: ssh_address must be one of {', '.join(_SSH_ADDRESSES)}, got {value!r}")
+
+
+_CHECKS = {"instance_type": _check_instance_type, "ssh_address": _check_ssh_address}
 
 
 def _file_values(project_dir: Path) -> list[tuple[str, Any, str]]:

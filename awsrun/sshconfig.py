@@ -21,7 +21,7 @@ from awsrun.state import ClusterRecord, InstanceRecord, State
 
 HEADER = "# Written by `awsrun ssh-config` from awsrun's state; rewritten each time: do not edit.\n"
 INCLUDE_COMMENT = "# added by `awsrun ssh-config --install`"
-_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ JOBS_ROOT = "~/.awsrun/jobs"
 EXIT_RUNNING = 17        # start_job: a live session of that name exists
 EXIT_NOT_RUNNING = 3     # kill_job: no live session of that name
 STATUS_MARK = "AWSRUN-STATUS "
-_SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Runs inside the tmux pane as `bash -c WRAPPER awsrun-job JOBDIR`. The job runs under `sh -c` that
 # records its own pid and execs the argv, so `pid` is the job itself. Ctrl-C (attach, `awsrun kill`)

@@ -90,6 +90,10 @@ class Host:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.state = base / "state"
+        # user ubuntu may not reach the checkout (CI clones into a 0700 temp dir): run a copy of the script
+        self.script = base / "bootstrap.sh"
+        shutil.copyfile(SCRIPT, self.script)
+        self.script.chmod(0o755)
 
     def path(self, *parts: str) -> Path:
         return self.base.joinpath(*parts)
@@ -107,7 +111,7 @@ class Host:
             path = f"{path_prefix}:{path}"
         environment = {"HOME": f"/home/{USER}", "PATH": path, "LANG": "C.UTF-8", **(env or {})}
         argv = ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in environment.items()),
-                "bash", str(SCRIPT), "--state-dir", str(state or self.state), *args]
+                "bash", str(self.script), "--state-dir", str(state or self.state), *args]
         start = time.monotonic()
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=timeout, cwd=self.base)

@@ -307,3 +307,23 @@ def _toml(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return "{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+
+
+def test_a_trailing_newline_never_passes_a_validator():
+    """`$` in a regex matches before a final newline: every validator anchors with \\Z instead."""
+    from awsrun import tmux
+    from awsrun.errors import ConfigError
+    from awsrun.machines import parse_host
+    from awsrun.providers.aws_requests import validate_cluster_name
+    from awsrun.settings import load_settings
+
+    checks = [
+        lambda: tmux.validate_session_name("work\n"),
+        lambda: tmux.validate_env(["NAME\n=1"]),
+        lambda: validate_cluster_name("default\n"),
+        lambda: parse_host("ubuntu@host\n", "ubuntu"),
+        lambda: load_settings(Path("/nonexistent"), {}, {"instance_type": "g4dn.xlarge\n"}),
+    ]
+    for check in checks:
+        with pytest.raises(ConfigError):
+            check()

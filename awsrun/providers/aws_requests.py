@@ -25,12 +25,12 @@ TAG_LAUNCH_TOKEN = "awsrun:launch-token"
 # placement groups (255 chars max, restricted alphabets). Letters, digits, '-', '_' fit all of them, and
 # leave out '*' and '?', which EC2 filters read as wildcards: a cluster named '*' must never match
 # every cluster's instances in `awsrun down`.
-_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}\Z")
 
 UBUNTU_PARAMETER = "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 AMI_PARAMETERS = {"ubuntu": UBUNTU_PARAMETER, "dlami": DLAMI_PARAMETER}
-_AMI_ID = re.compile(r"^ami-[0-9a-zA-Z]{1,64}$")
+_AMI_ID = re.compile(r"^ami-[0-9a-zA-Z]{1,64}\Z")
 
 
 def validate_cluster_name(name: str) -> str:
