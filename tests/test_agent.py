@@ -2,10 +2,8 @@
 period and never while a job runs; an interruption notice from IMDSv2 SIGTERMs the job and marks it."""
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -69,41 +67,8 @@ def test_autostop_fires_after_the_idle_period_and_not_while_a_job_runs(host_remo
     assert json.loads(agent(host_remote, "status"))["fired_at"] is not None
 
 
-class _Imds(http.server.BaseHTTPRequestHandler):
-    notice: dict | None = None
-
-    def do_PUT(self):  # noqa: N802
-        self._answer(200, b"token-123")
-
-    def do_GET(self):  # noqa: N802
-        if self.headers.get("X-aws-ec2-metadata-token") != "token-123":
-            return self._answer(401, b"")
-        if self.path == "/latest/meta-data/spot/instance-action" and _Imds.notice:
-            return self._answer(200, json.dumps(_Imds.notice).encode())
-        self._answer(404, b"")
-
-    def _answer(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def imds():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Imds.notice = None
-    yield server
-    server.shutdown()
-
-
 def test_interruption_notice_sigterms_the_job_and_marks_it(host_remote, imds):
-    url = f"http://127.0.0.1:{imds.server_address[1]}"
-    configure(host_remote, imds_url=url)
+    configure(host_remote, imds_url=imds.url)
     script = ("import signal, sys, time\n"
               "def stop(*_):\n    print('checkpointed on SIGTERM', flush=True); sys.exit(0)\n"
               "signal.signal(signal.SIGTERM, stop)\nprint('training', flush=True)\ntime.sleep(120)\n")
@@ -112,7 +77,7 @@ def test_interruption_notice_sigterms_the_job_and_marks_it(host_remote, imds):
     agent(host_remote, "tick")
     assert host_remote.run(["test", "-e", ".awsrun/jobs/train/interrupted"]).exit_code == 1  # no notice yet
 
-    _Imds.notice = {"action": "stop", "time": "2026-11-27T12:00:00Z"}
+    imds.notice = {"action": "stop", "time": "2026-11-27T12:00:00Z"}
     agent(host_remote, "tick")
     wait_for(host_remote, ".awsrun/jobs/train/exit_code")
     assert json.loads(host_remote.run(["cat", ".awsrun/jobs/train/interrupted"]).check().stdout)["action"] == "stop"

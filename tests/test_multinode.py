@@ -15,7 +15,6 @@ from awsrun.providers.aws_errors import CapacityError
 from awsrun.settings import Settings
 from awsrun.state import State
 from tests.test_aws_errors import Injector
-from tests.test_spot_recovery import job_pythonpath  # noqa: F401 (fixture)
 
 CIDR = "203.0.113.7/32"
 
@@ -259,7 +258,7 @@ def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, seco
     single = run_job(*JOB_ARGS[1:], "--out", str(reference), env=job_env(OMP_NUM_THREADS="1"))
     assert single.returncode == 0, explain(single)
 
-    wait_for(lambda: all((d / "exit_code").exists() for d in jobs_dir), timeout=150, what="both nodes to finish")
+    wait_for(lambda: all((d / "exit_code").exists() for d in jobs_dir), timeout=420, what="both nodes to finish")
     codes = [(d / "exit_code").read_text().strip() for d in jobs_dir]
     assert codes == ["0", "0"], (codes, _log(head)[-3000:], _log(second)[-3000:])
 

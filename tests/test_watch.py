@@ -6,7 +6,6 @@ answers with the token. The loopback hosts share this machine's network namespac
 port on the "instance" is taken here too: each SSH test also shows the next-free-local-port path."""
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import queue
@@ -15,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -35,7 +33,6 @@ TRAIN = ("train_stn.py", "--dataset", "digits", "--model", "fcn", "--steps", str
 # The torch venv holds torch (and what these tests install); the job also needs numpy, matplotlib and
 # scikit-learn (--dataset digits): this interpreter's (cp311, like the host's) are linked into a directory
 # the host user reads, given to the job as PYTHONPATH.
-JOB_PACKAGES = ("numpy", "matplotlib", "scikit-learn")
 
 
 # --- the pure pieces ---------------------------------------------------------------------------------
@@ -214,49 +211,6 @@ class Blocking:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def _requirements(name: str) -> list[str]:
-    found = []
-    for requirement in importlib.metadata.distribution(name).requires or []:
-        if "extra ==" not in requirement:
-            found.append(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
-    return found
-
-
-def link_packages(target: Path, names=JOB_PACKAGES) -> Path:
-    """The distributions `names` and what they need, linked (else copied) from this interpreter into
-    `target`, readable by the host's user: a PYTHONPATH for the job. Also used by bench/."""
-    seen, todo = set(), list(names)
-    while todo:
-        distribution = importlib.metadata.distribution(todo.pop())
-        key = distribution.metadata["Name"].lower()
-        if key in seen:
-            continue
-        seen.add(key)
-        todo += _requirements(key)
-        for file in distribution.files or []:
-            relative = str(file)
-            if relative.startswith("..") or "__pycache__" in relative:
-                continue
-            source, destination = distribution.locate_file(file), target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, destination)
-            except OSError:
-                shutil.copy2(source, destination)
-    for root, directories, _ in os.walk(target):
-        for directory in directories:
-            os.chmod(os.path.join(root, directory), 0o755)
-    os.chmod(target, 0o755)
-    return target
-
-
-@pytest.fixture(scope="module")
-def job_pythonpath():
-    target = link_packages(Path(tempfile.mkdtemp(prefix="awsrun-watchpath-", dir="/tmp")))
-    yield str(target)
-    shutil.rmtree(target, ignore_errors=True)
 
 
 def require_wheels(*names: str) -> None:
