@@ -184,17 +184,8 @@ def choose_stack(
 
     name = model or "GPU"
     if cc is None:
-        return Stack(
-            label=f"{name}: unknown compute capability",
-            supported=False,
-            reason=f"unknown GPU model {gpu_model!r}: pass its compute capability",
-            driver_branch=None,
-            driver_packages=(),
-            torch_spec="",
-            torch_index_url="",
-            python_requirement="",
-            note=note,
-        )
+        return _refused(f"{name}: unknown compute capability",
+                        f"unknown GPU model {gpu_model!r}: pass its compute capability", note)
 
     major, minor = _cc_tuple(cc)
     sm = f"sm_{major}{minor}"
@@ -219,17 +210,8 @@ def choose_stack(
         )
 
     if major < 5:
-        return Stack(
-            label=f"{name} ({sm}): unsupported",
-            supported=False,
-            reason=f"{sm} is too old: no PyTorch binaries and no maintained NVIDIA driver support it",
-            driver_branch=None,
-            driver_packages=(),
-            torch_spec="",
-            torch_index_url="",
-            python_requirement="",
-            note=note,
-        )
+        return _refused(f"{name} ({sm}): unsupported",
+                        f"{sm} is too old: no PyTorch binaries and no maintained NVIDIA driver support it", note)
 
     if (major, minor) < (7, 5):
         # Maxwell/Pascal/Volta: proprietary modules (no GSP), cu126 is their last build.
@@ -255,3 +237,9 @@ def choose_stack(
         python_requirement="" if torch_spec else _py_req(_CURRENT_PYTHON),
         note=note,
     )
+
+
+def _refused(label: str, reason: str, note: str) -> Stack:
+    """A GPU awsrun cannot give a working PyTorch: nothing to install, and the reason why."""
+    return Stack(label=label, supported=False, reason=reason, driver_branch=None, driver_packages=(),
+                 torch_spec="", torch_index_url="", python_requirement="", note=note)
