@@ -35,6 +35,16 @@ def head_node(state: State, cluster: ClusterRecord, node: int = 0) -> InstanceRe
                         hint=f"`awsrun status` shows its machines; `awsrun up --cluster {cluster.name}` starts them")
 
 
+def load_node(home: Home, cluster_name: str, node: int = 0) -> tuple[ClusterRecord, InstanceRecord]:
+    """The cluster's record and its node `node` from the local state (opened and closed here)."""
+    state = State.open(home.ensure().state_db)
+    try:
+        cluster = require_cluster(state, cluster_name)
+        return cluster, head_node(state, cluster, node)
+    finally:
+        state.close()
+
+
 def ssh_host_for(instance: InstanceRecord, settings: Settings) -> str:
     """What the SSH layer connects to (and what %h is in a ProxyCommand)."""
     choice = settings.ssh_address

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from awsrun import pushcache, requirements, sync, tmux
-from awsrun.access import head_node, open_remote, require_cluster
+from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
 from awsrun.remote.base import Remote
@@ -54,13 +54,7 @@ class JobHost:
 
 
 def open_host(home: Home, settings: Settings, *, node: int = 0) -> JobHost:
-    home.ensure()
-    state = State.open(home.state_db)
-    try:
-        cluster = require_cluster(state, settings.cluster)
-        instance = head_node(state, cluster, node)
-    finally:
-        state.close()
+    cluster, instance = load_node(home, settings.cluster, node)
     remote = open_remote(home, settings, cluster, instance)
     venv_python = settings.venv.rstrip("/") + "/bin/python"
     if cluster.provider == "local":

@@ -23,18 +23,14 @@ from typing import Any, Callable
 from awsrun import catalog
 from awsrun.errors import AwsrunError, CloudError, ConfigError
 from awsrun.home import Home
-from awsrun.providers.aws_errors import TypeNotOffered  # noqa: F401 (raised here, and re-exported)
+from awsrun.providers.aws_errors import (  # noqa: F401 (TypeNotOffered is raised here, and re-exported)
+    DENIED_CODES, EXPIRED_CODES, INVALID_CODES, TypeNotOffered)
 
 SERVICE_CODE = "ec2"
 # Instance states that hold vCPU quota: a stopped instance holds none.
 USING_STATES = ("pending", "running")
 DEFAULT_MAX_AGE_S = 600.0
 
-EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
-INVALID_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "AuthFailure",
-                           "UnrecognizedClientException", "InvalidSignatureException"})
-DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
-                          "DependencyAccessDeniedException"})
 
 
 # --------------------------------------------------------------------------------------------- errors

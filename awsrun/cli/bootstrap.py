@@ -45,20 +45,14 @@ def bootstrap_command(app: AppContext, cluster: str | None, node: int, force_ste
       awsrun bootstrap                           check the default cluster's node 0 (seconds when done)
       awsrun bootstrap --force-step torch        reinstall PyTorch (e.g. after changing torch_spec)
     """
-    from awsrun.access import head_node, open_remote, require_cluster
+    from awsrun.access import load_node, open_remote
     from awsrun.bootstrap import bootstrap_node
-    from awsrun.state import State
 
     # autostop=None: the agent is the cluster's business (recorded by `up`, changed by `awsrun autostop`,
     # EC2 only: it halts the OS, so never on machines awsrun did not launch); a bootstrap leaves it alone
     settings = dataclasses.replace(app.settings(cluster=cluster), autostop=None)
     home = app.home.ensure()
-    state = State.open(home.state_db)
-    try:
-        record = require_cluster(state, settings.cluster)
-        instance = head_node(state, record, node)
-    finally:
-        state.close()
+    record, instance = load_node(home, settings.cluster, node)
     log_path = home.logs_dir / f"bootstrap-{record.name}-{node}.log"
 
     def reconnect():

@@ -59,10 +59,12 @@ QUOTA_CODES = {
     "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests": "L-34B43A08",
 }
 
-_EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
-_REJECTED = {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
-             "InvalidAccessKeyId", "IncompleteSignature"}
-_DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
+# The credential and permission codes of every AWS service awsrun calls (EC2, STS, SSM, Service Quotas).
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"})
+INVALID_CODES = frozenset({"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
+                           "InvalidAccessKeyId", "IncompleteSignature", "InvalidSignatureException"})
+DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException",
+                          "DependencyAccessDeniedException"})
 _CAPACITY = {"InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity",
              "InsufficientReservedInstanceCapacity"}
 _QUOTA = {"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"}
@@ -126,14 +128,14 @@ def from_code(code: str, message: str, operation: str, context: ErrorContext) ->
     kind = context.instance_type or "this instance type"
     market = "spot" if context.spot else "on-demand"
 
-    if code in _EXPIRED:
+    if code in EXPIRED_CODES:
         return CredentialsError(f"your AWS session token has expired ({code})",
                                 hint="get fresh credentials (`aws sso login`, or a new `aws sts` session), then re-run")
-    if code in _REJECTED:
+    if code in INVALID_CODES:
         return CredentialsError(f"AWS rejected the credentials ({code}): {text}",
                                 hint="check AWS_PROFILE / AWS_ACCESS_KEY_ID; `aws sts get-caller-identity` "
                                      "shows which identity is in use")
-    if code in _DENIED:
+    if code in DENIED_CODES:
         return AccessDeniedError(f"your AWS identity may not call {operation} ({code})",
                                 hint=f"its IAM policy needs ec2:{operation} (and the other actions awsrun uses)")
     if code in _CAPACITY:
