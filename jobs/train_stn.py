@@ -370,13 +370,18 @@ def format_duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    finished = False
     try:
-        return train(args)
+        code = train(args)
+        finished = True
+        return code
     except (UsageError, DataError, ResumeError) as err:
         print(f"train_stn: error: {err}", file=sys.stderr, flush=True)
         return EXIT_BAD_CONFIG
     finally:
         if dist.is_initialized():
+            if finished:  # tear gloo down together: a rank leaving while rank 0 still writes can abort
+                dist.barrier()
             dist.destroy_process_group()
 
 
