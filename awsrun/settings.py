@@ -50,6 +50,7 @@ class Settings:
     remote_dir: str = field(default="~/awsrun", metadata=_doc("where projects are synced on the instance"))
     session: str = field(default="work", metadata=_doc("default tmux session name for jobs"))
     autostop: str | None = field(default=None, metadata=_doc("stop the instance after this long without jobs, e.g. 30m"))
+    checkpoint_bucket: str | None = field(default=None, metadata=_doc("s3://bucket[/prefix] where submit mirrors each job's runs/SESSION, for `submit --recover`"))
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
@@ -105,7 +106,17 @@ def _check_ssh_address(value: str, source: str) -> None:
         raise ConfigError(f"{source}: ssh_address must be one of {', '.join(_SSH_ADDRESSES)}, got {value!r}")
 
 
-_CHECKS = {"instance_type": _check_instance_type, "ssh_address": _check_ssh_address}
+def _check_checkpoint_bucket(value: str, source: str) -> None:
+    from awsrun.checkpoints import parse_url
+
+    try:
+        parse_url(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.message}", hint=exc.hint) from None
+
+
+_CHECKS = {"instance_type": _check_instance_type, "ssh_address": _check_ssh_address,
+           "checkpoint_bucket": _check_checkpoint_bucket}
 
 
 def _file_values(project_dir: Path) -> list[tuple[str, Any, str]]:
