@@ -51,6 +51,7 @@ class Settings:
     session: str = field(default="work", metadata=_doc("default tmux session name for jobs"))
     autostop: str | None = field(default=None, metadata=_doc("stop the instance after this long without jobs, e.g. 30m"))
     checkpoint_bucket: str | None = field(default=None, metadata=_doc("s3://bucket[/prefix] where submit mirrors each job's runs/SESSION, for `submit --recover`"))
+    checkpoint_every: float = field(default=60.0, metadata=_doc("seconds between pushes of the S3 mirror (plus one when the job ends)"))
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
