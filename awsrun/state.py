@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
 
+SCHEMA_VERSION = 1  # stored as PRAGMA user_version once SCHEMA is in place; bump it with every change to SCHEMA
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -97,7 +98,11 @@ class State:
             connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SCHEMA)
+            # in WAL mode a commit at NORMAL is atomic and durable up to the last checkpoint: a power cut
+            # may lose the newest commits, never corrupt the file, and this cache can be rebuilt anyway
+            connection.execute("PRAGMA synchronous=NORMAL")
+            if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                connection.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
         except sqlite3.DatabaseError as exc:
             raise _state_error(path, exc) from None
         return cls(connection, path)

@@ -50,3 +50,24 @@ def test_concurrent_writers_serialise_without_losing_records(tmp_path):
         process.join(60)
         assert process.exitcode == 0
     assert len(State.open(path).instances("c")) == 200
+
+
+def test_a_database_made_before_the_schema_version_gets_it_and_keeps_its_records(tmp_path):
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE clusters (name TEXT PRIMARY KEY, provider TEXT NOT NULL, region TEXT, "
+                      "config TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL);"
+                      "INSERT INTO clusters VALUES ('old', 'ssh', NULL, '{}', 1.0);")
+    old.close()
+    state = State.open(path)
+    assert state.get_cluster("old").provider == "ssh"
+    state.put_job(JobRecord("old", "work", ["python", "a.py"], "~/p", 2.0))  # the tables it lacked exist now
+    state.close()
+    reopened = sqlite3.connect(path)
+    assert reopened.execute("PRAGMA user_version").fetchone()[0] >= 1
+    assert reopened.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_commits_skip_the_per_commit_fsync_wal_mode_makes_safe(tmp_path):
+    state = State.open(tmp_path / "state.db")
+    assert state._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
