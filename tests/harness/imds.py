@@ -1,7 +1,10 @@
 """A tiny instance-metadata endpoint (IMDSv2) on loopback: a token for PUT /latest/api/token, then the
-spot interruption notice at /latest/meta-data/spot/instance-action (404 while there is none)."""
+spot interruption notice at /latest/meta-data/spot/instance-action (404 while there is none) and, once a
+test sets `role`, that instance profile's credentials under /latest/meta-data/iam/security-credentials/
+as EC2 serves them (boto3's default credential chain reads them there)."""
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import threading
@@ -9,11 +12,22 @@ import threading
 import pytest
 
 TOKEN = "token-1"
+CREDENTIALS_PATH = "/latest/meta-data/iam/security-credentials/"
+
+
+def role_credentials() -> dict:
+    """What EC2 answers for an instance profile's role: temporary keys good for the next hour."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return {"Code": "Success", "LastUpdated": now.strftime(stamp), "Type": "AWS-HMAC",
+            "AccessKeyId": "testing", "SecretAccessKey": "testing", "Token": "testing",
+            "Expiration": (now + datetime.timedelta(hours=1)).strftime(stamp)}
 
 
 class Imds:
     def __init__(self) -> None:
         self.notice: dict | None = None
+        self.role: str | None = None
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -25,6 +39,10 @@ class Imds:
                     return self._answer(401, b"")
                 if self.path == "/latest/meta-data/spot/instance-action" and endpoint.notice:
                     return self._answer(200, json.dumps(endpoint.notice).encode())
+                if endpoint.role and self.path in (CREDENTIALS_PATH, CREDENTIALS_PATH.rstrip("/")):
+                    return self._answer(200, endpoint.role.encode())
+                if endpoint.role and self.path == CREDENTIALS_PATH + endpoint.role:
+                    return self._answer(200, json.dumps(role_credentials()).encode())
                 self._answer(404, b"")
 
             def _answer(self, code: int, body: bytes) -> None:
