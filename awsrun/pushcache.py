@@ -45,8 +45,8 @@ def digest(manifest: dict[str, list]) -> str:
 def checked_apply_command(remote_root: str, python: str, expected: str) -> str:
     """Reads `tiers JSON line + payload` on stdin; applies the payload only when the target's manifest
     has digest `expected`, else prints that manifest and exits CHANGED."""
-    program = sync._shipped(sync.is_ignored, sync.walk_tree) + CHECKED_MAIN + sync.APPLY_PROGRAM
-    return f"{shlex.quote(python)} -c {shlex.quote(program)} {remote_path(remote_root)} {expected}"
+    program = sync.shipped_walker() + CHECKED_MAIN + sync.APPLY_PROGRAM
+    return sync.python_command(python, program, remote_path(remote_root), shlex.quote(expected))
 
 
 def checked_input(tree: sync.LocalTree, payload: bytes) -> bytes:

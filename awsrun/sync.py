@@ -20,7 +20,6 @@ directory (`!/data/` in .awsrunignore).
 from __future__ import annotations
 
 import base64
-import inspect
 import io
 import json
 import os
@@ -28,13 +27,14 @@ import re
 import shlex
 import stat
 import tarfile
-import textwrap
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from awsrun.errors import AwsrunError, NotFoundError, RemoteError
+from awsrun.remote import walker
 from awsrun.remote.base import Remote
+from awsrun.remote.walker import is_ignored, walk_tree  # noqa: F401 (is_ignored: the rule check, for callers)
 from awsrun.tmux import remote_path
 
 # What never travels unless .awsrunignore re-includes it (`!/data/`): VCS internals, caches, virtualenvs
@@ -141,77 +141,9 @@ def compile_tiers(tiers: list[list[list]]) -> list[list[tuple]]:
     return [[(b, re.compile(rx, re.DOTALL), neg, d, bn) for b, rx, neg, d, bn in tier] for tier in tiers]
 
 
-# The next two functions also run on the target (shipped with inspect.getsource): standard library
-# only, Python 3.6+, no names from this module but their arguments.
-
-def is_ignored(tiers, path, is_dir):
-    """Highest tier first, last rule of a tier first: the first rule that matches decides."""
-    name = path.rsplit("/", 1)[-1]
-    for rules in tiers:
-        for base, regex, negate, dir_only, basename_only in reversed(rules):
-            if dir_only and not is_dir:
-                continue
-            if base:
-                if not path.startswith(base + "/"):
-                    continue
-                sub = path[len(base) + 1:]
-            else:
-                sub = path
-            if regex.fullmatch(name if basename_only else sub):
-                return not negate
-    return False
-
-
-def walk_tree(root, tiers, on_dir=None, on_other=None, stale_after=None):
-    """{relative path: entry} under root, never following a symlink. Entries: ["f", size, mtime_ns,
-    mode] for files, ["l", target] for symlinks. Ignored paths are skipped (directories pruned);
-    `on_dir(abs, rel)` runs before a directory is listed (to read its ignore files), `on_other(rel,
-    mode)` gets what is neither file, directory nor symlink. Temp files of an interrupted transfer are
-    never listed, and deleted when older than `stale_after` seconds."""
-    import os as _os
-    import stat as _stat
-    import time as _time
-
-    entries, stack = {}, [""]
-    while stack:
-        rel = stack.pop()
-        here = _os.path.join(root, rel) if rel else root
-        if on_dir is not None:
-            on_dir(here, rel)
-        try:
-            listing = list(_os.scandir(here))
-        except OSError:
-            continue
-        for entry in listing:
-            path = rel + "/" + entry.name if rel else entry.name
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            mode = info.st_mode
-            if entry.name.startswith(".awsrun-tmp-"):
-                if stale_after is not None and _time.time() - info.st_mtime > stale_after:
-                    try:
-                        _os.unlink(entry.path)
-                    except OSError:
-                        pass
-                continue
-            if _stat.S_ISDIR(mode):
-                if not is_ignored(tiers, path, True):
-                    stack.append(path)
-            elif is_ignored(tiers, path, False):
-                continue
-            elif _stat.S_ISREG(mode):
-                entries[path] = ["f", info.st_size, info.st_mtime_ns, _stat.S_IMODE(mode) & 0o777]
-            elif _stat.S_ISLNK(mode):
-                entries[path] = ["l", _os.readlink(entry.path)]
-            elif on_other is not None:
-                on_other(path, mode)
-    return entries
-
-
-def _shipped(*functions) -> str:
-    return "\n".join(textwrap.dedent(inspect.getsource(f)) for f in functions)
+def shipped_walker() -> str:
+    """The source of is_ignored and walk_tree, to prepend to a program the target runs."""
+    return Path(walker.__file__).read_text()
 
 
 # --- the local side ---------------------------------------------------------------------------------
@@ -494,10 +426,17 @@ sys.stdout.write(base64.b64encode(buffer.getvalue()).decode())
 """
 
 
+def python_command(python: str, program: str, *words: str) -> str:
+    """A shell line running `program` with `python` and the already quoted `words` as its arguments:
+    isolated (-I: no PYTHON* variables, user site or script directory) and without site (-S: the
+    helpers are standard library only; site is half of a bare start of Debian's python3.11)."""
+    return " ".join([shlex.quote(python), "-I", "-S", "-c", shlex.quote(program), *words])
+
+
 def manifest_command(remote_root: str, python: str) -> str:
     """Prints the target's manifest of `remote_root` as JSON; stdin: the rule tiers (manifest_input)."""
-    program = _shipped(is_ignored, walk_tree) + MANIFEST_MAIN
-    return f"{shlex.quote(python)} -c {shlex.quote(program)} {remote_path(remote_root)}"
+    program = shipped_walker() + MANIFEST_MAIN
+    return python_command(python, program, remote_path(remote_root))
 
 
 def manifest_input(tree: LocalTree) -> bytes:
@@ -516,7 +455,7 @@ def parse_manifest(text: str, where: str) -> dict[str, list]:
 
 def apply_command(remote_root: str, python: str) -> str:
     """Reads the payload on stdin: deletes, then writes each file whole (temp name + rename)."""
-    return f"{shlex.quote(python)} -c {shlex.quote(APPLY_PROGRAM)} {remote_path(remote_root)}"
+    return python_command(python, APPLY_PROGRAM, remote_path(remote_root))
 
 
 def remote_warnings(stderr: str) -> list[str]:
@@ -566,8 +505,8 @@ def local_manifest(destination: Path) -> dict[str, list[int]]:
 
 def pull_command(remote_source: str, python: str) -> str:
     """Sends (base64 on stdout) a tar of what differs from the manifest read on stdin."""
-    program = _shipped(is_ignored, walk_tree) + PULL_PROGRAM
-    return f"{shlex.quote(python)} -c {shlex.quote(program)} {remote_path(remote_source)}"
+    program = shipped_walker() + PULL_PROGRAM
+    return python_command(python, program, remote_path(remote_source))
 
 
 def pull(remote: Remote, remote_source: str, destination: Path, python: str) -> PullReport:

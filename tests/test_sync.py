@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import sys
 import time
@@ -235,3 +236,17 @@ def test_a_directory_in_the_way_on_the_machine_is_reported_not_removed(tmp_path)
     assert (target / "thing" / "precious.bin").read_text() == "keep"
 
 
+
+
+def test_the_helpers_ignore_the_targets_python_environment(tmp_path):
+    """A PYTHONPATH on the target holding a module named like one the helpers import changes nothing."""
+    shadow = _tree(tmp_path / "shadow", {name: "raise SystemExit(99)\n" for name in ("json.py", "re.py", "tarfile.py")})
+    root = _tree(tmp_path / "p", {"a.py": "a", "__pycache__/a.pyc": "c"})
+    target = tmp_path / "m" / "p"
+    tree = sync.scan(root)
+    data, _ = sync.payload(tree, sync.plan(tree.entries, {}))
+    hostile = f"PYTHONPATH={shlex.quote(str(shadow))} PYTHONSTARTUP={shlex.quote(str(shadow / 'json.py'))} "
+    applied = LocalRemote().run(hostile + sync.apply_command(str(target), PY), stdin=data)
+    assert applied.exit_code == 0, applied.stderr
+    listed = LocalRemote().run(hostile + sync.manifest_command(str(target), PY), stdin=sync.manifest_input(tree))
+    assert sync.parse_manifest(listed.stdout, "local") == tree.entries
