@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import pushcache, requirements, sync, tmux
+from awsrun import checkpoints, pushcache, requirements, sync, tmux
 from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -126,6 +126,7 @@ class SubmitRequest:
     session: str = "work"
     env: dict[str, str] = field(default_factory=dict)
     launcher: tuple[str, ...] = ()  # between the interpreter and the script: torchrun's words (awsrun.multinode)
+    mirror: checkpoints.MirrorPlan | None = None  # mirror runs/SESSION to S3 (and restore it first)
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,13 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     remote_root = project_remote_dir(host.remote_dir, request.project_dir)
     argv, is_python = job_argv(request.script, request.args, host.job_python, request.launcher)
     directory = tmux.remote_path(tmux.job_dir(name, host.jobs_root))
+    output_dir = f"runs/{name}"
+    mirror = request.mirror
     start = tmux.start_job(name, remote_root, argv, request.env, jobs_root=host.jobs_root,
-                           prefer=host.venv_python if is_python else None, output_dir=f"runs/{name}")
+                           prefer=host.venv_python if is_python else None, output_dir=output_dir,
+                           mirror=checkpoints.follow_words(mirror, output_dir, f"{directory}/pid") if mirror else None)
+    if mirror:
+        start = f"{mirror_steps(mirror, f'{remote_root}/{output_dir}')}; {start}"
     wanted = requirements.find(request.script, tree.entries) if is_python else None
     if wanted:
         install = requirements.install_step(remote_root, wanted, requirements.digest(request.project_dir, wanted),
@@ -195,6 +201,34 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
 
 
+def mirror_plan(host: JobHost, url: checkpoints.BucketUrl, region: str | None, *, restore: bool = False,
+                every_s: float = checkpoints.PUSH_EVERY_S) -> checkpoints.MirrorPlan:
+    """How this host runs the S3 mirror: this Python and the packaged program on the local provider
+    (awsrun's own dependencies include boto3); a tools venv and a copy in ~/.awsrun/bin elsewhere."""
+    if host.local:
+        return checkpoints.MirrorPlan(url, region, sys.executable, str(_mirror_program()), False, restore, every_s)
+    python = f"{checkpoints.TOOLS_VENV}/bin/python"
+    return checkpoints.MirrorPlan(url, region, python, checkpoints.SCRIPT, True, restore, every_s, host.pip_args)
+
+
+def _mirror_program() -> Path:
+    return Path(__file__).resolve().parent / "data" / checkpoints.SCRIPT_NAME
+
+
+def mirror_steps(plan: checkpoints.MirrorPlan, output_path: str) -> str:
+    """Shell steps before the job starts: the mirror program and its venv in place, the mirror restored."""
+    steps = []
+    if plan.install_tools:
+        script = tmux.remote_path(plan.script)
+        text = _mirror_program().read_text()
+        steps += [checkpoints.tools_step(plan.pip_args),
+                  f"mkdir -p {tmux.remote_path(str(PurePosixPath(plan.script).parent))} && "
+                  f"printf '%s' {shlex.quote(text)} > {script}.tmp && mv {script}.tmp {script}"]
+    if plan.restore:
+        steps.append(checkpoints.restore_step(plan, output_path))
+    return "; ".join(steps) if steps else ":"
+
+
 def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,
              tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, result,
              cache: pushcache.ManifestCache) -> SubmitResult:
@@ -202,9 +236,14 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
         raise _running(name, host.cluster.name)
     if not result.ok:
         cache.forget()
+    if result.exit_code == checkpoints.EXIT_TOOLS_FAILED:
+        raise RemoteError(f"installing boto3 for the checkpoint mirror on {host.remote.name} failed: "
+                          f"{_tail(result.stderr)}", hint="check that python3-venv and pip work there (pip_args)")
+    if result.exit_code == checkpoints.EXIT_RESTORE_FAILED:
+        raise RemoteError(f"restoring the job's checkpoints from S3 on {host.remote.name} failed: {_tail(result.stderr)}",
+                          hint="the instance needs its instance profile (awsrun attaches one) and a route to S3")
     if result.exit_code == requirements.EXIT_INSTALL_FAILED:
-        tail = " | ".join(result.stderr.strip().splitlines()[-3:]) or "no output"
-        raise RemoteError(f"installing the job's requirements on {host.remote.name} failed: {tail}",
+        raise RemoteError(f"installing the job's requirements on {host.remote.name} failed: {_tail(result.stderr)}",
                           hint="fix requirements.txt (or pip_args), then submit again")
     result.check(f"start job {name!r} on {host.remote.name}")
     cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
@@ -213,6 +252,10 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
                              remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
     return SubmitResult(name, host.cluster.name, remote_root, argv, report)
+
+
+def _tail(stderr: str) -> str:
+    return " | ".join(stderr.strip().splitlines()[-3:]) or "no output"
 
 
 def _needs_python(host: JobHost, result):

@@ -35,12 +35,18 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # records its own pid and execs the argv, so `pid` is the job itself. Ctrl-C (attach, `awsrun kill`)
 # reaches the job, which can checkpoint; the wrapper (trap) and tee (ignores INT) stay to record the
 # exit code. Portable to bash 3.2 (macOS) for the local provider: no mapfile, no $BASHPID.
+# A job dir with a `mirror` file (argv, NUL-separated) also runs that program beside the job (the S3 mirror
+# of its outputs, see awsrun.checkpoints) and waits for it before recording the exit: an ended job's last
+# checkpoint is in S3 by then.
 WRAPPER = (
     'd="$1"; args=(); while IFS= read -r -d "" a; do args+=("$a"); done < "$d/argv"; '
-    "trap : INT; "
+    "trap : INT; mp=; "
+    'if [ -f "$d/mirror" ]; then m=(); while IFS= read -r -d "" a; do m+=("$a"); done < "$d/mirror"; '
+    '"${m[@]}" >> "$d/mirror.log" 2>&1 & mp=$!; fi; '
     '( exec sh -c \'echo $$ > "$1"; shift; exec "$@"\' sh "$d/pid" "${args[@]}" ) 2>&1 '
     '| ( trap "" INT; exec tee -a "$d/log" ); '
     "code=${PIPESTATUS[0]}; "
+    'if [ -n "$mp" ]; then wait "$mp"; fi; '
     'date +%s > "$d/ended_at.tmp" && mv "$d/ended_at.tmp" "$d/ended_at"; '
     'echo "$code" > "$d/exit_code.tmp" && mv "$d/exit_code.tmp" "$d/exit_code"'
 )
@@ -112,12 +118,14 @@ def start_job(
     jobs_root: str = JOBS_ROOT,
     prefer: str | None = None,
     output_dir: str | None = None,
+    mirror: str | None = None,
 ) -> str:
     """One shell line: refuse a running session of that name, reset its job dir, start it detached.
 
     Exit status 17 (EXIT_RUNNING) means a live session of that name exists. `prefer`: an executable
     (the venv's python) that replaces argv[0] when it exists on the target. `output_dir` (relative to
-    `workdir`) is created and given to the job as AWSRUN_OUTPUT_DIR.
+    `workdir`) is created and given to the job as AWSRUN_OUTPUT_DIR. `mirror`: shell words of a program
+    the wrapper runs beside the job (see WRAPPER).
     """
     validate_session_name(name)
     if not argv:
@@ -141,7 +149,8 @@ def start_job(
     lines.append(
         f"rm -rf {directory} && {make} && "
         f"printf '%s\\0' {words} > {directory}/argv && "
-        f"printf '%s\\n' {shlex.quote(launch_line(name, workdir, jobs_root))} > {directory}/launch && "
+        + (f"printf '%s\\0' {mirror} > {directory}/mirror && " if mirror else "")
+        + f"printf '%s\\n' {shlex.quote(launch_line(name, workdir, jobs_root))} > {directory}/launch && "
         f"date +%s > {directory}/started_at && "
         f"bash {directory}/launch"
     )

@@ -61,7 +61,7 @@ def _open(app: AppContext, cluster: str | None):
 
 
 @click.command("submit", context_settings=PASSTHROUGH)
-@click.argument("script")
+@click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--name", "session", help="tmux session name (default: setting `session`, 'work').")
 @CLUSTER
@@ -77,10 +77,17 @@ def _open(app: AppContext, cluster: str | None):
               help="With several nodes: processes per node (default: the type's GPUs, 1 on CPU).")
 @click.option("--rdzv-port", type=click.IntRange(1, 65535),
               help="With several nodes: the head's rendezvous port (default: 29500-29899, from the name).")
+@click.option("--checkpoint-bucket", metavar="s3://BUCKET[/PREFIX]",
+              help="Mirror runs/SESSION to S3 as the job runs, so `--recover` can resume it on a new instance.")
+@click.option("--recover", is_flag=True,
+              help="Bring the cluster back (a new instance if EC2 ended it) and resubmit its unfinished "
+                   "mirrored jobs from S3 (all, or --name's). Takes no SCRIPT.")
+@click.option("--no-bootstrap", is_flag=True, help="With --recover: skip bootstrapping a replacement instance.")
 @click.pass_obj
-def submit_command(app: AppContext, script: str, args: tuple[str, ...], session: str | None, cluster: str | None,
-                   workdir: Path | None, env_pairs: tuple[str, ...], follow: bool, pull_on_exit: bool,
-                   as_json: bool, nodes: int | None, nproc_per_node: int | None, rdzv_port: int | None) -> int:
+def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], session: str | None,
+                   cluster: str | None, workdir: Path | None, env_pairs: tuple[str, ...], follow: bool,
+                   pull_on_exit: bool, as_json: bool, nodes: int | None, nproc_per_node: int | None,
+                   rdzv_port: int | None, checkpoint_bucket: str | None, recover: bool, no_bootstrap: bool) -> int:
     """Sync the project and run SCRIPT [ARGS]... in a detached tmux session on the cluster.
 
     SCRIPT is found relative to the current directory, then the project root, then its jobs/. Options
@@ -90,10 +97,22 @@ def submit_command(app: AppContext, script: str, args: tuple[str, ...], session:
 
     On a cluster of several nodes the job runs on every node (or --nodes N) under torchrun; `logs`
     shows the head's log (--node I another's), `pull` takes the head's (rank 0's) outputs.
+
+    With --checkpoint-bucket (or the setting), runs/SESSION is mirrored to S3 as the job runs; if EC2
+    ends the instance, `awsrun submit --recover` launches a replacement and resumes the job from there.
     """
     from awsrun import jobs, multinode, sync, tmux
 
-    settings = app.settings(cluster=cluster)
+    if recover:
+        if script is not None or follow or pull_on_exit or nodes or nproc_per_node or rdzv_port or env_pairs:
+            raise ConfigError("--recover resubmits the jobs as they were submitted: it takes no SCRIPT, "
+                              "--env, --follow or node options", hint="awsrun submit --recover [--name SESSION]")
+        return _recover(app, cluster, session, checkpoint_bucket, not no_bootstrap, as_json)
+    if no_bootstrap:
+        raise ConfigError("--no-bootstrap goes with --recover (`awsrun up --no-bootstrap` for a new cluster)")
+    if script is None:
+        raise ConfigError("submit needs a SCRIPT to run", hint="awsrun submit train_stn.py [ARGS]...")
+    settings = app.settings(cluster=cluster, checkpoint_bucket=checkpoint_bucket)
     name = tmux.validate_session_name(settings.session if session is None else session)
     env = tmux.validate_env(env_pairs)
     project = jobs.check_project_dir(workdir if workdir is not None else app.project_dir)
@@ -102,6 +121,9 @@ def submit_command(app: AppContext, script: str, args: tuple[str, ...], session:
     request = jobs.SubmitRequest(project, relative, tuple(args), name, env)
     if nodes is None:
         nodes = multinode.node_count(app.home, settings.cluster)
+    if (nodes > 1 or nproc_per_node or rdzv_port) and settings.checkpoint_bucket:
+        raise ConfigError("--checkpoint-bucket mirrors one node's outputs; it cannot be used with several nodes yet",
+                          hint="submit to one node, or leave the setting checkpoint_bucket out for this job")
     if nodes > 1 or nproc_per_node or rdzv_port:
         _submit_nodes(app, settings, multinode.MultiSubmitRequest(request, nodes, nproc_per_node, rdzv_port), tree,
                       as_json)
@@ -111,7 +133,15 @@ def submit_command(app: AppContext, script: str, args: tuple[str, ...], session:
         with jobs.open_host(app.home, settings) as head:
             return _follow_and_pull(head, project, name, follow)
     with jobs.open_host(app.home, settings) as host:
-        result = jobs.submit(host, request, tree)
+        if settings.checkpoint_bucket:
+            from awsrun import recover as recovery
+
+            with ui.phase(f"preparing the S3 mirror of runs/{name}"):
+                result, notes = recovery.submit_mirrored(app.home, settings, host, request, tree)
+            for note in notes:
+                ui.say(note)
+        else:
+            result = jobs.submit(host, request, tree)
         report = result.sync
         _warn(report.warnings)
         if as_json:
@@ -126,6 +156,28 @@ def submit_command(app: AppContext, script: str, args: tuple[str, ...], session:
             ui.say(f"  awsrun logs {name} -f  |  awsrun attach {name}  |  awsrun pull {name}")
             return 0
         return _follow_and_pull(host, project, name, follow)
+
+
+def _recover(app: AppContext, cluster: str | None, session: str | None, checkpoint_bucket: str | None,
+             bootstrap: bool, as_json: bool) -> int:
+    from awsrun import recover as recovery
+    from awsrun.cli.cluster import UiReporter
+
+    if checkpoint_bucket:
+        raise ConfigError("--recover uses the bucket each job was submitted with; leave --checkpoint-bucket out")
+    settings = app.settings(cluster=cluster)
+    result = recovery.recover(app.home, settings, UiReporter(), session=session, bootstrap=bootstrap)
+    if as_json:
+        ui.emit_json({"cluster": result.cluster, "launched": list(result.launched),
+                      "jobs": [{"session": j.session, "outcome": j.outcome, "detail": j.detail} for j in result.jobs]})
+    if result.launched:
+        ui.say(f"launched {', '.join(result.launched)} in place of the instance EC2 ended")
+    for job in result.jobs:
+        ui.say(f"job {job.session!r}: {job.outcome}: {job.detail}")
+    resubmitted = [j.session for j in result.jobs if j.outcome == "resubmitted"]
+    if resubmitted:
+        ui.say(f"  awsrun logs {resubmitted[0]} -f  |  awsrun jobs  |  awsrun pull {resubmitted[0]}")
+    return 0
 
 
 def _submit_nodes(app: AppContext, settings, request, tree, as_json: bool) -> None:

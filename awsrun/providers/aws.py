@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from awsrun.errors import CloudError, ConfigError
 from awsrun.providers import aws_requests as req
-from awsrun.providers.aws_errors import ErrorContext, ImageNotFound, translate
+from awsrun.providers.aws_errors import AccessDeniedError, ErrorContext, ImageNotFound, translate
 from awsrun.providers.aws_requests import Ec2Instance
 
 MAX_ATTEMPTS = 5
@@ -288,3 +288,58 @@ class AwsProvider:
         found = self.call("get_console_output", ok_codes=("InvalidInstanceID", "UnsupportedOperation"),
                           InstanceId=instance_id)
         return (found or {}).get("Output") or ""
+
+    # S3 and IAM for the checkpoint mirror (awsrun.checkpoints) ------------------------------------------
+    def ensure_bucket(self, bucket: str) -> bool:
+        """The bucket exists (made private in this region when missing): True when it was made now."""
+        try:
+            self.client("s3").head_bucket(Bucket=bucket)
+            return False
+        except Exception as exc:
+            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+            if code in ("403", "Forbidden"):
+                raise AccessDeniedError(
+                    f"S3 bucket {bucket} exists but your AWS identity may not use it (another account owns it, "
+                    "or a policy denies it)", hint="bucket names are global: pick another --checkpoint-bucket") from None
+            if code not in ("404", "NoSuchBucket", "NotFound"):
+                raise translate(exc, ErrorContext(region=self.region)) from None
+        where = {} if self.region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": self.region}}
+        self.call("create_bucket", service="s3", ok_codes=("BucketAlreadyOwnedByYou",), Bucket=bucket, **where)
+        self.call("put_public_access_block", service="s3", Bucket=bucket,
+                  PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
+                                                  "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+        return True
+
+    def ensure_instance_profile(self, name: str, trust_policy: str, policy_name: str, policy: str) -> bool:
+        """Role NAME (EC2 may assume it) with the inline policy, in instance profile NAME: True when made now."""
+        made = False
+        if self.call("get_role", service="iam", ok_codes=("NoSuchEntity",), RoleName=name) is None:
+            self.call("create_role", service="iam", RoleName=name, AssumeRolePolicyDocument=trust_policy,
+                      Description="awsrun: a job's checkpoint mirror to S3", Tags=[{"Key": "awsrun", "Value": "true"}])
+            made = True
+        self.call("put_role_policy", service="iam", RoleName=name, PolicyName=policy_name, PolicyDocument=policy)
+        found = self.call("get_instance_profile", service="iam", ok_codes=("NoSuchEntity",), InstanceProfileName=name)
+        if found is None:
+            found = self.call("create_instance_profile", service="iam", InstanceProfileName=name)
+            made = True
+        if not any(role["RoleName"] == name for role in found["InstanceProfile"].get("Roles", [])):
+            self.call("add_role_to_instance_profile", service="iam", InstanceProfileName=name, RoleName=name)
+        return made
+
+    def instance_profile_of(self, instance_id: str) -> str | None:
+        """The ARN of the instance profile the instance has (or is getting), if any."""
+        found = self.call("describe_iam_instance_profile_associations", Filters=[
+            {"Name": "instance-id", "Values": [instance_id]},
+            {"Name": "state", "Values": ["associating", "associated"]}])
+        associations = found.get("IamInstanceProfileAssociations", [])
+        return associations[0]["IamInstanceProfile"]["Arn"] if associations else None
+
+    def associate_instance_profile(self, instance_id: str, name: str, wait_s: float = 90.0) -> None:
+        """Attach instance profile NAME; a profile made seconds ago is refused as invalid until IAM has
+        spread it (eventual consistency), so that answer is retried for up to `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        while self.call("associate_iam_instance_profile", context=ErrorContext(instance_id=instance_id),
+                        ok_codes=("InvalidParameterValue",) if time.monotonic() < deadline else (),
+                        IamInstanceProfile={"Name": name}, InstanceId=instance_id) is None:
+            self._sleep(3.0)

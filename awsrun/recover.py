@@ -1,0 +1,196 @@
+"""Jobs that survive the end of their instance: `submit --checkpoint-bucket` mirrors a job's outputs to S3
+and remembers how it was submitted; `submit --recover` brings the cluster back (a replacement instance
+when EC2 ended the old one) and resubmits every such job that has not finished, its outputs restored
+from S3 first, so it resumes from its last checkpoint.
+
+This is the path for instances that cannot stop on a spot interruption (see docs/cost-and-autostop.md);
+a persistent spot request that stops needs none of it: the agent restarts the jobs at boot.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from awsrun import checkpoints, jobs, sync, tmux
+from awsrun.errors import ConfigError, NotFoundError
+from awsrun.home import Home
+from awsrun.settings import Settings
+from awsrun.state import State
+
+POLICY_NAME = "awsrun-checkpoint-mirror"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a mirrored job was submitted: enough to submit it again on a replacement instance."""
+
+    cluster: str
+    session: str
+    project_dir: str
+    script: str
+    args: list[str]
+    env: dict[str, str]
+    base: str                      # the bucket URL given (s3://BUCKET[/PREFIX])
+    url: str                       # the job's own mirror: BASE/CLUSTER/SESSION
+    region: str | None
+    every_s: float
+    instance_type: str | None
+    spot: bool
+    submitted_at: float = field(default_factory=time.time)
+
+
+class RecipeBook:
+    """One JSON file per job under AWSRUN_HOME/recover/CLUSTER/ (off submit's fast path: SQLite stays lean)."""
+
+    def __init__(self, home: Home):
+        self.root = home.root / "recover"
+
+    def save(self, recipe: Recipe) -> None:
+        directory = self.root / recipe.cluster
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = directory / f".{recipe.session}.json.tmp"
+        temp.write_text(json.dumps(dataclasses.asdict(recipe)))
+        os.replace(temp, directory / f"{recipe.session}.json")
+
+    def load(self, cluster: str, since: float = 0.0) -> list[Recipe]:
+        """The cluster's recipes written since `since` (a cluster made again under an old name has none)."""
+        directory = self.root / cluster
+        found = []
+        for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+            try:
+                recipe = Recipe(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue  # a torn or foreign file: never a reason to fail a recovery
+            if recipe.submitted_at >= since:
+                found.append(recipe)
+        return sorted(found, key=lambda r: r.submitted_at)
+
+
+def grant_access(provider, instance_id: str, base: checkpoints.BucketUrl) -> list[str]:
+    """The bucket exists and the instance may use it (an instance profile limited to BASE): what was done."""
+    notes = []
+    if provider.ensure_bucket(base.bucket):
+        notes.append(f"created S3 bucket {base.bucket} in {provider.region} (private; awsrun never deletes it)")
+    name = checkpoints.profile_name(base)
+    current = provider.instance_profile_of(instance_id)
+    if current is None:
+        if provider.ensure_instance_profile(name, checkpoints.trust_policy(), POLICY_NAME,
+                                            checkpoints.access_policy(base)):
+            notes.append(f"created IAM role and instance profile {name} (S3 access to {base} only)")
+        provider.associate_instance_profile(instance_id, name)
+        notes.append(f"attached instance profile {name} to {instance_id}")
+    elif not current.endswith(f"/{name}"):
+        notes.append(f"warning: {instance_id} already has instance profile {current.rsplit('/', 1)[-1]}; "
+                     f"it must allow s3:ListBucket, GetObject, PutObject, DeleteObject on {base}")
+    return notes
+
+
+def _default_aws(region: str | None):
+    from awsrun.clusters import default_aws
+
+    return default_aws(region)
+
+
+def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request: jobs.SubmitRequest,
+                    tree: sync.LocalTree, *, restore: bool = False,
+                    aws: Callable = _default_aws) -> tuple[jobs.SubmitResult, list[str]]:
+    """Submit with runs/SESSION mirrored to settings.checkpoint_bucket, and remember how, for --recover."""
+    base = checkpoints.parse_url(settings.checkpoint_bucket or "")
+    if request.launcher:
+        raise ConfigError("--checkpoint-bucket mirrors one node's outputs; it cannot be used with several nodes yet")
+    notes: list[str] = []
+    region = host.cluster.region
+    if host.cluster.provider == "aws":
+        notes = grant_access(aws(region), host.instance.id, base)
+    url = checkpoints.job_url(base, host.cluster.name, request.session)
+    plan = jobs.mirror_plan(host, url, region, restore=restore, every_s=settings.checkpoint_every)
+    result = jobs.submit(host, dataclasses.replace(request, mirror=plan), tree)
+    RecipeBook(home).save(Recipe(host.cluster.name, request.session, str(request.project_dir), request.script,
+                                 list(request.args), dict(request.env), str(base), str(url), region, plan.every_s,
+                                 host.instance.instance_type, host.instance.market == "spot"))
+    notes.append(f"mirroring runs/{request.session} to {url} every {plan.every_s:g}s and when the job ends")
+    return result, notes
+
+
+# --- recover ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recovered:
+    session: str
+    outcome: str                    # resubmitted | running | finished
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RecoverResult:
+    cluster: str
+    launched: tuple[str, ...]
+    jobs: tuple[Recovered, ...]
+
+
+def recover(home: Home, settings: Settings, reporter, *, session: str | None = None, bootstrap: bool = True,
+            up: Callable | None = None, aws: Callable = _default_aws) -> RecoverResult:
+    """Bring the cluster back and resubmit its mirrored jobs that have not finished, restored from S3."""
+    from awsrun import clusters
+
+    name = settings.cluster
+    cluster = _cluster(home, name)
+    recipes = [r for r in RecipeBook(home).load(name, since=cluster.created_at)
+               if session is None or r.session == session]
+    if not recipes:
+        which = f"job {session!r}" if session else "no job"
+        raise NotFoundError(
+            f"{which} of cluster {name!r} mirrors its outputs to S3" + (" (or it was never submitted so)" if session else "")
+            + ": there is nothing to recover from",
+            hint="submit with --checkpoint-bucket s3://BUCKET[/PREFIX] (or set checkpoint_bucket) so a job can be recovered")
+    launched: tuple[str, ...] = ()
+    if cluster.provider == "aws":
+        newest = recipes[-1]
+        again = dataclasses.replace(settings, instance_type=newest.instance_type or settings.instance_type,
+                                    spot=newest.spot)
+        result = (up or clusters.up)(home, clusters.UpRequest(settings=again, bootstrap=bootstrap), reporter)
+        launched = result.launched
+    done = []
+    with jobs.open_host(home, settings) as host:
+        now = {job.name: job for job in jobs.list_jobs(host)}
+        for recipe in recipes:
+            status = now.get(recipe.session)
+            if status is not None and status.state == "running":
+                done.append(Recovered(recipe.session, "running", "still running: nothing to do"))
+                continue
+            if status is not None and status.state == "exited" and status.exit_code == 0:
+                done.append(Recovered(recipe.session, "finished", "exited 0: nothing to do"))
+                continue
+            done.append(_resubmit(home, settings, host, recipe, aws))
+    return RecoverResult(name, launched, tuple(done))
+
+
+def _cluster(home: Home, name: str):
+    if not home.state_db.exists():
+        raise NotFoundError(f"no cluster named {name!r}", hint="`awsrun status` lists them")
+    state = State.open(home.state_db)
+    try:
+        cluster = state.get_cluster(name)
+    finally:
+        state.close()
+    if cluster is None:
+        raise NotFoundError(f"no cluster named {name!r}", hint="`awsrun status` lists them")
+    return cluster
+
+
+def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe, aws: Callable) -> Recovered:
+    project = Path(recipe.project_dir)
+    if not project.is_dir():
+        raise NotFoundError(f"job {recipe.session!r} was submitted from {project}, which no longer exists",
+                            hint="restore the project there; recovery syncs the code from it")
+    request = jobs.SubmitRequest(project, recipe.script, tuple(recipe.args), tmux.validate_session_name(recipe.session),
+                                 dict(recipe.env))
+    mirrored = dataclasses.replace(settings, checkpoint_bucket=recipe.base, checkpoint_every=recipe.every_s)
+    result, notes = submit_mirrored(home, mirrored, host, request, sync.scan(project), restore=True, aws=aws)
+    detail = "; ".join([*notes, f"restored from {recipe.url}, started in {result.remote_dir}"])
+    return Recovered(recipe.session, "resubmitted", detail)

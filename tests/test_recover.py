@@ -1,0 +1,182 @@
+"""`submit --checkpoint-bucket` and `submit --recover` end to end: moto serves EC2, IAM and S3; the
+instances are loopback sshd hosts. A job mirrors its outputs to S3 with credentials its instance profile
+gives it (the IMDS stand-in hands them out, as EC2's metadata service does), EC2 ends the instance (the
+job SIGTERMed first, as the agent does on an interruption notice), and `--recover` launches a replacement
+on another host, restores the outputs from S3 and resumes the job where it stopped."""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from awsrun.state import State
+from tests.harness.clusters import wait_for
+from tests.harness.sshd import USER
+from tests.harness.torch_host import PIP_ARGS
+from tests.test_faults import one_line_error
+
+SSH_CIDR = "203.0.113.7/32"
+BUCKET, PREFIX = "ckpt-bucket", "team/runs"
+STEPS, CKPT_EVERY = 60, 5
+# A job in the shape of train_stn: a step counter checkpointed every CKPT_EVERY steps and on SIGTERM into
+# AWSRUN_OUTPUT_DIR, resumed from there; each step it runs is logged once to steps.log (also mirrored).
+JOB = f"""\
+import json, os, signal, sys, time
+out = os.environ["AWSRUN_OUTPUT_DIR"]
+os.makedirs(out, exist_ok=True)
+ckpt = os.path.join(out, "ckpt.json")
+step = json.load(open(ckpt))["step"] if os.path.exists(ckpt) else 0
+print("resuming at", step, flush=True)
+def save(step):
+    with open(ckpt + ".tmp", "w") as f:
+        json.dump({{"step": step}}, f)
+    os.replace(ckpt + ".tmp", ckpt)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while step < {STEPS}:
+    time.sleep(0.1)
+    step += 1
+    with open(os.path.join(out, "steps.log"), "a") as f:
+        f.write(f"{{step}}\\n")
+    if step % {CKPT_EVERY} == 0 or stop:
+        save(step)
+    if stop:
+        print("stopped by SIGTERM at step", step, flush=True)
+        sys.exit(143)
+save(step)
+print("done at", step, flush=True)
+"""
+
+
+def ok(result):
+    assert result.exit_code == 0, result
+    return result
+
+
+@pytest.fixture
+def s3(aws):
+    return boto3.client("s3", region_name="us-east-1", endpoint_url=aws.url)
+
+
+@pytest.fixture
+def instance_side(fleet, aws, imds):
+    """What an EC2 instance's boto3 finds by itself, pointed at the harness: IMDS for the instance
+    profile's credentials (none until a profile is attached) and the moto endpoint, on every host."""
+    user = pwd.getpwnam(USER)
+    for host in fleet.hosts:
+        directory = host.home / ".aws"
+        directory.mkdir(exist_ok=True)
+        config = directory / "config"
+        config.write_text(f"[default]\nregion = us-east-1\nendpoint_url = {aws.url}\n"
+                          f"ec2_metadata_service_endpoint = {imds.url}\n")
+        for path in (directory, config):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    return imds
+
+
+def _instance_id(cli) -> str:
+    state = State.open(cli.home / "state.db")
+    try:
+        (record,) = state.instances("default")
+    finally:
+        state.close()
+    return record.id
+
+
+def _keys(s3, prefix: str) -> dict[str, bytes]:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {o["Key"][len(prefix):]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def _ec2(aws):
+    return boto3.client("ec2", region_name="us-east-1", endpoint_url=aws.url)
+
+
+def test_a_job_whose_instance_ec2_ended_resumes_on_a_replacement_from_s3(
+        cli, aws, fleet, instance_side, s3, project):
+    cli.env.update({"AWSRUN_PIP_ARGS": PIP_ARGS, "AWSRUN_CHECKPOINT_EVERY": "0.5"})
+    (project / "job.py").write_text(JOB)
+    ok(cli("up", "--ssh-cidr", SSH_CIDR, "--no-bootstrap"))
+    first_id = _instance_id(cli)
+    first_host = fleet.host_of(first_id)
+
+    submitted = ok(cli("submit", "--checkpoint-bucket", f"s3://{BUCKET}/{PREFIX}", "job.py"))
+    assert f"created S3 bucket {BUCKET}" in submitted.stderr, submitted
+    assert f"mirroring runs/work to s3://{BUCKET}/{PREFIX}/default/work every 0.5s" in submitted.stderr
+    (association,) = _ec2(aws).describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    assert association["InstanceId"] == first_id
+    profile = association["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
+    assert profile.startswith("awsrun-checkpoints-ckpt-bucket-")
+    instance_side.role = profile  # EC2 now serves the profile role's credentials to the instance
+
+    prefix = f"{PREFIX}/default/work/"
+    wait_for(lambda: b'"step": ' in _keys(s3, prefix).get("ckpt.json", b""), timeout=90,
+             what="a checkpoint mirrored to S3")
+
+    # An interruption: the agent SIGTERMs the job (it checkpoints), then EC2 ends the instance and its disk.
+    job_dir = first_host.home / ".awsrun" / "jobs" / "work"
+    os.kill(int((job_dir / "pid").read_text()), signal.SIGTERM)
+    wait_for(lambda: (job_dir / "exit_code").exists(), timeout=60, what="the job to checkpoint and end")
+    log = (job_dir / "log").read_text()
+    stopped = int(log.split("stopped by SIGTERM at step ")[1].split()[0])
+    assert 0 < stopped < STEPS, log
+    mirrored = _keys(s3, prefix)  # the wrapper waited for the mirror's last push before recording the exit
+    assert json.loads(mirrored["ckpt.json"]) == {"step": stopped}
+    assert mirrored["steps.log"].decode().split() == [str(s) for s in range(1, stopped + 1)]
+    _ec2(aws).terminate_instances(InstanceIds=[first_id])
+    first_host.reset()
+    # the replacement is launched without a profile; awsrun attaches it (asserted below), and EC2 serves its
+    # credentials from then on: the stand-in serves them throughout, the association is checked in moto
+
+    recovered = cli("submit", "--recover", "--no-bootstrap", timeout=240)
+    ok(recovered)
+    second_id = _instance_id(cli)
+    assert second_id != first_id and f"launched {second_id}" in recovered.stderr, recovered
+    assert "job 'work': resubmitted:" in recovered.stderr and f"restored from s3://{BUCKET}/{prefix[:-1]}" in recovered.stderr
+    second_host = fleet.host_of(second_id)
+    assert second_host is not first_host
+    associations = _ec2(aws).describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [second_id]}])["IamInstanceProfileAssociations"]
+    assert [a["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1] for a in associations] == [profile]
+
+    job_dir = second_host.home / ".awsrun" / "jobs" / "work"
+    wait_for(lambda: (job_dir / "exit_code").exists(), timeout=120, what="the resumed job to finish")
+    log = (job_dir / "log").read_text()
+    assert (job_dir / "exit_code").read_text().strip() == "0", log
+    assert f"resuming at {stopped}" in log and f"done at {STEPS}" in log
+    outputs = second_host.home / "awsrun" / project.name / "runs" / "work"
+    # every step ran exactly once across the two instances: nothing repeated, nothing skipped
+    assert (outputs / "steps.log").read_text().split() == [str(s) for s in range(1, STEPS + 1)]
+    final = _keys(s3, prefix)
+    assert json.loads(final["ckpt.json"]) == {"step": STEPS} and final["steps.log"] == (outputs / "steps.log").read_bytes()
+
+    again = ok(cli("submit", "--recover", "--no-bootstrap"))
+    assert "job 'work': finished: exited 0: nothing to do" in again.stderr and "launched" not in again.stderr
+    ok(cli("down", "--yes"))
+
+
+def test_recover_without_a_mirrored_job_says_how_to_get_one(cli, aws, fleet):
+    ok(cli("up", "--ssh-cidr", SSH_CIDR, "--no-bootstrap"))
+    result = cli("submit", "--recover")
+    assert result.exit_code == 7 and one_line_error(result).startswith("error: no job of cluster 'default' mirrors")
+    assert "--checkpoint-bucket" in result.stderr
+    ok(cli("down", "--yes"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--checkpoint-bucket", "s3://Bad_Bucket", "job.py"), "'Bad_Bucket' is not a valid S3 bucket name"),
+    (("--recover", "job.py"), "--recover resubmits the jobs as they were submitted"),
+    (("--no-bootstrap", "job.py"), "--no-bootstrap goes with --recover"),
+    ((), "submit needs a SCRIPT"),
+])
+def test_bad_checkpoint_and_recover_input_is_refused_before_anything_happens(cli, project, args, message):
+    (project / "job.py").write_text("print('x')\n")
+    result = cli("submit", *args)
+    assert result.exit_code == 2 and message in one_line_error(result), result
+    assert not (cli.home / "recover").exists()
