@@ -125,11 +125,11 @@ def tools_step(pip_args: str = "") -> str:
 
 
 def restore_step(plan: MirrorPlan, output_dir: str) -> str:
-    """Pull the job's mirror into its output directory (relative to the cwd: the synced project)."""
+    """Pull the job's mirror into its output directory (`~/...` expands there)."""
     from awsrun.tmux import remote_path
 
-    pull = ["pull", *_region(plan), str(plan.url), output_dir]
-    return (f"{remote_path(plan.python)} {remote_path(plan.script)} {shlex.join(pull)} 1>&2 "
+    pull = ["pull", *_region(plan), str(plan.url)]
+    return (f"{remote_path(plan.python)} {remote_path(plan.script)} {shlex.join(pull)} {remote_path(output_dir)} 1>&2 "
             f"|| exit {EXIT_RESTORE_FAILED}")
 
 

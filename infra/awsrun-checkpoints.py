@@ -38,6 +38,7 @@ PROG = "awsrun-checkpoints"
 SKIPPED_SUFFIXES = (".tmp", ".part", ".partial")
 PID_FILE_WAIT = 120.0
 FINAL_PUSH_RETRIES = 3
+CREDENTIALS_WAIT = 90.0
 NOTHING_PUSHED = "pushed 0 files (0 bytes), deleted 0"
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -227,6 +228,21 @@ def download(client, bucket: str, key: str, target: Path) -> None:
         raise
 
 
+def with_credentials(work, wait_s: float = CREDENTIALS_WAIT):
+    """`work()`, retried while the instance has no credentials yet: a profile attached a moment ago takes
+    seconds to reach the metadata service (the restore on a replacement instance runs right then)."""
+    from botocore.exceptions import NoCredentialsError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return work()
+        except NoCredentialsError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -250,7 +266,10 @@ def read_pid(pid_file: Path) -> int | None:
 def follow(local_dir: Path, url: S3Url, state_path: Path, region: str | None, every: float, pid_file: Path) -> str:
     stopping = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.append(True))
+        # Started beside the job by its wrapper, SIGINT comes ignored (bash does that for `&`): a Ctrl-C
+        # meant for the job must not end the mirror before the job's own last checkpoint.
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, lambda *_: stopping.append(True))
     tick = min(every, 0.5)
     deadline = time.monotonic() + PID_FILE_WAIT
     while (pid := read_pid(pid_file)) is None and not stopping:
@@ -349,7 +368,7 @@ def run(argv: list[str]) -> str:
     if args.command == "push":
         return push(local_dir, url, state_path, args.region)
     if args.command == "pull":
-        return pull(url, local_dir, state_path, args.region)
+        return with_credentials(lambda: pull(url, local_dir, state_path, args.region))
     return follow(local_dir, url, state_path, args.region, args.every, args.pid_file)
 
 

@@ -147,10 +147,10 @@ def test_pull_refuses_keys_that_escape_the_directory(instance_env, s3, tmp_path)
     assert not Path("/abs").exists()
 
 
-def start_follow(env, out: Path, pid_file: Path, every: str) -> subprocess.Popen:
+def start_follow(env, out: Path, pid_file: Path, every: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(PROGRAM), "follow", "--every", every, "--pid-file",
                              str(pid_file), str(out), URL], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, **popen)
 
 
 def wait_for(condition, timeout: float = 20):
@@ -199,6 +199,43 @@ def test_follow_on_sigterm_pushes_then_exits(instance_env, s3, tmp_path):
     finally:
         job.kill()
         job.wait()
+
+
+def test_follow_beside_a_job_outlasts_a_ctrl_c_meant_for_the_job(instance_env, s3, tmp_path):
+    """The job's wrapper starts the mirror with `&`, so it inherits SIGINT ignored: a Ctrl-C in the pane
+    (attach, `awsrun kill`) goes to the job, which checkpoints, and that checkpoint is still pushed."""
+    out = tmp_path / "job" / "checkpoints"
+    job = subprocess.Popen(["sleep", "60"])
+    pid_file = write(tmp_path / "job" / "pid", str(job.pid).encode())
+    write(out / "step-1.pt", b"one")
+    follower = start_follow(instance_env, out, pid_file, every="600",
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(lambda: "runs/stn/step-1.pt" in objects(s3))
+        follower.send_signal(signal.SIGINT)
+        write(out / "step-2.pt", b"two")  # the job's checkpoint on Ctrl-C
+        time.sleep(1.0)
+        assert follower.poll() is None
+    finally:
+        job.kill()
+        job.wait()
+    stdout, stderr = follower.communicate(timeout=30)
+    assert follower.returncode == 0, stderr
+    assert objects(s3) == {"runs/stn/step-1.pt": b"one", "runs/stn/step-2.pt": b"two"}
+
+
+def test_pull_waits_for_credentials_a_new_profile_is_still_spreading(instance_env, s3, imds, tmp_path):
+    s3.put_object(Bucket=BUCKET, Key="runs/stn/ckpt.pt", Body=b"weights")
+    imds.role = None
+    puller = subprocess.Popen([sys.executable, str(PROGRAM), "pull", URL, str(tmp_path / "restored")],
+                              env=instance_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    assert puller.poll() is None  # still waiting, not failed
+    imds.role = "awsrun-instance"
+    stdout, stderr = puller.communicate(timeout=30)
+    assert puller.returncode == 0, stderr
+    assert stdout == "pulled 1 files (7 bytes), kept 0\n"
+    assert (tmp_path / "restored" / "ckpt.pt").read_bytes() == b"weights"
 
 
 def test_follow_retries_without_credentials_and_fails_if_the_final_push_does(instance_env, s3, imds, tmp_path):
