@@ -9,7 +9,7 @@ ends the instance loses at most the last interval. Runs with the job venv's pyth
 push uploads the files that are new or changed since the last push (size and mtime_ns per relative path,
 kept in the state file, by default LOCAL_DIR/../.<dirname>.mirror.json) and deletes the objects whose
 file is gone, but never when LOCAL_DIR is missing or empty: a fresh instance must not wipe the bucket.
-Names ending in .tmp/.part/.partial and anything under a dot-directory are not mirrored (half-written).
+Names ending in .tmp (or .tmp<pid>), .part, .partial and anything under a dot-directory are not mirrored (half-written).
 pull downloads every object under the prefix that is missing locally (or differs in size) and records
 it in the state file, so that the next push does not send it back. follow pushes every SECONDS while the
 process in the pid file runs, and once more when it ends or this program gets SIGTERM/SIGINT.
@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROG = "awsrun-checkpoints"
-SKIPPED_SUFFIXES = (".tmp", ".part", ".partial")
+# half-written files: "x.tmp", "x.part", "x.partial", and "x.tmp1234" (a writer's pid: train_stn's checkpoints)
+HALF_WRITTEN = re.compile(r"\.(tmp\d*|part|partial)\Z")
 PID_FILE_WAIT = 120.0
 FINAL_PUSH_RETRIES = 3
 CREDENTIALS_WAIT = 90.0
@@ -98,7 +99,7 @@ def local_files(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
         for name in filenames:
             path = Path(directory, name)
             relative = path.relative_to(root).as_posix()
-            if name.endswith(SKIPPED_SUFFIXES) or path == skip:
+            if HALF_WRITTEN.search(name) or path == skip:
                 continue
             try:
                 info = path.stat()

@@ -71,6 +71,7 @@ def test_push_uploads_new_and_changed_files_only(instance_env, s3, tmp_path):
     out = checkpoints(tmp_path)
     write(out / "step-200.pt.tmp", b"half written")
     write(out / "step-200.pt.part", b"half written")
+    write(out / "ckpt-00000200.pt.tmp4242", b"half written")  # train_stn's temporary name (its pid)
     write(out / ".cache" / "index", b"not a checkpoint")
 
     first = mirror(instance_env, "push", out, URL)
