@@ -131,7 +131,7 @@ def test_terminated_while_logs_follow_ends_with_the_reason_and_the_state_updated
     assert result.exit_code == 5, result
     assert line == (f"error: instance {instance_id} of cluster 'default' was terminated: a user terminated or "
                     "stopped it (EC2 API or console) (Client.UserInitiatedShutdown)"), result
-    assert "`awsrun up --cluster default` launches a new one" in result.stderr
+    assert "`awsrun submit --recover --cluster default` launches a new one" in result.stderr
     assert recorded_ids(cli) == []
 
 
