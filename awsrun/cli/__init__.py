@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
 
@@ -10,12 +11,33 @@ import click
 from awsrun import __version__
 from awsrun.errors import AwsrunError
 from awsrun.cli.context import AppContext
-from awsrun.cli import bootstrap, cluster, doctor, extras, jobs, misc, watch
 
 INTERNAL_ERROR = 70
+# Each module's COMMANDS, loaded in this order until the command asked for is found (all of them for
+# --help): an everyday job verb imports cli/jobs.py only.
+COMMAND_MODULES = ("jobs", "cluster", "bootstrap", "watch", "extras", "doctor", "misc")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    loaded = 0
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._load(until=name)
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def _load(self, until: str | None = None) -> None:
+        while self.loaded < len(COMMAND_MODULES) and (until is None or until not in self.commands):
+            module = importlib.import_module(f"awsrun.cli.{COMMAND_MODULES[self.loaded]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+            self.loaded += 1
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="awsrun")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
@@ -30,11 +52,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
       awsrun stop / down           stop billing (stop keeps the disk; down terminates)
     """
     ctx.obj = AppContext.from_environment()
-
-
-for module in (cluster, bootstrap, jobs, watch, extras, doctor, misc):
-    for command in module.COMMANDS:
-        cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:
