@@ -92,6 +92,23 @@ def test_quoted_arguments_reach_the_remote_verbatim(ec2, fleet, tmp_path):
         remote.close()
 
 
+def test_pip_on_the_hosts_installs_from_the_wheelhouse_only(ec2, fleet, tmp_path):
+    """A job's requirements.txt, the bootstrap's torch and the mirror's boto3 are pip-installed on the hosts:
+    from the local wheelhouse, never a package index (the user `ubuntu` would otherwise reach one)."""
+    key = key_pair(ec2, tmp_path, "pair")
+    remote = connect(target_for(launch(ec2, "pair"), key, fleet, tmp_path), wait_s=10)
+    try:
+        # in the wheelhouse (jobs/requirements.txt): found
+        found = remote.run(["python3", "-m", "pip", "download", "-q", "--no-deps", "-d", "wheels", "cycler"])
+        assert found.exit_code == 0, found
+        # on any index, not in the wheelhouse: not found, because no index is asked
+        missing = remote.run(["python3", "-m", "pip", "download", "--no-deps", "-d", "wheels", "requests-oauthlib"])
+        assert missing.exit_code != 0 and "No matching distribution found for requests-oauthlib" in missing.stderr
+        assert "Looking in indexes" not in missing.stdout + missing.stderr
+    finally:
+        remote.close()
+
+
 def test_detached_tmux_job_survives_the_connection_and_reports_output_and_exit_code(ec2, fleet, tmp_path):
     key = key_pair(ec2, tmp_path, "pair")
     instance = launch(ec2, "pair")

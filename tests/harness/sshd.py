@@ -19,6 +19,9 @@ from pathlib import Path
 USER = "ubuntu"
 SSHD = "/usr/sbin/sshd"
 KEEP_IN_HOME = {"venvs", ".cache"}  # slow to rebuild; survives resets between tests
+# pip on the hosts installs only from the local wheelhouse (`.ci/run` fills it): a job's requirements.txt,
+# the bootstrap's torch or the mirror's boto3 never reach a package index from a test.
+WHEELHOUSE = "/var/cache/awsrun-wheels"
 
 SSHD_CONFIG = """\
 ListenAddress {address}:{port}
@@ -32,7 +35,7 @@ UsePAM no
 PermitRootLogin no
 AllowUsers {user}
 StrictModes yes
-SetEnv TMUX_TMPDIR={root}/tmux
+SetEnv TMUX_TMPDIR={root}/tmux PIP_NO_INDEX=1 PIP_FIND_LINKS={wheelhouse}
 AllowTcpForwarding yes
 X11Forwarding no
 PrintMotd no
@@ -88,7 +91,8 @@ class SshHost:
         self.authorized_keys.touch(mode=0o600)
         os.chown(self.authorized_keys, user.pw_uid, user.pw_gid)
         config = self.root / "sshd_config"
-        config.write_text(SSHD_CONFIG.format(address=self.address, port=self.port, root=self.root, user=USER))
+        config.write_text(SSHD_CONFIG.format(address=self.address, port=self.port, root=self.root, user=USER,
+                                              wheelhouse=WHEELHOUSE))
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         mount_and_run = f"mount --bind {shlex.quote(str(self.home))} {user.pw_dir} && exec {SSHD} -D -e -f {shlex.quote(str(config))}"
         self.process = subprocess.Popen(

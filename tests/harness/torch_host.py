@@ -27,8 +27,9 @@ from awsrun.bootstrap import BootstrapError, BootstrapReport, bootstrap_node
 from awsrun.remote.ssh import SshRemote, SshTarget, connect
 from awsrun.settings import Settings
 from tests.harness.sshd import USER, SshHost
+from tests.harness.sshd import WHEELHOUSE as HOSTS_WHEELHOUSE
 
-WHEELHOUSE = Path("/var/cache/awsrun-wheels")
+WHEELHOUSE = Path(HOSTS_WHEELHOUSE)
 TORCH_VERSION = "2.13.0"
 PIP_ARGS = f"--no-index --find-links {WHEELHOUSE}"
 VENV = "~/venvs/awsrun"
