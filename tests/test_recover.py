@@ -8,21 +8,25 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
-import time
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import boto3
 import pytest
 
 from awsrun.state import State
 from tests.harness.clusters import wait_for
-from tests.harness.sshd import USER
+from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS
 from tests.test_faults import one_line_error
 
 SSH_CIDR = "203.0.113.7/32"
 BUCKET, PREFIX = "ckpt-bucket", "team/runs"
+JOB_PREFIX = f"{PREFIX}/default/work/"
 STEPS, CKPT_EVERY = 60, 5
 # A job in the shape of train_stn: a step counter checkpointed every CKPT_EVERY steps and on SIGTERM into
 # AWSRUN_OUTPUT_DIR, resumed from there; each step it runs is logged once to steps.log (also mirrored).
@@ -98,15 +102,25 @@ def _ec2(aws):
     return boto3.client("ec2", region_name="us-east-1", endpoint_url=aws.url)
 
 
-def test_a_job_whose_instance_ec2_ended_resumes_on_a_replacement_from_s3(
-        cli, aws, fleet, instance_side, s3, project):
-    cli.env.update({"AWSRUN_PIP_ARGS": PIP_ARGS, "AWSRUN_CHECKPOINT_EVERY": "0.5"})
-    (project / "job.py").write_text(JOB)
+@dataclass
+class Recovery:
+    first: SshHost        # the host of the instance EC2 ended
+    second: SshHost       # the host of its replacement
+    stopped_log: str      # the job's log on the first instance
+    log: str              # the resumed job's log
+    outputs: Path         # runs/work on the replacement
+    mirrored: dict[str, bytes]  # runs/work in S3 when the first instance ended
+
+
+def interrupt_and_recover(cli, aws, fleet, instance_side, s3, submit_args: tuple[str, ...],
+                          ready: Callable[[dict[str, bytes]], bool], timeout: float = 120) -> Recovery:
+    """Up, submit with a checkpoint bucket, wait until S3 holds what `ready` wants, SIGTERM the job (as
+    the agent does at an interruption notice), terminate the instance, `submit --recover`, wait for the end."""
     ok(cli("up", "--ssh-cidr", SSH_CIDR, "--no-bootstrap"))
     first_id = _instance_id(cli)
-    first_host = fleet.host_of(first_id)
+    first = fleet.host_of(first_id)
 
-    submitted = ok(cli("submit", "--checkpoint-bucket", f"s3://{BUCKET}/{PREFIX}", "job.py"))
+    submitted = ok(cli("submit", "--checkpoint-bucket", f"s3://{BUCKET}/{PREFIX}", *submit_args))
     assert f"created S3 bucket {BUCKET}" in submitted.stderr, submitted
     assert f"mirroring runs/work to s3://{BUCKET}/{PREFIX}/default/work every 0.5s" in submitted.stderr
     (association,) = _ec2(aws).describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
@@ -115,49 +129,91 @@ def test_a_job_whose_instance_ec2_ended_resumes_on_a_replacement_from_s3(
     assert profile.startswith("awsrun-checkpoints-ckpt-bucket-")
     instance_side.role = profile  # EC2 now serves the profile role's credentials to the instance
 
-    prefix = f"{PREFIX}/default/work/"
-    wait_for(lambda: b'"step": ' in _keys(s3, prefix).get("ckpt.json", b""), timeout=90,
-             what="a checkpoint mirrored to S3")
-
-    # An interruption: the agent SIGTERMs the job (it checkpoints), then EC2 ends the instance and its disk.
-    job_dir = first_host.home / ".awsrun" / "jobs" / "work"
+    wait_for(lambda: ready(_keys(s3, JOB_PREFIX)), timeout=timeout, what="a checkpoint mirrored to S3")
+    job_dir = first.home / ".awsrun" / "jobs" / "work"
     os.kill(int((job_dir / "pid").read_text()), signal.SIGTERM)
     wait_for(lambda: (job_dir / "exit_code").exists(), timeout=60, what="the job to checkpoint and end")
-    log = (job_dir / "log").read_text()
-    stopped = int(log.split("stopped by SIGTERM at step ")[1].split()[0])
-    assert 0 < stopped < STEPS, log
-    mirrored = _keys(s3, prefix)  # the wrapper waited for the mirror's last push before recording the exit
-    assert json.loads(mirrored["ckpt.json"]) == {"step": stopped}
-    assert mirrored["steps.log"].decode().split() == [str(s) for s in range(1, stopped + 1)]
+    stopped_log = (job_dir / "log").read_text()
+    mirrored = _keys(s3, JOB_PREFIX)  # the wrapper waited for the mirror's last push before recording the exit
     _ec2(aws).terminate_instances(InstanceIds=[first_id])
-    first_host.reset()
-    # the replacement is launched without a profile; awsrun attaches it (asserted below), and EC2 serves its
-    # credentials from then on: the stand-in serves them throughout, the association is checked in moto
+    first.reset()  # the instance and its disk are gone
+    # The replacement is launched without a profile; awsrun attaches it (asserted below) and EC2 serves its
+    # credentials from then on: the stand-in serves them throughout, the association is checked in moto.
 
-    recovered = cli("submit", "--recover", "--no-bootstrap", timeout=240)
-    ok(recovered)
+    recovered = ok(cli("submit", "--recover", "--no-bootstrap", timeout=240))
     second_id = _instance_id(cli)
     assert second_id != first_id and f"launched {second_id}" in recovered.stderr, recovered
-    assert "job 'work': resubmitted:" in recovered.stderr and f"restored from s3://{BUCKET}/{prefix[:-1]}" in recovered.stderr
-    second_host = fleet.host_of(second_id)
-    assert second_host is not first_host
+    assert ("job 'work': resubmitted:" in recovered.stderr
+            and f"restored from s3://{BUCKET}/{JOB_PREFIX[:-1]}" in recovered.stderr), recovered
+    second = fleet.host_of(second_id)
+    assert second is not first
     associations = _ec2(aws).describe_iam_instance_profile_associations(
         Filters=[{"Name": "instance-id", "Values": [second_id]}])["IamInstanceProfileAssociations"]
     assert [a["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1] for a in associations] == [profile]
 
-    job_dir = second_host.home / ".awsrun" / "jobs" / "work"
-    wait_for(lambda: (job_dir / "exit_code").exists(), timeout=120, what="the resumed job to finish")
+    job_dir = second.home / ".awsrun" / "jobs" / "work"
+    wait_for(lambda: (job_dir / "exit_code").exists(), timeout=timeout, what="the resumed job to finish")
     log = (job_dir / "log").read_text()
     assert (job_dir / "exit_code").read_text().strip() == "0", log
-    assert f"resuming at {stopped}" in log and f"done at {STEPS}" in log
-    outputs = second_host.home / "awsrun" / project.name / "runs" / "work"
+    outputs = second.home / "awsrun" / cli.cwd.name / "runs" / "work"
+    return Recovery(first, second, stopped_log, log, outputs, mirrored)
+
+
+def test_a_job_whose_instance_ec2_ended_resumes_on_a_replacement_from_s3(
+        cli, aws, fleet, instance_side, s3, project):
+    cli.env.update({"AWSRUN_PIP_ARGS": PIP_ARGS, "AWSRUN_CHECKPOINT_EVERY": "0.5"})
+    (project / "job.py").write_text(JOB)
+    run = interrupt_and_recover(cli, aws, fleet, instance_side, s3, ("job.py",),
+                                ready=lambda keys: b'"step": ' in keys.get("ckpt.json", b""))
+    stopped = int(run.stopped_log.split("stopped by SIGTERM at step ")[1].split()[0])
+    assert 0 < stopped < STEPS, run.stopped_log
+    assert json.loads(run.mirrored["ckpt.json"]) == {"step": stopped}
+    assert run.mirrored["steps.log"].decode().split() == [str(s) for s in range(1, stopped + 1)]
+
+    assert f"resuming at {stopped}" in run.log and f"done at {STEPS}" in run.log
     # every step ran exactly once across the two instances: nothing repeated, nothing skipped
-    assert (outputs / "steps.log").read_text().split() == [str(s) for s in range(1, STEPS + 1)]
-    final = _keys(s3, prefix)
-    assert json.loads(final["ckpt.json"]) == {"step": STEPS} and final["steps.log"] == (outputs / "steps.log").read_bytes()
+    assert (run.outputs / "steps.log").read_text().split() == [str(s) for s in range(1, STEPS + 1)]
+    final = _keys(s3, JOB_PREFIX)
+    assert json.loads(final["ckpt.json"]) == {"step": STEPS}
+    assert final["steps.log"] == (run.outputs / "steps.log").read_bytes()
 
     again = ok(cli("submit", "--recover", "--no-bootstrap"))
     assert "job 'work': finished: exited 0: nothing to do" in again.stderr and "launched" not in again.stderr
+    ok(cli("down", "--yes"))
+
+
+def test_train_stn_resumes_from_its_s3_checkpoint_on_a_replacement(
+        cli, aws, fleet, instance_side, s3, project, torch_host, job_pythonpath):
+    """The real job: its checkpoints (written as ckpt-N.pt.tmp<pid>, then renamed) and metrics reach S3,
+    and on the replacement it resumes from the SIGTERM checkpoint and ends at the full step count."""
+    from tests.test_spot_recovery import CKPT_EVERY as STN_CKPT_EVERY
+    from tests.test_spot_recovery import JOB_ARGS, LOG_EVERY, STEPS as STN_STEPS, _project, _train_steps
+
+    _project(project)
+    venv = "~/venvs/stn-recover"  # every host gets the torch host's venv, hard-linked (same path on each)
+    for host in fleet.hosts:
+        copy = host.home / venv.removeprefix("~/")
+        if not copy.exists():
+            user = pwd.getpwnam(USER)
+            copy.parent.mkdir(exist_ok=True)
+            os.chown(copy.parent, user.pw_uid, user.pw_gid)
+            subprocess.run(["cp", "-al", str(torch_host.local_venv), str(copy)], check=True)
+    cli.env.update({"AWSRUN_PIP_ARGS": PIP_ARGS, "AWSRUN_CHECKPOINT_EVERY": "0.5", "AWSRUN_VENV": venv})
+    run = interrupt_and_recover(
+        cli, aws, fleet, instance_side, s3, ("--env", f"PYTHONPATH={job_pythonpath}", *JOB_ARGS),
+        ready=lambda keys: any(k.startswith("checkpoints/ckpt-") for k in keys), timeout=240)
+
+    stopped = int(re.search(r"stopped by SIGTERM at step (\d+)/", run.stopped_log).group(1))
+    assert 0 < stopped < STN_STEPS, run.stopped_log[-2000:]
+    assert f"checkpoints/ckpt-{stopped:08d}.pt" in run.mirrored  # the SIGTERM checkpoint reached S3
+    assert not [k for k in run.mirrored if ".tmp" in k]          # never a half-written one
+    resumed = int(re.search(r"resuming from \S+ckpt-\d+\.pt \(step (\d+)\)", run.log).group(1))
+    assert resumed == stopped  # nothing repeated
+    summary = json.loads((run.outputs / "summary.json").read_text())
+    assert (summary["steps"], summary["resumed_from_step"]) == (STN_STEPS, resumed)
+    assert _train_steps(run.outputs) == list(range(LOG_EVERY, STN_STEPS + 1, LOG_EVERY))
+    assert STN_CKPT_EVERY < STN_STEPS
+    assert "summary.json" in _keys(s3, JOB_PREFIX)  # the finished run's outputs are in S3 too
     ok(cli("down", "--yes"))
 
 
