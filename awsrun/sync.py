@@ -2,11 +2,11 @@
 
 Push (`submit`): the local tree is walked (ignore rules applied, symlinks never followed), the target's
 tree is read in ONE remote command (the same walker, shipped with the same rules, prints a JSON
-manifest: size, mtime_ns and mode per file), and only new or changed files travel, as one gzip'd tar
-stream on the stdin of a second command, which also deletes what the project no longer has. The
-target writes every file under a temporary name and renames it into place, with the exact mtime_ns
-and mode: a killed transfer leaves old files or new files, never half files, and the next manifest
-compares equal for everything that arrived.
+manifest: size, mtime_ns and mode per file), and only new or changed files travel, as one zlib'd stream
+of records (`payload`) on the stdin of a second command, which also deletes what the project no
+longer has. The target writes every file under a temporary name and renames it into place, with the
+exact mtime_ns and mode: a killed transfer leaves old files or new files, never half files, and the
+next manifest compares equal for everything that arrived.
 
 Pull (`pull`): one remote command reads the local manifest on stdin and sends back (base64 on stdout)
 a tar of the files that differ. Nothing from the remote is trusted: names are checked, only regular
@@ -20,22 +20,24 @@ directory (`!/data/` in .awsrunignore).
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
 import shlex
 import stat
-import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from awsrun.errors import AwsrunError, NotFoundError, RemoteError
 from awsrun.remote import walker
 from awsrun.remote.base import Remote
 from awsrun.remote.walker import is_ignored, walk_tree  # noqa: F401 (is_ignored: the rule check, for callers)
 from awsrun.tmux import remote_path
+
+if TYPE_CHECKING:
+    import tarfile
 
 # What never travels unless .awsrunignore re-includes it (`!/data/`): VCS internals, caches, virtualenvs
 # and dependencies the instance builds itself, and the two big directories of an ML project: `runs/`
@@ -63,7 +65,6 @@ node_modules/
 """
 IGNORE_FILES = (".gitignore", ".awsrunignore")
 TEMP_PREFIX = ".awsrun-tmp-"
-DELETIONS = ".awsrun-sync/deletions"
 MTIME_KEY = "AWSRUN.mtime_ns"
 COMPRESS_LEVEL = 1  # zlib's fastest: code still shrinks ~3x, and on a fast link compression is pure cost
 WARNING_MARK = "awsrun-warning: "
@@ -237,38 +238,36 @@ class SyncReport:
 
 
 def payload(tree: LocalTree, sync_plan: SyncPlan, *, compress: bool = True) -> tuple[bytes, int]:
-    """The tar for the target (gzip'd unless `compress` is False, e.g. for a copy on this machine): the
-    deletion list first, then every file to send. -> (bytes, raw size of the files)"""
-    buffer = io.BytesIO()
+    """The stream for the target (APPLY_PROGRAM; zlib'd unless `compress` is False, e.g. for a copy on
+    this machine): records of a JSON header line and the file's bytes, the deletion list first and an
+    end mark last, so that a cut stream is told from a whole one. -> (bytes, raw size of the files)"""
+    out = bytearray()
+
+    def record(header: dict, data: bytes = b"") -> None:
+        out.extend(json.dumps(header).encode() + b"\n")
+        out.extend(data)
+
     raw = 0
-    options = {"mode": "w:gz", "compresslevel": COMPRESS_LEVEL} if compress else {"mode": "w"}
-    with tarfile.open(fileobj=buffer, format=tarfile.PAX_FORMAT, **options) as archive:
-        listing = json.dumps(sync_plan.delete).encode()
-        info = tarfile.TarInfo(DELETIONS)
-        info.size = len(listing)
-        archive.addfile(info, io.BytesIO(listing))
-        for rel in sync_plan.send:
-            entry = tree.entries[rel]
-            info = tarfile.TarInfo(rel)
-            if entry[0] == "l":
-                info.type, info.linkname = tarfile.SYMTYPE, entry[1]
-                archive.addfile(info)
-                continue
-            try:
-                fd = os.open(tree.root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-            except OSError as exc:
-                raise AwsrunError(f"cannot read {rel!r} of the project: {exc.strerror}",
-                                  hint="run the command again") from None
-            with os.fdopen(fd, "rb") as handle:
-                data = handle.read()
-            # what was read is what is described: the walk's size/mtime become the file's own
-            info.size, info.mode, info.mtime = len(data), entry[3], entry[2] // 1_000_000_000
-            info.pax_headers = {MTIME_KEY: str(entry[2])}
-            if len(data) != entry[1]:
-                info.pax_headers = {MTIME_KEY: "0"}  # changed while sent: the next sync sends it again
-            archive.addfile(info, io.BytesIO(data))
-            raw += len(data)
-    return buffer.getvalue(), raw
+    record({"delete": sync_plan.delete})
+    for rel in sync_plan.send:
+        entry = tree.entries[rel]
+        if entry[0] == "l":
+            record({"name": rel, "link": entry[1]})
+            continue
+        try:
+            fd = os.open(tree.root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise AwsrunError(f"cannot read {rel!r} of the project: {exc.strerror}",
+                              hint="run the command again") from None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
+        # what was read is what is described; mtime 0 for a file that changed while read: the next sync
+        # sends it again
+        mtime_ns = entry[2] if len(data) == entry[1] else 0
+        record({"name": rel, "size": len(data), "mode": entry[3], "mtime_ns": mtime_ns}, data)
+        raw += len(data)
+    record({"end": True})
+    return (zlib.compress(out, COMPRESS_LEVEL) if compress else bytes(out)), raw
 
 
 # --- programs the target runs --------------------------------------------------------------------
@@ -281,7 +280,7 @@ print(json.dumps(walk_tree(root, tiers, stale_after=600) if os.path.isdir(root) 
 """
 
 APPLY_PROGRAM = r"""
-import json, os, shutil, stat, sys, tarfile
+import json, os, stat, sys, zlib
 root = os.path.expanduser(sys.argv[1])
 os.makedirs(root, exist_ok=True)
 def warn(text):
@@ -349,33 +348,66 @@ def disk_full():  # exit 28 saying which disk, how big, how much is left
                      "(free space there, e.g. `awsrun ssh -- df -h`, or leave big files out with .awsrunignore)\n"
                      % (device, mount, root, size(info.f_bavail * info.f_frsize), size(info.f_blocks * info.f_frsize)))
     sys.exit(28)
+class Stream:  # the payload's records (see awsrun.sync.payload), zlib'd unless its first byte is "{"
+    def __init__(self, raw):
+        self.raw, self.pending, self.z = raw, bytearray(raw.read(1)), None
+        if self.pending[:1] != b"{":
+            self.z = zlib.decompressobj()
+            self.pending = bytearray(self.z.decompress(bytes(self.pending)))
+    def more(self):
+        if self.z is not None and self.z.unconsumed_tail:
+            self.pending += self.z.decompress(self.z.unconsumed_tail, 1 << 22)
+            return True
+        chunk = self.raw.read(1 << 16)
+        if not chunk:
+            sys.stderr.write("the transfer ended early: nothing more was written\n")
+            sys.exit(1)
+        self.pending += self.z.decompress(chunk, 1 << 22) if self.z is not None else chunk
+        return True
+    def header(self):
+        while b"\n" not in self.pending:
+            self.more()
+        end = self.pending.index(b"\n")
+        line = bytes(self.pending[:end])
+        del self.pending[:end + 1]
+        return json.loads(line.decode())
+    def copy(self, size, handle):
+        while size:
+            if not self.pending:
+                self.more()
+            part = self.pending[:size]
+            handle.write(part)
+            del self.pending[:len(part)]
+            size -= len(part)
 count, temp = 0, None
-archive = tarfile.open(fileobj=sys.stdin.buffer, mode="r|*")
+stream = Stream(sys.stdin.buffer)
 try:
-    for member in archive:
-        if member.name == ".awsrun-sync/deletions":
-            delete(json.loads(archive.extractfile(member).read().decode()))
-            continue
-        parts = parts_of(member.name)
+    delete(stream.header()["delete"])
+    while True:
+        member = stream.header()
+        if member.get("end"):
+            break
+        name, size = member["name"], member.get("size", 0)
+        parts = parts_of(name)
         here = parts and directory(parts, True)
-        if not here or not (member.isreg() or member.issym()):
-            warn("skipped %r: not a plain path below the project directory" % member.name)
-            continue
-        target = os.path.join(here, parts[-1])
-        if os.path.isdir(target) and not os.path.islink(target):
-            warn("skipped %r: a directory of that name is in the way on the instance" % member.name)
+        target = here and os.path.join(here, parts[-1])
+        problem = ("not a plain path below the project directory" if not here else
+                   "a directory of that name is in the way on the instance"
+                   if os.path.isdir(target) and not os.path.islink(target) else None)
+        if problem:
+            warn("skipped %r: %s" % (name, problem))
+            with open(os.devnull, "wb") as nowhere:
+                stream.copy(size, nowhere)
             continue
         count += 1
         temp = os.path.join(here, ".awsrun-tmp-%d-%d" % (os.getpid(), count))
-        if member.issym():
-            os.symlink(member.linkname, temp)
+        if "link" in member:
+            os.symlink(member["link"], temp)
         else:
-            source = archive.extractfile(member)
             with open(temp, "wb") as handle:
-                shutil.copyfileobj(source, handle, 1 << 20)
-            os.chmod(temp, member.mode & 0o777)
-            ns = int(member.pax_headers.get("AWSRUN.mtime_ns", member.mtime * 1000000000))
-            os.utime(temp, ns=(ns, ns))
+                stream.copy(size, handle)
+            os.chmod(temp, member["mode"] & 0o777)
+            os.utime(temp, ns=(member["mtime_ns"], member["mtime_ns"]))
         os.replace(temp, target)
         temp = None
 except OSError as exc:
@@ -544,6 +576,9 @@ def unpack(data: bytes, destination: Path, *, unchanged: int = 0, received: int 
     """Write the regular files of a tar from the remote under `destination`, and nothing else, nowhere
     else: names are checked, links and special files skipped, and every directory on the way is opened
     with O_NOFOLLOW, so neither the archive nor a symlink already in the destination leads outside."""
+    import io
+    import tarfile  # only pull reads a tar: submit's path goes without it
+
     warnings: list[str] = []
     files = raw = 0
     destination.mkdir(parents=True, exist_ok=True)
