@@ -18,11 +18,11 @@ from typing import Callable
 import boto3
 import pytest
 
-from awsrun.state import State
 from tests.harness.clusters import wait_for
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS
 from tests.test_faults import one_line_error
+from tests.test_instance_gone import recorded_ids
 
 SSH_CIDR = "203.0.113.7/32"
 BUCKET, PREFIX = "ckpt-bucket", "team/runs"
@@ -85,12 +85,8 @@ def instance_side(fleet, aws, imds):
 
 
 def _instance_id(cli) -> str:
-    state = State.open(cli.home / "state.db")
-    try:
-        (record,) = state.instances("default")
-    finally:
-        state.close()
-    return record.id
+    (instance_id,) = recorded_ids(cli)
+    return instance_id
 
 
 def _keys(s3, prefix: str) -> dict[str, bytes]:
