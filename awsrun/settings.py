@@ -15,12 +15,6 @@ from typing import Any, Mapping
 
 from awsrun.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
@@ -127,7 +121,8 @@ def _file_values(project_dir: Path) -> list[tuple[str, Any, str]]:
         table = _read_toml(path)
     else:
         pyproject = project_dir / "pyproject.toml"
-        if pyproject.exists():
+        # no TOML spelling of [tool.awsrun] lacks the word: most projects' pyproject is never parsed
+        if pyproject.exists() and b"awsrun" in _read_bytes(pyproject):
             table = _read_toml(pyproject).get("tool", {}).get("awsrun")
             path = pyproject
     if not table:
@@ -143,14 +138,22 @@ def _file_values(project_dir: Path) -> list[tuple[str, Any, str]]:
     return [(name, value, str(path.name)) for name, value in table.items()]
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(_read_bytes(path).decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
 _TRUE = {"1", "true", "yes", "on"}
