@@ -71,11 +71,15 @@ class RecipeBook:
         return sorted(found, key=lambda r: r.submitted_at)
 
 
-def grant_access(provider, instance_id: str, base: checkpoints.BucketUrl) -> list[str]:
-    """The bucket exists and the instance may use it (an instance profile limited to BASE): what was done."""
-    notes = []
+def ensure_bucket(provider, base: checkpoints.BucketUrl) -> list[str]:
     if provider.ensure_bucket(base.bucket):
-        notes.append(f"created S3 bucket {base.bucket} in {provider.region} (private; awsrun never deletes it)")
+        return [f"created S3 bucket {base.bucket} in {provider.region} (private; awsrun never deletes it)"]
+    return []
+
+
+def grant_access(provider, instance_id: str, base: checkpoints.BucketUrl) -> list[str]:
+    """The instance may use the bucket: an instance profile limited to BASE. Returns what was done."""
+    notes = []
     name = checkpoints.profile_name(base)
     current = provider.instance_profile_of(instance_id)
     if current is None:
@@ -103,15 +107,16 @@ def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request:
     base = checkpoints.parse_url(settings.checkpoint_bucket or "")
     if request.launcher:
         raise ConfigError("--checkpoint-bucket mirrors one node's outputs; it cannot be used with several nodes yet")
-    notes: list[str] = []
     region = host.cluster.region
+    provider = aws(region)  # on --local / --host clusters the mirror uses that machine's own credentials
+    notes = ensure_bucket(provider, base)
     if host.cluster.provider == "aws":
-        notes = grant_access(aws(region), host.instance.id, base)
+        notes += grant_access(provider, host.instance.id, base)
     url = checkpoints.job_url(base, host.cluster.name, request.session)
-    plan = jobs.mirror_plan(host, url, region, restore=restore, every_s=settings.checkpoint_every)
+    plan = jobs.mirror_plan(host, url, provider.region, restore=restore, every_s=settings.checkpoint_every)
     result = jobs.submit(host, dataclasses.replace(request, mirror=plan), tree)
     RecipeBook(home).save(Recipe(host.cluster.name, request.session, str(request.project_dir), request.script,
-                                 list(request.args), dict(request.env), str(base), str(url), region, plan.every_s,
+                                 list(request.args), dict(request.env), str(base), str(url), provider.region, plan.every_s,
                                  host.instance.instance_type, host.instance.market == "spot"))
     notes.append(f"mirroring runs/{request.session} to {url} every {plan.every_s:g}s and when the job ends")
     return result, notes

@@ -36,13 +36,13 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # reaches the job, which can checkpoint; the wrapper (trap) and tee (ignores INT) stay to record the
 # exit code. Portable to bash 3.2 (macOS) for the local provider: no mapfile, no $BASHPID.
 # A job dir with a `mirror` file (argv, NUL-separated) also runs that program beside the job (the S3 mirror
-# of its outputs, see awsrun.checkpoints) and waits for it before recording the exit: an ended job's last
-# checkpoint is in S3 by then.
+# of its outputs, see awsrun.checkpoints; its complaints go to the job's log, where the user looks) and
+# waits for it before recording the exit: an ended job's last checkpoint is in S3 by then.
 WRAPPER = (
     'd="$1"; args=(); while IFS= read -r -d "" a; do args+=("$a"); done < "$d/argv"; '
     "trap : INT; mp=; "
     'if [ -f "$d/mirror" ]; then m=(); while IFS= read -r -d "" a; do m+=("$a"); done < "$d/mirror"; '
-    '"${m[@]}" >> "$d/mirror.log" 2>&1 & mp=$!; fi; '
+    '"${m[@]}" >> "$d/mirror.log" 2>> "$d/log" & mp=$!; fi; '
     '( exec sh -c \'echo $$ > "$1"; shift; exec "$@"\' sh "$d/pid" "${args[@]}" ) 2>&1 '
     '| ( trap "" INT; exec tee -a "$d/log" ); '
     "code=${PIPESTATUS[0]}; "

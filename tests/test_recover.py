@@ -18,7 +18,7 @@ from typing import Callable
 import boto3
 import pytest
 
-from tests.harness.clusters import wait_for
+from tests.harness.clusters import local_cluster, wait_for  # noqa: F401 (a fixture)
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS
 from tests.test_faults import one_line_error
@@ -232,3 +232,37 @@ def test_bad_checkpoint_and_recover_input_is_refused_before_anything_happens(cli
     result = cli("submit", *args)
     assert result.exit_code == 2 and message in one_line_error(result), result
     assert not (cli.home / "recover").exists()
+
+
+WAITING_JOB = """\
+import os, pathlib, sys, time
+out = pathlib.Path(os.environ["AWSRUN_OUTPUT_DIR"])
+while not pathlib.Path("go").exists():
+    time.sleep(0.05)
+(out / "result.txt").write_text(sys.argv[1])
+"""
+
+
+def test_on_the_local_provider_the_mirror_uses_this_machines_credentials_and_its_failures_reach_the_log(
+        cli, aws, local_cluster, s3, project):
+    cli.env["AWSRUN_CHECKPOINT_EVERY"] = "0.3"
+    (project / "job.py").write_text(WAITING_JOB)
+    go = local_cluster.project(project) / "go"
+
+    fine = ok(cli("submit", "--checkpoint-bucket", "s3://local-ckpts", "--name", "fine", "job.py", "hello"))
+    assert "created S3 bucket local-ckpts" in fine.stderr and "instance profile" not in fine.stderr
+    go.parent.mkdir(parents=True, exist_ok=True)
+    go.write_text("")
+    wait_for(lambda: (local_cluster.job("fine") / "exit_code").exists(), timeout=60, what="the job to end")
+    objects = s3.list_objects_v2(Bucket="local-ckpts")["Contents"]
+    assert [o["Key"] for o in objects] == ["default/fine/result.txt"]
+    assert s3.get_object(Bucket="local-ckpts", Key="default/fine/result.txt")["Body"].read() == b"hello"
+    go.unlink()
+
+    ok(cli("submit", "--checkpoint-bucket", "s3://doomed-ckpts", "--name", "broken", "job.py", "lost"))
+    s3.delete_bucket(Bucket="doomed-ckpts")  # still empty: the job has written nothing yet
+    go.write_text("")
+    wait_for(lambda: (local_cluster.job("broken") / "exit_code").exists(), timeout=60, what="the job to end")
+    log = ok(cli("logs", "broken")).stdout
+    assert ("awsrun-checkpoints: error: final push failed: bucket doomed-ckpts does not exist (NoSuchBucket)"
+            in log), log
