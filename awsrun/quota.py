@@ -24,7 +24,7 @@ from awsrun import catalog
 from awsrun.errors import AwsrunError, CloudError, ConfigError
 from awsrun.home import Home
 from awsrun.providers.aws_errors import (  # noqa: F401 (TypeNotOffered is raised here, and re-exported)
-    DENIED_CODES, EXPIRED_CODES, INVALID_CODES, TypeNotOffered)
+    DENIED_CODES, TypeNotOffered, credentials_error)
 
 SERVICE_CODE = "ec2"
 # Instance states that hold vCPU quota: a stopped instance holds none.
@@ -67,31 +67,7 @@ def _aws_message(exc: BaseException) -> str:
 
 def credentials_problem(exc: BaseException) -> AwsrunError | None:
     """The AwsrunError for an exception that means 'your credentials do not work', else None."""
-    from botocore import exceptions as bx
-
-    code = aws_error_code(exc)
-    if isinstance(exc, bx.NoCredentialsError):
-        return CloudError("no AWS credentials found",
-                          hint="run `aws configure` (or `aws sso login --profile P` and set AWS_PROFILE), "
-                               "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-    if isinstance(exc, bx.PartialCredentialsError):
-        return CloudError(f"incomplete AWS credentials: {exc}",
-                          hint="set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or fix the profile)")
-    if isinstance(exc, (bx.TokenRetrievalError, bx.SSOTokenLoadError, bx.UnauthorizedSSOTokenError)):
-        return CloudError("the AWS SSO token has expired or is missing",
-                          hint="run `aws sso login` (add --profile P for a named profile)")
-    if isinstance(exc, bx.ProfileNotFound):
-        return ConfigError(f"AWS profile not found: {exc}",
-                           hint="check AWS_PROFILE against `aws configure list-profiles`")
-    if code in EXPIRED_CODES:
-        return CloudError(f"the AWS session token has expired ({code})",
-                          hint="refresh the credentials: `aws sso login`, or fetch new temporary credentials "
-                               "(e.g. `aws sts get-session-token`) and export them")
-    if code in INVALID_CODES:
-        return CloudError(f"AWS rejected the credentials ({code}): {_aws_message(exc)}".rstrip(": "),
-                          hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile in use "
-                               "(`aws configure list`)")
-    return None
+    return credentials_error(exc)
 
 
 def describe_aws_error(exc: BaseException, operation: str, iam_action: str) -> AwsrunError:

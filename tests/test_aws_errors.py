@@ -288,6 +288,23 @@ def test_errors_outside_the_api():
     assert sso.message.startswith("your AWS SSO session has expired") and "aws sso login" in sso.hint
 
 
+def test_credential_problems_have_one_wording_for_every_command():
+    from botocore.exceptions import ClientError, PartialCredentialsError, ProfileNotFound
+
+    from awsrun import quota
+
+    partial = PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY")
+    profile = ProfileNotFound(profile="work")
+    expired = ClientError({"Error": {"Code": "ExpiredTokenException", "Message": "x"}}, "GetServiceQuota")
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "x"}}, "GetServiceQuota")
+    for exc in (partial, profile, expired):
+        assert quota.credentials_problem(exc).message == aws_errors.translate(exc).message  # doctor/quota = the rest
+    assert aws_errors.translate(partial).message.startswith("incomplete AWS credentials")
+    assert isinstance(aws_errors.translate(profile), ConfigError) and "list-profiles" in aws_errors.translate(profile).hint
+    assert aws_errors.translate(expired).message == "your AWS session token has expired (ExpiredTokenException)"
+    assert quota.credentials_problem(denied) is None and aws_errors.credentials_error(denied) is None
+
+
 def test_unknown_codes_keep_aws_words():
     error = aws_errors.from_code("SomethingNew", "A  long\nmessage", "RunInstances", ErrorContext())
     assert type(error) is CloudError and error.message == "AWS RunInstances failed: SomethingNew: A long message"

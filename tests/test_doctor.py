@@ -49,7 +49,7 @@ def test_expired_token_is_named(code):
                                  "expired", 403)
         check = doctor.check_credentials(sts)
     assert not check.ok
-    assert check.detail == f"the AWS session token has expired ({code})"
+    assert check.detail == f"your AWS session token has expired ({code})"
     assert "aws sso login" in check.fix
 
 

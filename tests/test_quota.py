@@ -165,7 +165,7 @@ def test_expired_token_is_named(ec2, sq):
     stubber.add_client_error("list_service_quotas", "ExpiredTokenException", "The security token included in "
                              "the request is expired", 403, expected_params={"ServiceCode": "ec2"})
     check = quota.check_quota(AwsClients("us-east-1", ec2=ec2, quotas=client), "g4dn.xlarge")
-    assert check.problem == "the AWS session token has expired (ExpiredTokenException)"
+    assert check.problem == "your AWS session token has expired (ExpiredTokenException)"
     assert "aws sso login" in check.fix
 
 

@@ -91,15 +91,16 @@ class ErrorContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def translate(exc: BaseException, context: ErrorContext | None = None) -> AwsrunError:
-    """Any exception from a boto3 call -> the AwsrunError to show. Unknown ones keep AWS's words."""
-    context = context or ErrorContext()
+def credentials_error(exc: BaseException) -> AwsrunError | None:
+    """The error to show when `exc` means 'your credentials do not work' (missing, partial, expired, rejected,
+    a profile that is not there), else None. The one wording of these, for every command."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     response = getattr(exc, "response", None)
-    if "ClientError" in names and isinstance(response, dict):
-        error = response.get("Error") or {}
-        return from_code(str(error.get("Code", "Unknown")), str(error.get("Message", "")),
-                         getattr(exc, "operation_name", None) or "the request", context)
+    error = (response.get("Error") or {}) if isinstance(response, dict) else {}
+    code = str(error.get("Code", ""))
+    if "PartialCredentialsError" in names:
+        return CredentialsError(f"incomplete AWS credentials: {_first_line(exc)}",
+                                hint="set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or fix the profile)")
     if names & _NO_CREDENTIALS:
         return CredentialsError(
             "no AWS credentials found",
@@ -109,6 +110,32 @@ def translate(exc: BaseException, context: ErrorContext | None = None) -> Awsrun
     if names & _SSO_EXPIRED:
         return CredentialsError(f"your AWS SSO session has expired: {_first_line(exc)}",
                                 hint="run `aws sso login` (with --profile NAME if you use one), then re-run")
+    if "ProfileNotFound" in names:
+        return ConfigError(f"AWS profile not found: {_first_line(exc)}",
+                           hint="check AWS_PROFILE against `aws configure list-profiles`")
+    if code in EXPIRED_CODES:
+        return CredentialsError(f"your AWS session token has expired ({code})",
+                                hint="get fresh credentials (`aws sso login`, or a new `aws sts` session), then re-run")
+    if code in INVALID_CODES:
+        return CredentialsError(f"AWS rejected the credentials ({code}): {_short(str(error.get('Message', '')))}"
+                                .rstrip(": "),
+                                hint="check AWS_PROFILE / AWS_ACCESS_KEY_ID; `aws sts get-caller-identity` "
+                                     "shows which identity is in use")
+    return None
+
+
+def translate(exc: BaseException, context: ErrorContext | None = None) -> AwsrunError:
+    """Any exception from a boto3 call -> the AwsrunError to show. Unknown ones keep AWS's words."""
+    context = context or ErrorContext()
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    response = getattr(exc, "response", None)
+    credentials = credentials_error(exc)
+    if credentials is not None:
+        return credentials
+    if "ClientError" in names and isinstance(response, dict):
+        error = response.get("Error") or {}
+        return from_code(str(error.get("Code", "Unknown")), str(error.get("Message", "")),
+                         getattr(exc, "operation_name", None) or "the request", context)
     if "NoRegionError" in names:
         return ConfigError("no AWS region is configured",
                            hint="pass --region, set AWS_REGION, or run `aws configure set region us-east-1`")
@@ -128,13 +155,6 @@ def from_code(code: str, message: str, operation: str, context: ErrorContext) ->
     kind = context.instance_type or "this instance type"
     market = "spot" if context.spot else "on-demand"
 
-    if code in EXPIRED_CODES:
-        return CredentialsError(f"your AWS session token has expired ({code})",
-                                hint="get fresh credentials (`aws sso login`, or a new `aws sts` session), then re-run")
-    if code in INVALID_CODES:
-        return CredentialsError(f"AWS rejected the credentials ({code}): {text}",
-                                hint="check AWS_PROFILE / AWS_ACCESS_KEY_ID; `aws sts get-caller-identity` "
-                                     "shows which identity is in use")
     if code in DENIED_CODES:
         return AccessDeniedError(f"your AWS identity may not call {operation} ({code})",
                                 hint=f"its IAM policy needs ec2:{operation} (and the other actions awsrun uses)")
