@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from awsrun import quota as quotas
+from awsrun.providers.aws_clients import AwsClients, chain_region
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
 
@@ -254,7 +255,7 @@ def run_checks(
     environ: Mapping[str, str] | None = None,
     user_ssh_config: Path | None = None,
     which: Callable[[str], str | None] = shutil.which,
-    clients_for: Callable[[str], quotas.AwsClients] = quotas.AwsClients,
+    clients_for: Callable[[str], AwsClients] = AwsClients,
 ) -> Report:
     """Every check, in CHECK_NAMES order. `region` None means boto3's chain decides."""
     env = os.environ if environ is None else environ
@@ -269,7 +270,7 @@ def run_checks(
     else:
         source = "the AWS profile"
     try:
-        chain = quotas.chain_region()
+        chain = chain_region()
         resolved = region or chain
         region_error = None
     except AwsrunError as exc:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from awsrun import catalog
 from awsrun.errors import AwsrunError, CloudError, ConfigError
 from awsrun.home import Home
+from awsrun.providers.aws_clients import AwsClients, chain_region, resolve_region
 from awsrun.providers.aws_errors import (  # noqa: F401 (TypeNotOffered is raised here, and re-exported)
     DENIED_CODES, TypeNotOffered, credentials_error)
 
@@ -88,85 +89,6 @@ def describe_aws_error(exc: BaseException, operation: str, iam_action: str) -> A
         return CloudError(f"{operation} failed: {exc}")
     message = _aws_message(exc)
     return CloudError(f"{operation} failed ({code or type(exc).__name__})" + (f": {message}" if message else ""))
-
-
-# -------------------------------------------------------------------------------------------- clients
-
-class AwsClients:
-    """The boto3 clients one check needs, made on first use. Tests pass ready clients (e.g. Stubbed)."""
-
-    SERVICES = {"sts": "sts", "ec2": "ec2", "quotas": "service-quotas"}
-
-    def __init__(self, region: str, **clients: Any):
-        unknown = set(clients) - set(self.SERVICES)
-        if unknown:
-            raise TypeError(f"unknown clients: {sorted(unknown)}")
-        self.region = region
-        self._clients: dict[str, Any] = dict(clients)
-        self._session: Any = None
-
-    def get(self, name: str) -> Any:
-        if name not in self._clients:
-            import boto3
-            from botocore.config import Config
-
-            from botocore import exceptions as bx
-
-            if self._session is None:
-                try:
-                    self._session = boto3.session.Session()
-                except bx.ProfileNotFound as exc:
-                    raise ConfigError(f"AWS profile not found: {exc}",
-                                      hint="check AWS_PROFILE against `aws configure list-profiles`") from None
-            # Standard retries (throttling, 5xx); AWS_MAX_ATTEMPTS still overrides the attempt count.
-            config = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=30)
-            self._clients[name] = self._session.client(self.SERVICES[name], region_name=self.region,
-                                                       config=config)
-        return self._clients[name]
-
-    @property
-    def sts(self) -> Any:
-        return self.get("sts")
-
-    @property
-    def ec2(self) -> Any:
-        return self.get("ec2")
-
-    @property
-    def quotas(self) -> Any:
-        return self.get("quotas")
-
-
-def chain_region() -> str | None:
-    """The region of the AWS chain: AWS_REGION, then boto3's (AWS_DEFAULT_REGION, the profile), or None.
-
-    boto3 itself ignores AWS_REGION (botocore reads AWS_DEFAULT_REGION only); the AWS CLI v2 and the other
-    SDKs read it first, and so does awsrun.
-    """
-    import boto3
-    from botocore import exceptions as bx
-
-    if os.environ.get("AWS_REGION"):
-        return os.environ["AWS_REGION"]
-    try:
-        return boto3.session.Session().region_name
-    except bx.ProfileNotFound as exc:
-        raise ConfigError(f"AWS profile not found: {exc}",
-                          hint="check AWS_PROFILE against `aws configure list-profiles`") from None
-
-
-def region_flag_for(explicit: str | None) -> str | None:
-    """The region to write into commands shown to the user: `explicit` when boto3's default differs."""
-    return explicit if explicit and explicit != chain_region() else None
-
-
-def resolve_region(explicit: str | None) -> str:
-    """`explicit` (flag or setting) or boto3's chain; a ConfigError naming the fix when neither has one."""
-    region = explicit or chain_region()
-    if not region:
-        raise ConfigError("no AWS region set",
-                          hint="pass --region R, set AWS_REGION, or `aws configure set region R`")
-    return region
 
 
 # ---------------------------------------------------------------------------------------- data types

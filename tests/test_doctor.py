@@ -15,7 +15,8 @@ from botocore.stub import Stubber
 from awsrun import doctor
 from awsrun.doctor import CHECK_NAMES, Check
 from awsrun.home import Home
-from awsrun.quota import AwsClients, Quota, QuotaCheck
+from awsrun.providers.aws_clients import AwsClients
+from awsrun.quota import Quota, QuotaCheck
 
 G_ON_DEMAND = "Running On-Demand G and VT instances"
 ALL_TOOLS = {"ssh": "/usr/bin/ssh", "rsync": "/usr/bin/rsync", "tmux": "/usr/bin/tmux"}

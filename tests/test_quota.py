@@ -18,7 +18,8 @@ from botocore.stub import Stubber
 from awsrun import quota
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
-from awsrun.quota import AwsClients, Quota, QuotaCheck
+from awsrun.providers.aws_clients import AwsClients
+from awsrun.quota import Quota, QuotaCheck
 
 UBUNTU = "ami-0ubuntu2204a"
 G_ON_DEMAND = "Running On-Demand G and VT instances"
@@ -353,7 +354,9 @@ def quota_cli(sq, ec2, tmp_path, monkeypatch):
     from awsrun.cli import main
 
     client, stubber = sq
-    monkeypatch.setattr(quota, "AwsClients", lambda region: AwsClients(region, ec2=ec2, quotas=client))
+    from awsrun.providers import aws_clients
+
+    monkeypatch.setattr(aws_clients, "AwsClients", lambda region: AwsClients(region, ec2=ec2, quotas=client))
     monkeypatch.setenv("AWSRUN_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
 

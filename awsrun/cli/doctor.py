@@ -86,11 +86,12 @@ def quota_request_command(app: AppContext, instance_type: str, count: int, spot:
                           yes: bool, as_json: bool) -> int:
     """File a Service Quotas increase so COUNT instances of the type fit (asks first unless --yes)."""
     from awsrun import quota
+    from awsrun.providers.aws_clients import AwsClients, region_flag_for, resolve_region
 
     settings = app.settings(region=region, instance_type=instance_type)  # validates the type
-    region_name = quota.resolve_region(settings.region)
-    clients = quota.AwsClients(region_name)
-    plan = quota.assess(clients, settings.instance_type, count, spot, region_flag=quota.region_flag_for(settings.region))
+    region_name = resolve_region(settings.region)
+    clients = AwsClients(region_name)
+    plan = quota.assess(clients, settings.instance_type, count, spot, region_flag=region_flag_for(settings.region))
     if plan.ok:
         ui.say(f"nothing to request: {plan.summary()}")
         return 0
@@ -125,9 +126,10 @@ def quota_status_command(app: AppContext, instance_type: str | None, spot: bool,
                          as_json: bool) -> None:
     """List pending and past EC2 quota increase requests with their state."""
     from awsrun import catalog, quota
+    from awsrun.providers.aws_clients import AwsClients, resolve_region
 
     settings = app.settings(region=region, instance_type=instance_type)  # validates the type
-    clients = quota.AwsClients(quota.resolve_region(settings.region))
+    clients = AwsClients(resolve_region(settings.region))
     code = None
     if instance_type:
         try:

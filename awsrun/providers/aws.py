@@ -1,4 +1,5 @@
-"""EC2 through boto3: the only module that imports it (lazily: `awsrun --help` never pays for it).
+"""EC2, IAM and S3 through boto3; with providers/aws_clients.py (doctor's and quota's clients), the only
+modules that import it, lazily: `awsrun --help` never pays for it.
 
 Credentials, region and endpoint come from boto3's own chain (AWS_PROFILE, AWS_REGION,
 AWS_ENDPOINT_URL, ...). botocore retries throttling and transient errors ("standard" mode, bounded
