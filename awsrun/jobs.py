@@ -206,12 +206,12 @@ def mirror_plan(host: JobHost, url: checkpoints.BucketUrl, region: str | None, *
     """How this host runs the S3 mirror: this Python and the packaged program on the local provider
     (awsrun's own dependencies include boto3); a tools venv and a copy in ~/.awsrun/bin elsewhere."""
     if host.local:
-        return checkpoints.MirrorPlan(url, region, sys.executable, str(_mirror_program()), False, restore, every_s)
+        return checkpoints.MirrorPlan(url, region, sys.executable, str(mirror_program()), False, restore, every_s)
     python = f"{checkpoints.TOOLS_VENV}/bin/python"
     return checkpoints.MirrorPlan(url, region, python, checkpoints.SCRIPT, True, restore, every_s, host.pip_args)
 
 
-def _mirror_program() -> Path:
+def mirror_program() -> Path:
     return Path(__file__).resolve().parent / "data" / checkpoints.SCRIPT_NAME
 
 
@@ -220,7 +220,7 @@ def mirror_steps(plan: checkpoints.MirrorPlan, output_path: str) -> str:
     steps = []
     if plan.install_tools:
         script = tmux.remote_path(plan.script)
-        text = _mirror_program().read_text()
+        text = mirror_program().read_text()
         steps += [checkpoints.tools_step(plan.pip_args),
                   f"mkdir -p {tmux.remote_path(str(PurePosixPath(plan.script).parent))} && "
                   f"printf '%s' {shlex.quote(text)} > {script}.tmp && mv {script}.tmp {script}"]

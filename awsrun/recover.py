@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from awsrun import checkpoints, jobs, sync, tmux
-from awsrun.errors import ConfigError, NotFoundError
+from awsrun.errors import CloudError, ConfigError, NotFoundError
 from awsrun.home import Home
 from awsrun.settings import Settings
 from awsrun.state import State
@@ -199,3 +201,26 @@ def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe
     result, notes = submit_mirrored(home, mirrored, host, request, sync.scan(project), restore=True, aws=aws)
     detail = "; ".join([*notes, f"restored from {recipe.url}, started in {result.remote_dir}"])
     return Recovered(recipe.session, "resubmitted", detail)
+
+
+# --- pull from the mirror -------------------------------------------------------------------------------
+
+def pull_from_mirror(home: Home, cluster: str, session: str, destination: Path) -> str:
+    """Bring a job's runs/SESSION back from its S3 mirror (the instance may be gone): this machine's
+    credentials, the same program the instance uses (only files, only under `destination`)."""
+    recipe = next((r for r in RecipeBook(home).load(cluster) if r.session == session), None)
+    if recipe is None:
+        raise NotFoundError(f"job {session!r} of cluster {cluster!r} was not submitted with --checkpoint-bucket",
+                            hint=f"without a mirror, `awsrun pull {session}` reads it from the instance")
+    program = jobs.mirror_program()
+    region = ["--region", recipe.region] if recipe.region else []
+    result = subprocess.run([sys.executable, str(program), "pull", *region, recipe.url, str(destination)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        problem = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
+        raise CloudError(f"pulling {recipe.url} failed: {problem.removeprefix('awsrun-checkpoints: error: ')}",
+                         hint="check your AWS credentials and access to the bucket (`awsrun doctor`)")
+    for warning in result.stderr.splitlines():
+        if warning.strip():
+            raise CloudError(f"pulling {recipe.url}: {warning.removeprefix('awsrun-checkpoints: ')}")
+    return f"{result.stdout.strip()} from {recipe.url} into {destination}"

@@ -78,9 +78,9 @@ def _gone(state: State, cluster: str, records, now) -> InstanceGone | None:
             state.delete_instance(record.id)  # as `status` does with terminated instances
             what = "is gone" if instance is None else f"was terminated: {describe_reason(instance.state_reason)}"
             hint = (f"`awsrun submit --recover --cluster {cluster}` launches a new one and resumes the jobs "
-                    "submitted with --checkpoint-bucket from S3; otherwise `awsrun up --cluster "
-                    f"{cluster}`, then `awsrun submit` again (what the job wrote there is gone, except what "
-                    "`awsrun pull` brought back)")
+                    "submitted with --checkpoint-bucket from S3 (`awsrun pull S --from-s3` fetches their outputs); "
+                    f"otherwise `awsrun up --cluster {cluster}`, then `awsrun submit` again (what the job wrote "
+                    "there is gone, except what `awsrun pull` brought back)")
         else:
             state.put_instance(record_from(instance, cluster, record))
             what = f"is {instance.state}: {describe_reason(instance.state_reason)}"

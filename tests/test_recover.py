@@ -258,6 +258,10 @@ def test_on_the_local_provider_the_mirror_uses_this_machines_credentials_and_its
     assert [o["Key"] for o in objects] == ["default/fine/result.txt"]
     assert s3.get_object(Bucket="local-ckpts", Key="default/fine/result.txt")["Body"].read() == b"hello"
     go.unlink()
+    pulled = ok(cli("pull", "fine", "--from-s3", "--to", str(project / "back")))
+    assert "pulled 1 files (5 bytes)" in pulled.stderr and (project / "back" / "result.txt").read_text() == "hello"
+    unknown = cli("pull", "nosuch", "--from-s3")
+    assert unknown.exit_code == 7 and "was not submitted with --checkpoint-bucket" in one_line_error(unknown)
 
     ok(cli("submit", "--checkpoint-bucket", "s3://doomed-ckpts", "--name", "broken", "job.py", "lost"))
     s3.delete_bucket(Bucket="doomed-ckpts")  # still empty: the job has written nothing yet

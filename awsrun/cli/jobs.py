@@ -333,14 +333,17 @@ def attach_command(app: AppContext, session: str | None, cluster: str | None) ->
 @click.option("--to", type=click.Path(file_okay=False, path_type=Path), help="Local directory (default: the same path in the project).")
 @click.option("--remote", "remote_path", help="What to bring back instead of runs/SESSION: a path in the synced project, or absolute.")
 @CLUSTER
+@click.option("--from-s3", is_flag=True,
+              help="Read runs/SESSION from the job's S3 mirror (--checkpoint-bucket) instead of the instance.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
 def pull_command(app: AppContext, session: str | None, to: Path | None, remote_path: str | None,
-                 cluster: str | None, as_json: bool) -> None:
+                 cluster: str | None, from_s3: bool, as_json: bool) -> None:
     """Bring a job's runs/SESSION (or --remote PATH) back into the project, only what changed.
 
     Only regular files are written, and only under the destination: absolute names, '..', links,
-    devices and names with control characters are skipped with a warning."""
+    devices and names with control characters are skipped with a warning. --from-s3 works when the
+    instance is gone."""
     from awsrun import jobs
 
     from awsrun.tmux import validate_session_name
@@ -349,6 +352,16 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
     name = settings.session if session is None else session
     if remote_path is None:
         validate_session_name(name)
+    if from_s3:
+        from awsrun.recover import pull_from_mirror
+
+        if remote_path is not None or as_json:
+            raise ConfigError("--from-s3 brings back runs/SESSION as mirrored: it takes no --remote or --json")
+        _, destination = jobs.pull_paths(app.project_dir, "", name, to=to)
+        with ui.phase(f"pulling runs/{name} from S3"):
+            summary = pull_from_mirror(app.home, settings.cluster, name, destination)
+        ui.say(summary)
+        return
     with jobs.open_host(app.home, settings) as host:
         report = jobs.pull(host, app.project_dir, name, to=to, remote_path=remote_path)
     if as_json:
