@@ -205,9 +205,10 @@ def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe
 
 # --- pull from the mirror -------------------------------------------------------------------------------
 
-def pull_from_mirror(home: Home, cluster: str, session: str, destination: Path) -> str:
+def pull_from_mirror(home: Home, cluster: str, session: str, destination: Path) -> tuple[str, list[str]]:
     """Bring a job's runs/SESSION back from its S3 mirror (the instance may be gone): this machine's
-    credentials, the same program the instance uses (only files, only under `destination`)."""
+    credentials, the same program the instance uses (only files, only under `destination`).
+    Returns the summary and the warnings (objects it refused to write)."""
     recipe = next((r for r in RecipeBook(home).load(cluster) if r.session == session), None)
     if recipe is None:
         raise NotFoundError(f"job {session!r} of cluster {cluster!r} was not submitted with --checkpoint-bucket",
@@ -220,7 +221,5 @@ def pull_from_mirror(home: Home, cluster: str, session: str, destination: Path) 
         problem = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
         raise CloudError(f"pulling {recipe.url} failed: {problem.removeprefix('awsrun-checkpoints: error: ')}",
                          hint="check your AWS credentials and access to the bucket (`awsrun doctor`)")
-    for warning in result.stderr.splitlines():
-        if warning.strip():
-            raise CloudError(f"pulling {recipe.url}: {warning.removeprefix('awsrun-checkpoints: ')}")
-    return f"{result.stdout.strip()} from {recipe.url} into {destination}"
+    warnings = [line.removeprefix("awsrun-checkpoints: ") for line in result.stderr.splitlines() if line.strip()]
+    return f"{result.stdout.strip()} from {recipe.url} into {destination}", warnings

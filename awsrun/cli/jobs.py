@@ -359,7 +359,8 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
             raise ConfigError("--from-s3 brings back runs/SESSION as mirrored: it takes no --remote or --json")
         _, destination = jobs.pull_paths(app.project_dir, "", name, to=to)
         with ui.phase(f"pulling runs/{name} from S3"):
-            summary = pull_from_mirror(app.home, settings.cluster, name, destination)
+            summary, warnings = pull_from_mirror(app.home, settings.cluster, name, destination)
+        _warn(warnings)
         ui.say(summary)
         return
     with jobs.open_host(app.home, settings) as host:
