@@ -354,16 +354,15 @@ class Stream:  # the payload's records (see awsrun.sync.payload), zlib'd unless 
         if self.pending[:1] != b"{":
             self.z = zlib.decompressobj()
             self.pending = bytearray(self.z.decompress(bytes(self.pending)))
-    def more(self):
+    def more(self):  # decompressed 4 MB at a time at most, whatever the file
         if self.z is not None and self.z.unconsumed_tail:
             self.pending += self.z.decompress(self.z.unconsumed_tail, 1 << 22)
-            return True
+            return
         chunk = self.raw.read(1 << 16)
         if not chunk:
             sys.stderr.write("the transfer ended early: nothing more was written\n")
             sys.exit(1)
         self.pending += self.z.decompress(chunk, 1 << 22) if self.z is not None else chunk
-        return True
     def header(self):
         while b"\n" not in self.pending:
             self.more()
