@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from awsrun.errors import ConfigError
 
+
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
