@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _main(sys.argv[1:] if argv is None else argv)
     finally:
-        # what lives now lives until exit: the interpreter's last collection then skips walking it
-        # (every imported module's objects), ~10 ms of a command's end
-        gc.freeze()
+        if argv is None:
+            # the process ends with this command: what lives now lives until exit, and the
+            # interpreter's last collection skips walking it (every module's objects), ~10 ms
+            gc.freeze()
 
 
 def _main(args: list[str]) -> None:
