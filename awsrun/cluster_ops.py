@@ -3,8 +3,9 @@ state after every cloud call; a Ctrl-C leaves records that the same command, run
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 
-from awsrun import autostop, aws_cluster
+from awsrun import autostop, aws_cluster, tmux
 from awsrun.access import close_connections
 from awsrun.clusters import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state, wait_for_ssh
 from awsrun.errors import ConfigError, Interrupted, NotFoundError
@@ -111,6 +112,8 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
         cluster = state.get_cluster(name) or _from_cloud(state, settings, name, aws)
         close_connections(home, name)
         if cluster.provider != "aws":
+            if cluster.provider == "local":
+                subprocess.run(["sh", "-c", tmux.stop_idle_server()], capture_output=True)
             state.delete_cluster(name)
             return DownResult(name, cluster.provider)
         provider = aws(cluster.region)

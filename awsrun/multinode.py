@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from awsrun import catalog, jobs, sync, tmux
+from awsrun import jobs, sync, tmux
 from awsrun.access import require_cluster
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -74,6 +73,8 @@ def head_address(cluster: ClusterRecord, head: InstanceRecord) -> str:
 
 def gpus_per_node(instance_type: str | None) -> int:
     """torchrun's --nproc-per-node: the type's GPUs from the catalog; 1 (one CPU process) otherwise."""
+    from awsrun import catalog
+
     spec = catalog.lookup(instance_type) if instance_type else None
     return spec.gpu_count if spec is not None and spec.gpu_count > 0 else 1
 
@@ -115,6 +116,8 @@ Outcome = tuple[object, BaseException | None]
 
 def _each(hosts: list[jobs.JobHost], work: Callable[[jobs.JobHost], object]) -> list[Outcome]:
     """`work` on every host at once, one thread each; (result, error) per host, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="node") as pool:
         futures = [pool.submit(work, host) for host in hosts]
     return [(None, f.exception()) if f.exception() else (f.result(), None) for f in futures]

@@ -98,14 +98,16 @@ def _has_session(name: str) -> str:
 def launch_line(name: str, workdir: str, jobs_root: str = JOBS_ROOT) -> str:
     """The shell line that starts session NAME running the job whose argv is in its job dir.
 
-    Runnable again as is (the agent does after a spot reboot): it resets nothing.
+    Runnable again as is (the agent does after a spot reboot): it resets nothing. The server stays when
+    its last session ends (exit-empty off): the next submit need not start one, and cannot meet one that
+    is exiting ("server exited unexpectedly" when a job ended just as the next session started).
     """
     directory = remote_path(job_dir(name, jobs_root))
     return (
         shlex.join(tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c"))
         + f" {remote_path(workdir)} "
         + shlex.join(["bash", "-c", WRAPPER, "awsrun-job"])
-        + f" {directory}"
+        + f" {directory} \\; set-option -gq exit-empty off"
     )
 
 
@@ -146,13 +148,14 @@ def start_job(
     make = f"mkdir -p {directory}"
     if output_dir:
         make += f" {remote_path(workdir.rstrip('/') + '/' + output_dir)}"
+    launch = launch_line(name, workdir, jobs_root)
     lines.append(
         f"rm -rf {directory} && {make} && "
         f"printf '%s\\0' {words} > {directory}/argv && "
         + (f"printf '%s\\0' {mirror} > {directory}/mirror && " if mirror else "")
-        + f"printf '%s\\n' {shlex.quote(launch_line(name, workdir, jobs_root))} > {directory}/launch && "
+        + f"printf '%s\\n' {shlex.quote(launch)} > {directory}/launch && "
         f"date +%s > {directory}/started_at && "
-        f"bash {directory}/launch"
+        f"{launch}"
     )
     return "; ".join(lines)
 
@@ -176,6 +179,13 @@ def kill_job(name: str, jobs_root: str = JOBS_ROOT, grace_s: float = 10.0) -> st
         f"if [ -d {directory} ]; then date +%s > {directory}/killed_at; fi; "
         f"{graceful}{stop}; exit 0"
     )
+
+
+def stop_idle_server() -> str:
+    """A shell line that ends awsrun's tmux server when it holds no session (it outlives its last one:
+    see launch_line), for `down` on this machine; a server with jobs is left alone."""
+    return (f'if [ -z "$({shlex.join(tmux("list-sessions", "-F", "x"))} 2>/dev/null)" ]; then '
+            f"{shlex.join(tmux('kill-server'))} 2>/dev/null; fi; exit 0")
 
 
 def attach_job(name: str) -> list[str]:

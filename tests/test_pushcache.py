@@ -36,10 +36,6 @@ def host(local_cluster, awsrun_home, project, monkeypatch):
         (project / f"m{index}.py").write_text(f"x = {index}\n")
     host = jobs.open_host(Home(awsrun_home), load_settings(project))
     host.remote = Counting(host.remote)
-    # these jobs end at once: a session that keeps awsrun's tmux server from exiting between them, since
-    # a server exiting as the next job's session starts fails that start ("server exited unexpectedly",
-    # a race of tmux.launch_line's; what is counted here is round trips)
-    local_cluster.tmux("new-session", "-d", "-s", "keeper", "sleep 600")
     yield host
     host.close()
 

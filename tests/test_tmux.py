@@ -55,7 +55,7 @@ def test_job_dir():
 def test_launch_line():
     assert tmux.launch_line("work", "~/awsrun/my project") == (
         "tmux -L awsrun new-session -d -s work -x 200 -y 50 -c ~/'awsrun/my project' bash -c "
-        + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work"
+        + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work \\; set-option -gq exit-empty off"
     )
 
 
@@ -68,7 +68,7 @@ def test_start_job_plain():
         "rm -rf ~/.awsrun/jobs/work && mkdir -p ~/.awsrun/jobs/work && "
         "printf '%s\\0' env PYTHONUNBUFFERED=1 python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/work/launch && "
-        "date +%s > ~/.awsrun/jobs/work/started_at && bash ~/.awsrun/jobs/work/launch"
+        f"date +%s > ~/.awsrun/jobs/work/started_at && {launch}"
     )
 
 
@@ -86,7 +86,7 @@ def test_start_job_with_venv_output_dir_env_and_hostile_words():
         "printf '%s\\0' env PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' \"$p\" "
         f"{words} > ~/.awsrun/jobs/run-1/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/run-1/launch && "
-        "date +%s > ~/.awsrun/jobs/run-1/started_at && bash ~/.awsrun/jobs/run-1/launch"
+        f"date +%s > ~/.awsrun/jobs/run-1/started_at && {launch}"
     )
     assert words.split(" ")[:4] == ["train.py", "'a", "b'", "';"]  # each hostile word is one quoted word
 
@@ -193,6 +193,29 @@ def test_the_launch_file_restarts_a_job_as_the_agent_does_after_a_reboot(machine
     assert machine(f"cd / && bash {shlex.quote(str(job / 'launch'))}").returncode == 0
     wait_for(lambda: (job / "exit_code").exists(), what="the restarted run")
     assert (job / "log").read_text() == "ran\nran\n"
+
+
+def test_the_server_outlives_its_last_job_so_back_to_back_jobs_never_meet_it_exiting(machine):
+    """Jobs that end at once, started back to back: each start finds the server there (a server exiting
+    as the next session starts failed that start, "server exited unexpectedly"); then `down`'s line ends
+    the idle server, and leaves a server that still runs a job alone."""
+    for index in range(20):
+        line = tmux.start_job(f"quick-{index}", str(machine.workdir), ["true"], jobs_root=machine.root)
+        started = machine(line)
+        assert started.returncode == 0, started.stderr
+    wait_for(lambda: all((Path(machine.root) / f"quick-{i}" / "exit_code").exists() for i in range(20)),
+             what="the quick jobs")
+    wait_for(lambda: machine(shlex.join(tmux.tmux("list-sessions", "-F", "x"))).stdout == "", what="no session")
+    assert machine(shlex.join(tmux.tmux("list-sessions"))).returncode == 0  # no session, and the server is up
+
+    running = tmux.start_job("long", str(machine.workdir), ["sleep", "60"], jobs_root=machine.root)
+    assert machine(running).returncode == 0
+    assert machine(tmux.stop_idle_server()).returncode == 0
+    assert _listing(machine)["long"]["alive"] is True  # a server with a job is left alone
+    assert machine(tmux.kill_job("long", machine.root, grace_s=0)).returncode == 0
+    assert machine(tmux.stop_idle_server()).returncode == 0
+    gone = machine(shlex.join(tmux.tmux("list-sessions")))
+    assert gone.returncode != 0 and "no server running" in gone.stderr
 
 
 def test_follow_prints_the_tail_then_everything_until_the_end_and_the_state_last(machine):
