@@ -182,9 +182,13 @@ def test_train_stn_resumes_from_its_s3_checkpoint_on_a_replacement(
         cli, aws, fleet, instance_side, s3, project, torch_host, job_pythonpath):
     """The real job: its checkpoints (written as ckpt-N.pt.tmp<pid>, then renamed) and metrics reach S3,
     and on the replacement it resumes from the SIGTERM checkpoint and ends at the full step count."""
-    from tests.test_spot_recovery import CKPT_EVERY as STN_CKPT_EVERY
-    from tests.test_spot_recovery import JOB_ARGS, LOG_EVERY, STEPS as STN_STEPS, _project, _train_steps
+    from tests.test_spot_recovery import _project, _train_steps
 
+    # long enough (~8 s of training here) that the SIGTERM lands mid-run once a checkpoint is in S3
+    stn_steps, log_every = 2000, 50
+    job_args = ("train_stn.py", "--dataset", "mnist5k", "--model", "fcn", "--steps", str(stn_steps),
+                "--batch-size", "32", "--log-every", str(log_every), "--eval-every", str(stn_steps),
+                "--ckpt-every", "50")
     _project(project)
     venv = "~/venvs/stn-recover"  # every host gets the torch host's venv, hard-linked (same path on each)
     for host in fleet.hosts:
@@ -196,19 +200,20 @@ def test_train_stn_resumes_from_its_s3_checkpoint_on_a_replacement(
             subprocess.run(["cp", "-al", str(torch_host.local_venv), str(copy)], check=True)
     cli.env.update({"AWSRUN_PIP_ARGS": PIP_ARGS, "AWSRUN_CHECKPOINT_EVERY": "0.5", "AWSRUN_VENV": venv})
     run = interrupt_and_recover(
-        cli, aws, fleet, instance_side, s3, ("--env", f"PYTHONPATH={job_pythonpath}", *JOB_ARGS),
+        cli, aws, fleet, instance_side, s3, ("--env", f"PYTHONPATH={job_pythonpath}", *job_args),
         ready=lambda keys: any(k.startswith("checkpoints/ckpt-") for k in keys), timeout=240)
 
-    stopped = int(re.search(r"stopped by SIGTERM at step (\d+)/", run.stopped_log).group(1))
-    assert 0 < stopped < STN_STEPS, run.stopped_log[-2000:]
+    found = re.search(r"stopped by SIGTERM at step (\d+)/", run.stopped_log)
+    assert found, run.stopped_log[-2000:]
+    stopped = int(found.group(1))
+    assert 0 < stopped < stn_steps, run.stopped_log[-2000:]
     assert f"checkpoints/ckpt-{stopped:08d}.pt" in run.mirrored  # the SIGTERM checkpoint reached S3
     assert not [k for k in run.mirrored if ".tmp" in k]          # never a half-written one
     resumed = int(re.search(r"resuming from \S+ckpt-\d+\.pt \(step (\d+)\)", run.log).group(1))
     assert resumed == stopped  # nothing repeated
     summary = json.loads((run.outputs / "summary.json").read_text())
-    assert (summary["steps"], summary["resumed_from_step"]) == (STN_STEPS, resumed)
-    assert _train_steps(run.outputs) == list(range(LOG_EVERY, STN_STEPS + 1, LOG_EVERY))
-    assert STN_CKPT_EVERY < STN_STEPS
+    assert (summary["steps"], summary["resumed_from_step"]) == (stn_steps, resumed)
+    assert _train_steps(run.outputs) == list(range(log_every, stn_steps + 1, log_every))
     assert "summary.json" in _keys(s3, JOB_PREFIX)  # the finished run's outputs are in S3 too
     ok(cli("down", "--yes"))
 
