@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from awsrun.errors import ConfigError
 
@@ -140,3 +142,23 @@ def follow_words(plan: MirrorPlan, output_dir: str, pid_file: str) -> str:
     options = ["follow", *_region(plan), "--every", f"{plan.every_s:g}"]
     return (f"{remote_path(plan.python)} {remote_path(plan.script)} {shlex.join(options)} "
             f"--pid-file {pid_file} {shlex.join([output_dir, str(plan.url)])}")
+
+
+def program_path() -> Path:
+    """The mirror program as packaged (awsrun/data, a link to infra/ in a checkout)."""
+    return Path(__file__).resolve().parent / "data" / SCRIPT_NAME
+
+
+def prepare_steps(plan: MirrorPlan, output_path: str) -> str:
+    """Shell steps before the job starts: the mirror program and its venv in place, the mirror restored."""
+    from awsrun.tmux import remote_path
+
+    steps = []
+    if plan.install_tools:
+        script = remote_path(plan.script)
+        steps += [tools_step(plan.pip_args),
+                  f"mkdir -p {remote_path(posixpath.dirname(plan.script))} && "
+                  f"printf '%s' {shlex.quote(program_path().read_text())} > {script}.tmp && mv {script}.tmp {script}"]
+    if plan.restore:
+        steps.append(restore_step(plan, output_path))
+    return "; ".join(steps) if steps else ":"

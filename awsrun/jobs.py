@@ -162,7 +162,7 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
                            prefer=host.venv_python if is_python else None, output_dir=output_dir,
                            mirror=checkpoints.follow_words(mirror, output_dir, f"{directory}/pid") if mirror else None)
     if mirror:
-        start = f"{mirror_steps(mirror, f'{remote_root}/{output_dir}')}; {start}"
+        start = f"{checkpoints.prepare_steps(mirror, f'{remote_root}/{output_dir}')}; {start}"
     wanted = requirements.find(request.script, tree.entries) if is_python else None
     if wanted:
         install = requirements.install_step(remote_root, wanted, requirements.digest(request.project_dir, wanted),
@@ -199,34 +199,6 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
     result = host.remote.run(command, stdin=data)
     return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
-
-
-def mirror_plan(host: JobHost, url: checkpoints.BucketUrl, region: str | None, *, restore: bool = False,
-                every_s: float = checkpoints.PUSH_EVERY_S) -> checkpoints.MirrorPlan:
-    """How this host runs the S3 mirror: this Python and the packaged program on the local provider
-    (awsrun's own dependencies include boto3); a tools venv and a copy in ~/.awsrun/bin elsewhere."""
-    if host.local:
-        return checkpoints.MirrorPlan(url, region, sys.executable, str(mirror_program()), False, restore, every_s)
-    python = f"{checkpoints.TOOLS_VENV}/bin/python"
-    return checkpoints.MirrorPlan(url, region, python, checkpoints.SCRIPT, True, restore, every_s, host.pip_args)
-
-
-def mirror_program() -> Path:
-    return Path(__file__).resolve().parent / "data" / checkpoints.SCRIPT_NAME
-
-
-def mirror_steps(plan: checkpoints.MirrorPlan, output_path: str) -> str:
-    """Shell steps before the job starts: the mirror program and its venv in place, the mirror restored."""
-    steps = []
-    if plan.install_tools:
-        script = tmux.remote_path(plan.script)
-        text = mirror_program().read_text()
-        steps += [checkpoints.tools_step(plan.pip_args),
-                  f"mkdir -p {tmux.remote_path(str(PurePosixPath(plan.script).parent))} && "
-                  f"printf '%s' {shlex.quote(text)} > {script}.tmp && mv {script}.tmp {script}"]
-    if plan.restore:
-        steps.append(checkpoints.restore_step(plan, output_path))
-    return "; ".join(steps) if steps else ":"
 
 
 def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,

@@ -102,6 +102,17 @@ def _default_aws(region: str | None):
     return default_aws(region)
 
 
+def mirror_plan(host: jobs.JobHost, url: checkpoints.BucketUrl, region: str | None, *, restore: bool = False,
+                every_s: float = checkpoints.PUSH_EVERY_S) -> checkpoints.MirrorPlan:
+    """How this host runs the S3 mirror: this Python and the packaged program on the local provider
+    (awsrun's own dependencies include boto3); a tools venv and a copy in ~/.awsrun/bin elsewhere."""
+    if host.local:
+        return checkpoints.MirrorPlan(url, region, sys.executable, str(checkpoints.program_path()), False,
+                                      restore, every_s)
+    return checkpoints.MirrorPlan(url, region, f"{checkpoints.TOOLS_VENV}/bin/python", checkpoints.SCRIPT, True,
+                                  restore, every_s, host.pip_args)
+
+
 def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request: jobs.SubmitRequest,
                     tree: sync.LocalTree, *, restore: bool = False,
                     aws: Callable = _default_aws) -> tuple[jobs.SubmitResult, list[str]]:
@@ -115,7 +126,7 @@ def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request:
     if host.cluster.provider == "aws":
         notes += grant_access(provider, host.instance.id, base)
     url = checkpoints.job_url(base, host.cluster.name, request.session)
-    plan = jobs.mirror_plan(host, url, provider.region, restore=restore, every_s=settings.checkpoint_every)
+    plan = mirror_plan(host, url, provider.region, restore=restore, every_s=settings.checkpoint_every)
     result = jobs.submit(host, dataclasses.replace(request, mirror=plan), tree)
     RecipeBook(home).save(Recipe(host.cluster.name, request.session, str(request.project_dir), request.script,
                                  list(request.args), dict(request.env), str(base), str(url), provider.region, plan.every_s,
@@ -213,7 +224,7 @@ def pull_from_mirror(home: Home, cluster: str, session: str, destination: Path) 
     if recipe is None:
         raise NotFoundError(f"job {session!r} of cluster {cluster!r} was not submitted with --checkpoint-bucket",
                             hint=f"without a mirror, `awsrun pull {session}` reads it from the instance")
-    program = jobs.mirror_program()
+    program = checkpoints.program_path()
     region = ["--region", recipe.region] if recipe.region else []
     result = subprocess.run([sys.executable, str(program), "pull", *region, recipe.url, str(destination)],
                             capture_output=True, text=True)
