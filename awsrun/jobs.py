@@ -257,6 +257,7 @@ class JobStatus:
     ended_at: float | None
     duration: float | None
     command: list[str]
+    killed_by_user: bool = False   # `awsrun kill`, as against a session gone with its machine
 
     @property
     def label(self) -> str:
@@ -285,7 +286,8 @@ def job_status(raw: dict, now: float) -> JobStatus:
         duration = max(0.0, ended - started)
     else:
         duration = max(0.0, now - started) if state == "running" else None
-    return JobStatus(raw["name"], state, code, started, ended, duration, display_command(raw.get("argv") or []))
+    return JobStatus(raw["name"], state, code, started, ended, duration, display_command(raw.get("argv") or []),
+                     raw.get("killed_at") is not None)
 
 
 def display_command(argv: list[str]) -> list[str]:

@@ -140,7 +140,7 @@ def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request:
 @dataclass(frozen=True)
 class Recovered:
     session: str
-    outcome: str                    # resubmitted | running | finished
+    outcome: str                    # resubmitted | running | finished | killed
     detail: str = ""
 
 
@@ -183,6 +183,10 @@ def recover(home: Home, settings: Settings, reporter, *, session: str | None = N
                 continue
             if status is not None and status.state == "exited" and status.exit_code == 0:
                 done.append(Recovered(recipe.session, "finished", "exited 0: nothing to do"))
+                continue
+            if status is not None and status.killed_by_user:
+                done.append(Recovered(recipe.session, "killed", "stopped with `awsrun kill`: not resumed "
+                                      "(submit it again to run it again)"))
                 continue
             done.append(_resubmit(home, settings, host, recipe, aws))
     return RecoverResult(name, launched, tuple(done))

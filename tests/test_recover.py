@@ -268,6 +268,12 @@ def test_on_the_local_provider_the_mirror_uses_this_machines_credentials_and_its
     unknown = cli("pull", "nosuch", "--from-s3")
     assert unknown.exit_code == 7 and "was not submitted with --checkpoint-bucket" in one_line_error(unknown)
 
+    ok(cli("submit", "--checkpoint-bucket", "s3://local-ckpts", "--name", "stopped", "job.py", "x"))
+    ok(cli("kill", "stopped", "--force"))
+    kept = ok(cli("submit", "--recover", "--name", "stopped"))
+    assert "job 'stopped': killed: stopped with `awsrun kill`: not resumed" in kept.stderr, kept
+    assert (local_cluster.job("stopped") / "killed_at").exists()  # the job dir of the killed run, untouched
+
     ok(cli("submit", "--checkpoint-bucket", "s3://doomed-ckpts", "--name", "broken", "job.py", "lost"))
     s3.delete_bucket(Bucket="doomed-ckpts")  # still empty: the job has written nothing yet
     go.write_text("")
