@@ -18,31 +18,10 @@ import shlex
 from pathlib import Path
 
 from awsrun import sync
+from awsrun.remote import apply_push, check_manifest, walker
 from awsrun.tmux import remote_path
 
 CHANGED = 75  # EX_TEMPFAIL: the target's tree is not what was remembered; its manifest is on stdout
-
-CHECKED_MAIN = r"""
-import json, os, re, sys
-try:  # the interpreter's own SHA-256 (hashlib loads OpenSSL first: 3 ms of a 20 ms start)
-    from _sha256 import sha256
-except ImportError:
-    try:
-        from _sha2 import sha256  # its name from Python 3.12
-    except ImportError:
-        from hashlib import sha256
-root, expected, stdin = os.path.expanduser(sys.argv[1]), sys.argv[2], sys.stdin.buffer
-tiers = [[(b, re.compile(rx, re.DOTALL), n, d, bn) for b, rx, n, d, bn in tier] for tier in json.loads(stdin.readline())]
-have = walk_tree(root, tiers, stale_after=600) if os.path.isdir(root) else {}
-text = json.dumps(have, sort_keys=True, separators=(",", ":"))
-if sha256(text.encode()).hexdigest() != expected:
-    while stdin.read(1 << 20):
-        pass
-    sys.stdout.write(text)
-    sys.stdout.flush()
-    sys.exit(75)
-"""
-
 
 def digest(manifest: dict[str, list]) -> str:
     """What both sides hash: the manifest as canonical JSON (same on any Python 3)."""
@@ -52,7 +31,7 @@ def digest(manifest: dict[str, list]) -> str:
 def checked_apply_command(remote_root: str, python: str, expected: str) -> str:
     """Reads `tiers JSON line + payload` on stdin; applies the payload only when the target's manifest
     has digest `expected`, else prints that manifest and exits CHANGED."""
-    program = sync.shipped_walker() + CHECKED_MAIN + sync.APPLY_PROGRAM
+    program = sync.target_program(walker, check_manifest, apply_push)
     return sync.python_command(python, program, remote_path(remote_root), shlex.quote(expected))
 
 

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from awsrun.errors import AwsrunError, NotFoundError, RemoteError
-from awsrun.remote import walker
+from awsrun.remote import apply_push, list_manifest, pull_send, walker
 from awsrun.remote.base import Remote
 from awsrun.remote.walker import is_ignored, walk_tree  # noqa: F401 (is_ignored: the rule check, for callers)
 from awsrun.tmux import remote_path
 
 if TYPE_CHECKING:
     import tarfile
+    from types import ModuleType
 
 # What never travels unless .awsrunignore re-includes it (`!/data/`): VCS internals, caches, virtualenvs
 # and dependencies the instance builds itself, and the two big directories of an ML project: `runs/`
@@ -142,11 +143,6 @@ def compile_tiers(tiers: list[list[list]]) -> list[list[tuple]]:
     return [[(b, re.compile(rx, re.DOTALL), neg, d, bn) for b, rx, neg, d, bn in tier] for tier in tiers]
 
 
-def shipped_walker() -> str:
-    """The source of is_ignored and walk_tree, to prepend to a program the target runs."""
-    return Path(walker.__file__).read_text()
-
-
 # --- the local side ---------------------------------------------------------------------------------
 
 @dataclass
@@ -238,8 +234,8 @@ class SyncReport:
 
 
 def payload(tree: LocalTree, sync_plan: SyncPlan, *, compress: bool = True) -> tuple[bytes, int]:
-    """The stream for the target (APPLY_PROGRAM; zlib'd unless `compress` is False, e.g. for a copy on
-    this machine): records of a JSON header line and the file's bytes, the deletion list first and an
+    """The stream for the target (awsrun.remote.apply_push; zlib'd unless `compress` is False, e.g. for a
+    copy on this machine): records of a JSON header line and the file's bytes, the deletion list first and an
     end mark last, so that a cut stream is told from a whole one. -> (bytes, raw size of the files)"""
     out = bytearray()
 
@@ -270,191 +266,12 @@ def payload(tree: LocalTree, sync_plan: SyncPlan, *, compress: bool = True) -> t
     return (zlib.compress(out, COMPRESS_LEVEL) if compress else bytes(out)), raw
 
 
-# --- programs the target runs --------------------------------------------------------------------
+# --- commands the target runs ---------------------------------------------------------------------
 
-MANIFEST_MAIN = r"""
-import json, os, re, sys
-root = os.path.expanduser(sys.argv[1])
-tiers = [[(b, re.compile(rx, re.DOTALL), n, d, bn) for b, rx, n, d, bn in tier] for tier in json.load(sys.stdin)]
-print(json.dumps(walk_tree(root, tiers, stale_after=600) if os.path.isdir(root) else {}))
-"""
-
-APPLY_PROGRAM = r"""
-import json, os, stat, sys, zlib
-root = os.path.expanduser(sys.argv[1])
-os.makedirs(root, exist_ok=True)
-def warn(text):
-    sys.stderr.write("awsrun-warning: " + text + "\n")
-def parts_of(name):
-    parts = name.split("/")
-    if name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
-        return None
-    return parts
-def directory(parts, create):
-    here = root
-    for part in parts[:-1]:
-        here = os.path.join(here, part)
-        try:
-            info = os.lstat(here)
-        except FileNotFoundError:
-            if not create:
-                return None
-            os.mkdir(here)
-            continue
-        if not stat.S_ISDIR(info.st_mode):
-            return None
-    return here
-def delete(names):
-    for name in names:
-        parts = parts_of(name)
-        here = parts and directory(parts, False)
-        if not here:
-            continue
-        target = os.path.join(here, parts[-1])
-        try:
-            if stat.S_ISDIR(os.lstat(target).st_mode):
-                continue
-            os.unlink(target)
-        except OSError:
-            continue
-        while here != root:
-            try:
-                os.rmdir(here)
-            except OSError:
-                break
-            here = os.path.dirname(here)
-def disk_full():  # exit 28 saying which disk, how big, how much is left
-    global temp
-    if temp is not None:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        temp = None
-    mount = os.path.realpath(root)
-    while not os.path.ismount(mount):
-        mount = os.path.dirname(mount)
-    device = "?"
-    try:
-        for line in open("/proc/mounts"):
-            fields = line.split()
-            if len(fields) > 2 and fields[1] == mount:
-                device = fields[0] + " (" + fields[2] + ")"
-    except OSError:
-        pass
-    info = os.statvfs(root)
-    size = lambda n: "%.1f MB" % (n / 1e6) if n < 1e9 else "%.1f GB" % (n / 1e9)
-    sys.stderr.write("no space left on the instance's disk %s mounted on %s, which holds %s: %s free of %s "
-                     "(free space there, e.g. `awsrun ssh -- df -h`, or leave big files out with .awsrunignore)\n"
-                     % (device, mount, root, size(info.f_bavail * info.f_frsize), size(info.f_blocks * info.f_frsize)))
-    sys.exit(28)
-class Stream:  # the payload's records (see awsrun.sync.payload), zlib'd unless its first byte is "{"
-    def __init__(self, raw):
-        self.raw, self.pending, self.z = raw, bytearray(raw.read(1)), None
-        if self.pending[:1] != b"{":
-            self.z = zlib.decompressobj()
-            self.pending = bytearray(self.z.decompress(bytes(self.pending)))
-    def more(self):  # decompressed 4 MB at a time at most, whatever the file
-        if self.z is not None and self.z.unconsumed_tail:
-            self.pending += self.z.decompress(self.z.unconsumed_tail, 1 << 22)
-            return
-        chunk = self.raw.read(1 << 16)
-        if not chunk:
-            sys.stderr.write("the transfer ended early: nothing more was written\n")
-            sys.exit(1)
-        self.pending += self.z.decompress(chunk, 1 << 22) if self.z is not None else chunk
-    def header(self):
-        while b"\n" not in self.pending:
-            self.more()
-        end = self.pending.index(b"\n")
-        line = bytes(self.pending[:end])
-        del self.pending[:end + 1]
-        return json.loads(line.decode())
-    def copy(self, size, handle):
-        while size:
-            if not self.pending:
-                self.more()
-            part = self.pending[:size]
-            handle.write(part)
-            del self.pending[:len(part)]
-            size -= len(part)
-count, temp = 0, None
-stream = Stream(sys.stdin.buffer)
-try:
-    delete(stream.header()["delete"])
-    while True:
-        member = stream.header()
-        if member.get("end"):
-            break
-        name, size = member["name"], member.get("size", 0)
-        parts = parts_of(name)
-        here = parts and directory(parts, True)
-        target = here and os.path.join(here, parts[-1])
-        problem = ("not a plain path below the project directory" if not here else
-                   "a directory of that name is in the way on the instance"
-                   if os.path.isdir(target) and not os.path.islink(target) else None)
-        if problem:
-            warn("skipped %r: %s" % (name, problem))
-            with open(os.devnull, "wb") as nowhere:
-                stream.copy(size, nowhere)
-            continue
-        count += 1
-        temp = os.path.join(here, ".awsrun-tmp-%d-%d" % (os.getpid(), count))
-        if "link" in member:
-            os.symlink(member["link"], temp)
-        else:
-            with open(temp, "wb") as handle:
-                stream.copy(size, handle)
-            os.chmod(temp, member["mode"] & 0o777)
-            os.utime(temp, ns=(member["mtime_ns"], member["mtime_ns"]))
-        os.replace(temp, target)
-        temp = None
-except OSError as exc:
-    if exc.errno not in (28, 122):  # ENOSPC, EDQUOT
-        raise
-    disk_full()
-finally:
-    if temp is not None:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-"""
-
-PULL_PROGRAM = r"""
-import base64, io, json, os, sys, tarfile
-root = os.path.expanduser(sys.argv[1])
-if not os.path.isdir(root):
-    sys.stderr.write("no directory %s\n" % root)
-    sys.exit(3)
-have = json.load(sys.stdin)
-buffer = io.BytesIO()
-archive = tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1, format=tarfile.PAX_FORMAT)
-others = []
-entries = walk_tree(root, [], on_other=lambda rel, mode: others.append(rel))
-for rel in sorted(list(entries) + others):
-    path = os.path.join(root, rel)
-    entry = entries.get(rel)
-    if entry and entry[0] == "f" and have.get(rel) == [entry[1], entry[2]]:
-        continue
-    try:
-        info = archive.gettarinfo(path, arcname=rel)
-    except OSError:
-        continue
-    if info is None:
-        continue
-    if info.isreg():
-        info.pax_headers = {"AWSRUN.mtime_ns": str(os.lstat(path).st_mtime_ns)}
-        try:
-            with open(path, "rb") as handle:
-                archive.addfile(info, handle)
-        except OSError:
-            continue
-    else:
-        archive.addfile(info)
-archive.close()
-sys.stdout.write(base64.b64encode(buffer.getvalue()).decode())
-"""
+def target_program(*modules: ModuleType) -> str:
+    """One program for the target: the source text of these modules of awsrun.remote, in order (each
+    defines its functions and runs its own only as __main__, as `python3 -c` runs)."""
+    return "\n".join(Path(module.__file__).read_text() for module in modules)
 
 
 def python_command(python: str, program: str, *words: str) -> str:
@@ -466,7 +283,7 @@ def python_command(python: str, program: str, *words: str) -> str:
 
 def manifest_command(remote_root: str, python: str) -> str:
     """Prints the target's manifest of `remote_root` as JSON; stdin: the rule tiers (manifest_input)."""
-    program = shipped_walker() + MANIFEST_MAIN
+    program = target_program(walker, list_manifest)
     return python_command(python, program, remote_path(remote_root))
 
 
@@ -486,7 +303,7 @@ def parse_manifest(text: str, where: str) -> dict[str, list]:
 
 def apply_command(remote_root: str, python: str) -> str:
     """Reads the payload on stdin: deletes, then writes each file whole (temp name + rename)."""
-    return python_command(python, APPLY_PROGRAM, remote_path(remote_root))
+    return python_command(python, target_program(apply_push), remote_path(remote_root))
 
 
 def remote_warnings(stderr: str) -> list[str]:
@@ -536,8 +353,7 @@ def local_manifest(destination: Path) -> dict[str, list[int]]:
 
 def pull_command(remote_source: str, python: str) -> str:
     """Sends (base64 on stdout) a tar of what differs from the manifest read on stdin."""
-    program = shipped_walker() + PULL_PROGRAM
-    return python_command(python, program, remote_path(remote_source))
+    return python_command(python, target_program(walker, pull_send), remote_path(remote_source))
 
 
 def pull(remote: Remote, remote_source: str, destination: Path, python: str) -> PullReport:
