@@ -26,7 +26,7 @@ import re
 import shlex
 import stat
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +68,7 @@ IGNORE_FILES = (".gitignore", ".awsrunignore")
 TEMP_PREFIX = ".awsrun-tmp-"
 MTIME_KEY = "AWSRUN.mtime_ns"
 COMPRESS_LEVEL = 1  # zlib's fastest: code still shrinks ~3x, and on a fast link compression is pure cost
-WARNING_MARK = "awsrun-warning: "
+WARNING_MARK = "awsrun-warning: "  # what awsrun.remote.apply_push.warn writes on stderr
 
 
 # --- ignore rules ---------------------------------------------------------------------------------
@@ -228,9 +228,7 @@ class SyncReport:
     warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        return {"files_sent": self.files_sent, "bytes_sent": self.bytes_sent, "bytes_raw": self.bytes_raw,
-                "deleted": self.deleted, "unchanged": self.unchanged, "remote_dir": self.remote_dir,
-                "warnings": list(self.warnings)}
+        return {**asdict(self), "warnings": list(self.warnings)}
 
 
 def payload(tree: LocalTree, sync_plan: SyncPlan, *, compress: bool = True) -> tuple[bytes, int]:
@@ -338,9 +336,7 @@ class PullReport:
     warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        return {"files": self.files, "bytes_raw": self.bytes_raw, "bytes_received": self.bytes_received,
-                "unchanged": self.unchanged, "destination": str(self.destination),
-                "warnings": list(self.warnings)}
+        return {**asdict(self), "destination": str(self.destination), "warnings": list(self.warnings)}
 
 
 def local_manifest(destination: Path) -> dict[str, list[int]]:
