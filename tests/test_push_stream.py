@@ -1,4 +1,4 @@
-"""The push stream (awsrun.sync.payload -> APPLY_PROGRAM on the target): files of any size arrive
+"""The push stream (awsrun.sync.payload -> awsrun.remote.apply_push on the target): files of any size arrive
 byte-exact with their mode and mtime_ns, a stream cut anywhere writes nothing half and says so, and a
 name that would leave the project directory is skipped, never written."""
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import sync
+from awsrun import ignore, sync
 from awsrun.remote.local import LocalRemote
 
 PY = sys.executable
@@ -32,12 +32,12 @@ PY = sys.executable
     ("a b", r"a\ b"),
 ])
 def test_glob_regex(pattern, regex):
-    assert sync.glob_regex(pattern) == regex
+    assert ignore.glob_regex(pattern) == regex
 
 
 def test_parse_ignore_exact():
     text = "# comment\n\n*.log  \n!keep.log\n/build/\ndocs/*.md\n\\#literal\n\\!bang\ntrailing\\ \n/\n"
-    assert sync.parse_ignore(text, "sub") == [
+    assert ignore.parse_ignore(text, "sub") == [
         ["sub", r"[^/]*\.log", False, False, True],
         ["sub", r"keep\.log", True, False, True],
         ["sub", "build", False, True, False],
@@ -49,7 +49,7 @@ def test_parse_ignore_exact():
 
 
 def _ignored(rules_text: str, path: str, is_dir: bool = False, base: str = "") -> bool:
-    tiers = sync.compile_tiers([sync.parse_ignore(rules_text, base)])
+    tiers = ignore.compile_tiers([ignore.parse_ignore(rules_text, base)])
     return sync.is_ignored(tiers, path, is_dir)
 
 
