@@ -15,7 +15,6 @@ Every awsrun command is a new process, as a user types it. Needs root (the harne
 from __future__ import annotations
 
 import argparse
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -67,29 +66,14 @@ def main() -> None:
             edit(i)
             no_master(i)
 
-        def by_hand(target: str, session: str, *extra: str):
-            ssh = " ".join([box.ssh_command_string(), *extra])
-
-            def action(i: int) -> None:
-                run(["rsync", "-az", "--delete", "-e", ssh, f"{project}/", f"{box.target}:{target}/"])
-                start = f"cd ~/{target} && python3 jobs/quick.py > out.log 2>&1"
-                run(["ssh", *box.ssh_options(), *extra, "-p", str(box.host.port), box.target,
-                     "tmux", "-L", "manual", "new", "-d", "-s", f"{session}{i}", shlex.quote(start)])
-            return action
-
-        def scp_recipe(i: int) -> None:
-            run(["scp", "-q", "-r", *box.ssh_options(), "-P", str(box.host.port), str(project), f"{box.target}:scp-{i}"])
-            start = f"cd ~/scp-{i} && python3 jobs/quick.py > out.log 2>&1"
-            run(box.ssh("tmux", "-L", "manual", "new", "-d", "-s", f"s{i}", shlex.quote(start)))
-
         # pin the host key (paramiko's first contact), open awsrun's master, fill every target once
         run(box.ssh("true"))
         run(["ssh", *box.ssh_options(), *master, "-o", "ControlMaster=yes", "-o", "ControlPersist=900", "-N", "-f",
              "-p", str(box.host.port), box.target])
         awsrun("submit", "--name", "warm0", "quick.py")(0)
         awsrun("submit", "--name", "warm1", "quick.py")(0)
-        by_hand("fresh", "f")(-1)
-        by_hand("cm", "c", *master)(-1)
+        box.rsync_and_tmux(project, "fresh", "f")(-1)
+        box.rsync_and_tmux(project, "cm", "c", *master)(-1)
 
         start_rows = interleaved_medians([
             Case("python -c 'import click'", lambda i: run([sys.executable, "-c", "import click"], env=env)),
@@ -101,13 +85,13 @@ def main() -> None:
               {"awsrun --help": "<= 2x", "awsrun --version": "<= 2x", "awsrun status --cached": "<= 3x"})
 
         resubmit_rows = interleaved_medians([
-            Case("by hand: rsync -az + ssh tmux new, fresh connections", by_hand("fresh", "f"), edit),
-            Case("by hand: rsync -az + ssh tmux new, ControlMaster open", by_hand("cm", "c", *master), edit),
+            Case("by hand: rsync -az + ssh tmux new, fresh connections", box.rsync_and_tmux(project, "fresh", "f"), edit),
+            Case("by hand: rsync -az + ssh tmux new, ControlMaster open", box.rsync_and_tmux(project, "cm", "c", *master), edit),
             Case("awsrun submit, connection kept open", lambda i: awsrun("submit", "--name", f"k{i}", "quick.py")(i),
                  edit),
             Case("awsrun submit, no connection open (one handshake)",
                  lambda i: awsrun("submit", "--name", f"n{i}", "quick.py")(i), edit_no_master),
-            Case(f"classic: scp -r ({args.files} files) + ssh tmux new", scp_recipe),
+            Case(f"classic: scp -r ({args.files} files) + ssh tmux new", box.scp_and_tmux(project, "scp", "s")),
         ], args.runs)
         table(f"resubmit after changing one file of {args.files} ({args.megabytes:g} MB), median of {args.runs}",
               resubmit_rows, "by hand: rsync -az + ssh tmux new, fresh connections",

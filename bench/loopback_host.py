@@ -4,6 +4,7 @@ and a user `ubuntu`, as `bash .ci/run` sets up. Used by bench/submit_latency.py 
 from __future__ import annotations
 
 import os
+import shlex
 import random
 import shutil
 import statistics
@@ -53,6 +54,26 @@ class Loopback:
 
     def awsrun(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "awsrun", *args]
+
+    def scp_and_tmux(self, project: Path, prefix: str, session: str):
+        """The classic recipe as an action of run i: `scp -r` the project to ~/PREFIX-i, then `ssh tmux new`."""
+        def action(i: int) -> None:
+            run(["scp", "-q", "-r", *self.ssh_options(), "-P", str(self.host.port), str(project),
+                 f"{self.target}:{prefix}-{i}"])
+            start = f"cd ~/{prefix}-{i} && python3 jobs/quick.py > out.log 2>&1"
+            run(self.ssh("tmux", "-L", "manual", "new", "-d", "-s", f"{session}{i}", shlex.quote(start)))
+        return action
+
+    def rsync_and_tmux(self, project: Path, target: str, session: str, *extra: str):
+        """The by-hand recipe as an action of run i: `rsync -az` the project to ~/TARGET, then `ssh tmux new`
+        running jobs/quick.py in session SESSION<i>; `extra` ssh options (e.g. a ControlMaster's)."""
+        def action(i: int) -> None:
+            ssh = " ".join([self.ssh_command_string(), *extra])
+            run(["rsync", "-az", "--delete", "-e", ssh, f"{project}/", f"{self.target}:{target}/"])
+            start = f"cd ~/{target} && python3 jobs/quick.py > out.log 2>&1"
+            run(["ssh", *self.ssh_options(), *extra, "-p", str(self.host.port), self.target,
+                 "tmux", "-L", "manual", "new", "-d", "-s", f"{session}{i}", shlex.quote(start)])
+        return action
 
 
 @contextmanager

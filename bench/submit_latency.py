@@ -18,7 +18,6 @@ harness sshd).
 from __future__ import annotations
 
 import argparse
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -43,21 +42,6 @@ def main() -> None:
         master = ["-o", f"ControlPath={control}"]
         remote_copy = box.host.home / "awsrun" / "project"
 
-        def manual(i: int) -> None:
-            run(["scp", "-q", "-r", *box.ssh_options(), "-P", str(box.host.port), str(project),
-                 f"{box.target}:manual-{i}"])
-            start = f"cd ~/manual-{i} && python3 jobs/quick.py > out.log 2>&1"
-            run(box.ssh("tmux", "-L", "manual", "new", "-d", "-s", f"w{i}", shlex.quote(start)))
-
-        def by_hand(target: str, session: str, *extra: str):
-            def action(i: int) -> None:
-                ssh = " ".join([box.ssh_command_string(), *extra])
-                run(["rsync", "-az", "--delete", "-e", ssh, f"{project}/", f"{box.target}:{target}/"])
-                start = f"cd ~/{target} && python3 jobs/quick.py > out.log 2>&1"
-                run(["ssh", *box.ssh_options(), *extra, "-p", str(box.host.port), box.target,
-                     "tmux", "-L", "manual", "new", "-d", "-s", f"{session}{i}", shlex.quote(start)])
-            return action
-
         def submit(i: int) -> None:
             run(box.awsrun("submit", "--name", f"b{i}", "quick.py"), cwd=project, env=env)
 
@@ -72,17 +56,17 @@ def main() -> None:
         run(["ssh", *box.ssh_options(), *master, "-o", "ControlMaster=yes", "-o", "ControlPersist=900", "-N", "-f",
              "-p", str(box.host.port), box.target])
         submit(99)             # awsrun's first contact pins its key and opens the master it keeps
-        by_hand("by-hand", "r")(99)
-        by_hand("by-hand-cm", "c", *master)(99)
+        box.rsync_and_tmux(project, "by-hand", "r")(99)
+        box.rsync_and_tmux(project, "by-hand-cm", "c", *master)(99)
         one_file = "awsrun submit, one file changed (connection kept open)"
         over_master = "by hand: rsync -az + ssh tmux new, over a ControlMaster"
         rows = interleaved_medians([
-            Case(f"manual: scp -r ({args.files} files, {args.megabytes:g} MB) + ssh tmux new", manual),
+            Case(f"manual: scp -r ({args.files} files, {args.megabytes:g} MB) + ssh tmux new", box.scp_and_tmux(project, "manual", "w")),
             Case("awsrun submit (nothing on the host yet)", submit, fresh_copy),
             Case("awsrun submit, unchanged project", lambda i: submit(100 + i)),
             Case(one_file, lambda i: submit(200 + i), touch_one),
-            Case("by hand: rsync -az (one file changed) + ssh tmux new", by_hand("by-hand", "r"), touch_one),
-            Case(over_master, by_hand("by-hand-cm", "c", *master), touch_one),
+            Case("by hand: rsync -az (one file changed) + ssh tmux new", box.rsync_and_tmux(project, "by-hand", "r"), touch_one),
+            Case(over_master, box.rsync_and_tmux(project, "by-hand-cm", "c", *master), touch_one),
             Case("floor: python -c pass (this machine's interpreter start)",
                  lambda i: run([sys.executable, "-c", "pass"], env=env)),
         ], args.runs)
