@@ -17,12 +17,18 @@ from awsrun.state import ClusterRecord, InstanceRecord, State
 PROVIDERS = ("aws", "ssh", "local")
 
 
-def require_cluster(state: State, name: str) -> ClusterRecord:
+START_ONE = "start one with `awsrun up` (or `awsrun up --local` to use this machine)"
+
+
+def cluster_not_found(state: State, name: str, hint: str = START_ONE) -> NotFoundError:
+    known = ", ".join(c.name for c in state.clusters()) or "none"
+    return NotFoundError(f"no cluster named {name!r} (known: {known})", hint=hint)
+
+
+def require_cluster(state: State, name: str, hint: str = START_ONE) -> ClusterRecord:
     cluster = state.get_cluster(name)
     if cluster is None:
-        known = ", ".join(c.name for c in state.clusters()) or "none"
-        raise NotFoundError(f"no cluster named {name!r} (known: {known})",
-                            hint="start one with `awsrun up` (or `awsrun up --local` to use this machine)")
+        raise cluster_not_found(state, name, hint)
     return cluster
 
 

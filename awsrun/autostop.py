@@ -132,16 +132,14 @@ class AutostopResult:
 def set_autostop(home: Home, settings: Settings, autostop: Autostop, reporter: Reporter, aws=None) -> AutostopResult:
     """Change a live cluster's autostop: record it, set the shutdown behaviour, re-install the agent config."""
     from awsrun import aws_cluster
-    from awsrun.access import open_remote
+    from awsrun.access import open_remote, require_cluster
     from awsrun.clusters import default_aws, open_state
     from awsrun.providers.aws_requests import validate_cluster_name
 
     name = validate_cluster_name(settings.cluster)
     state = open_state(home)
     try:
-        cluster = state.get_cluster(name)
-        if cluster is None:
-            raise NotFoundError(f"no cluster named {name!r}", hint="`awsrun status` lists clusters")
+        cluster = require_cluster(state, name, hint="`awsrun status` lists clusters")
         refuse_unless_aws(cluster.provider, name)
         provider = (aws or default_aws)(cluster.region)
         owner = provider.caller_arn()

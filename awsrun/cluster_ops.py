@@ -6,7 +6,7 @@ import dataclasses
 import subprocess
 
 from awsrun import autostop, aws_cluster, tmux
-from awsrun.access import close_connections
+from awsrun.access import close_connections, cluster_not_found, require_cluster
 from awsrun.clusters import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state, wait_for_ssh
 from awsrun.errors import ConfigError, Interrupted, NotFoundError
 from awsrun.home import Home
@@ -15,6 +15,8 @@ from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import cluster_filters, validate_cluster_name
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
+
+STATUS_ADOPTS = "`awsrun status` lists clusters, and adopts awsrun instances the state lost"
 
 
 def recorded(home: Home, name: str) -> tuple[ClusterRecord | None, list[InstanceRecord]]:
@@ -38,7 +40,7 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
     name = validate_cluster_name(settings.cluster)
     run = Run(home, settings, open_state(home), reporter, aws)
     try:
-        cluster = _require(run.state, name)
+        cluster = require_cluster(run.state, name, STATUS_ADOPTS)
         if cluster.provider != "aws":
             raise ConfigError(f"cluster {name!r} is made of machines awsrun did not launch ({cluster.provider}): "
                               f"it does not {verb} them", hint=f"`awsrun down --cluster {name}` forgets the cluster")
@@ -138,20 +140,8 @@ def _from_cloud(state: State, settings: Settings, name: str, aws: AwsFactory) ->
     owner = provider.caller_arn()
     found = [i for i in provider.describe(cluster_filters(name, owner)) if i.state != "terminated"]
     if not (found or provider.tagged_security_groups(name, owner) or provider.tagged_key_pairs(name, owner)):
-        raise _not_found(state, name)
+        raise cluster_not_found(state, name, STATUS_ADOPTS)
     cluster = ClusterRecord(name, "aws", provider.region, {"owner": owner})
     state.put_cluster(cluster)
     return cluster
 
-
-def _require(state: State, name: str) -> ClusterRecord:
-    cluster = state.get_cluster(name)
-    if cluster is None:
-        raise _not_found(state, name)
-    return cluster
-
-
-def _not_found(state: State, name: str) -> NotFoundError:
-    known = ", ".join(c.name for c in state.clusters()) or "none"
-    return NotFoundError(f"no cluster named {name!r} (known: {known})",
-                         hint="`awsrun status` lists clusters, and adopts awsrun instances the state lost")

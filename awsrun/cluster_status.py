@@ -9,8 +9,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from awsrun import autostop, aws_cluster, keys
+from awsrun.access import cluster_not_found
 from awsrun.clusters import AwsFactory, default_aws, open_state
-from awsrun.errors import AwsrunError, NotFoundError
+from awsrun.errors import AwsrunError
 from awsrun.home import Home
 from awsrun.prices import PriceBook
 from awsrun.providers.aws_requests import cluster_filters, key_pair_name, validate_cluster_name
@@ -105,9 +106,7 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
         adopted |= {o.id for o in orphans if o.adopted}
         clusters = [c for c in state.clusters() if cluster in (None, c.name)]
         if cluster is not None and not clusters:
-            known = ", ".join(c.name for c in state.clusters()) or "none"
-            raise NotFoundError(f"no cluster named {cluster!r} (known: {known})",
-                                hint="start one with `awsrun up` (or `awsrun up --local` to use this machine)")
+            raise cluster_not_found(state, cluster)
         prices = PriceBook(lambda region: providers.get(region)[0])
         report = []
         for record in clusters:
@@ -134,9 +133,7 @@ def cached_status(home: Home, cluster: str | None = None, now: float | None = No
     try:
         clusters = [c for c in state.clusters() if cluster in (None, c.name)]
         if cluster is not None and not clusters:
-            known = ", ".join(c.name for c in state.clusters()) or "none"
-            raise NotFoundError(f"no cluster named {cluster!r} (known: {known})",
-                                hint="start one with `awsrun up` (or `awsrun up --local` to use this machine)")
+            raise cluster_not_found(state, cluster)
         prices = PriceBook(lambda region: _ListPricesOnly())
         report = tuple(_cluster_status(c, state.instances(c.name), prices, set(), now, {}) for c in clusters)
         return StatusReport(report, (), ("from the local state (--cached): `awsrun status` asks the cloud",))

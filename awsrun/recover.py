@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from awsrun import checkpoints, jobs, sync, tmux
+from awsrun.access import require_cluster
 from awsrun.errors import CloudError, ConfigError, NotFoundError
 from awsrun.home import Home
 from awsrun.settings import Settings
@@ -193,16 +194,11 @@ def recover(home: Home, settings: Settings, reporter, *, session: str | None = N
 
 
 def _cluster(home: Home, name: str):
-    if not home.state_db.exists():
-        raise NotFoundError(f"no cluster named {name!r}", hint="`awsrun status` lists them")
-    state = State.open(home.state_db)
+    state = State.open(home.ensure().state_db)
     try:
-        cluster = state.get_cluster(name)
+        return require_cluster(state, name, hint="`awsrun status` lists them")
     finally:
         state.close()
-    if cluster is None:
-        raise NotFoundError(f"no cluster named {name!r}", hint="`awsrun status` lists them")
-    return cluster
 
 
 def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe, aws: Callable) -> Recovered:
