@@ -98,8 +98,7 @@ def check_credentials(sts: Any) -> Check:
     try:
         identity = sts.get_caller_identity()
     except (bx.ClientError, bx.BotoCoreError) as exc:
-        problem = quotas.credentials_problem(exc) or quotas.describe_aws_error(
-            exc, "STS GetCallerIdentity", "sts:GetCallerIdentity")
+        problem = quotas.describe_aws_error(exc, "STS GetCallerIdentity", "sts:GetCallerIdentity")
         return Check("credentials", False, problem.message, fix=problem.hint,
                      data={"error": quotas.aws_error_code(exc) or type(exc).__name__})
     account, arn = identity.get("Account", "?"), identity.get("Arn", "?")

@@ -66,16 +66,11 @@ def _aws_message(exc: BaseException) -> str:
     return message[:300]
 
 
-def credentials_problem(exc: BaseException) -> AwsrunError | None:
-    """The AwsrunError for an exception that means 'your credentials do not work', else None."""
-    return credentials_error(exc)
-
-
 def describe_aws_error(exc: BaseException, operation: str, iam_action: str) -> AwsrunError:
     """One AwsrunError, with the fix, for a failed AWS call (credentials, permissions, network, other)."""
     from botocore import exceptions as bx
 
-    creds = credentials_problem(exc)
+    creds = credentials_error(exc)
     if creds is not None:
         return creds
     code = aws_error_code(exc)

@@ -298,11 +298,12 @@ def test_credential_problems_have_one_wording_for_every_command():
     expired = ClientError({"Error": {"Code": "ExpiredTokenException", "Message": "x"}}, "GetServiceQuota")
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "x"}}, "GetServiceQuota")
     for exc in (partial, profile, expired):
-        assert quota.credentials_problem(exc).message == aws_errors.translate(exc).message  # doctor/quota = the rest
+        described = quota.describe_aws_error(exc, "GetServiceQuota", "servicequotas:GetServiceQuota")
+        assert described.message == aws_errors.translate(exc).message  # doctor/quota = the rest
     assert aws_errors.translate(partial).message.startswith("incomplete AWS credentials")
     assert isinstance(aws_errors.translate(profile), ConfigError) and "list-profiles" in aws_errors.translate(profile).hint
     assert aws_errors.translate(expired).message == "your AWS session token has expired (ExpiredTokenException)"
-    assert quota.credentials_problem(denied) is None and aws_errors.credentials_error(denied) is None
+    assert aws_errors.credentials_error(denied) is None
 
 
 def test_unknown_codes_keep_aws_words():
