@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from awsrun.errors import ConfigError
+from awsrun.tmux import remote_path
 
 SCRIPT_NAME = "awsrun-checkpoints.py"
 TOOLS_VENV = "~/.awsrun/tools"          # python3 -m venv + boto3: the job's own venv stays the user's
@@ -115,8 +116,6 @@ def _region(plan: MirrorPlan) -> list[str]:
 
 def tools_step(pip_args: str = "") -> str:
     """Make the tools venv with boto3 unless it imports already; exit EXIT_TOOLS_FAILED when pip fails."""
-    from awsrun.tmux import remote_path
-
     python = remote_path(f"{TOOLS_VENV}/bin/python")
     pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check", *shlex.split(pip_args), "boto3"]
     return (
@@ -128,8 +127,6 @@ def tools_step(pip_args: str = "") -> str:
 
 def restore_step(plan: MirrorPlan, output_dir: str) -> str:
     """Pull the job's mirror into its output directory (`~/...` expands there)."""
-    from awsrun.tmux import remote_path
-
     pull = ["pull", *_region(plan), str(plan.url)]
     return (f"{remote_path(plan.python)} {remote_path(plan.script)} {shlex.join(pull)} {remote_path(output_dir)} 1>&2 "
             f"|| exit {EXIT_RESTORE_FAILED}")
@@ -137,8 +134,6 @@ def restore_step(plan: MirrorPlan, output_dir: str) -> str:
 
 def follow_words(plan: MirrorPlan, output_dir: str, pid_file: str) -> str:
     """The mirror's argv as shell words (for printf into the job dir): `~/` paths are left to expand."""
-    from awsrun.tmux import remote_path
-
     options = ["follow", *_region(plan), "--every", f"{plan.every_s:g}"]
     return (f"{remote_path(plan.python)} {remote_path(plan.script)} {shlex.join(options)} "
             f"--pid-file {pid_file} {shlex.join([output_dir, str(plan.url)])}")
@@ -151,8 +146,6 @@ def program_path() -> Path:
 
 def prepare_steps(plan: MirrorPlan, output_path: str) -> str:
     """Shell steps before the job starts: the mirror program and its venv in place, the mirror restored."""
-    from awsrun.tmux import remote_path
-
     steps = []
     if plan.install_tools:
         script = remote_path(plan.script)

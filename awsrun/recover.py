@@ -9,6 +9,7 @@ a persistent spot request that stops needs none of it: the agent restarts the jo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -39,12 +40,17 @@ class Recipe:
     args: list[str]
     env: dict[str, str]
     base: str                      # the bucket URL given (s3://BUCKET[/PREFIX])
-    url: str                       # the job's own mirror: BASE/CLUSTER/SESSION
     region: str | None
     every_s: float
     instance_type: str | None
     spot: bool
     submitted_at: float = field(default_factory=time.time)
+
+
+    @property
+    def url(self) -> str:
+        """The job's own mirror: BASE/CLUSTER/SESSION."""
+        return str(checkpoints.job_url(checkpoints.parse_url(self.base), self.cluster, self.session))
 
 
 class RecipeBook:
@@ -130,7 +136,7 @@ def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request:
     plan = mirror_plan(host, url, provider.region, restore=restore, every_s=settings.checkpoint_every)
     result = jobs.submit(host, dataclasses.replace(request, mirror=plan), tree)
     RecipeBook(home).save(Recipe(host.cluster.name, request.session, str(request.project_dir), request.script,
-                                 list(request.args), dict(request.env), str(base), str(url), provider.region, plan.every_s,
+                                 list(request.args), dict(request.env), str(base), provider.region, plan.every_s,
                                  host.instance.instance_type, host.instance.market == "spot"))
     notes.append(f"mirroring runs/{request.session} to {url} every {plan.every_s:g}s and when the job ends")
     return result, notes
@@ -174,6 +180,8 @@ def recover(home: Home, settings: Settings, reporter, *, session: str | None = N
                                     spot=newest.spot)
         result = (up or clusters.up)(home, clusters.UpRequest(settings=again, bootstrap=bootstrap), reporter)
         launched = result.launched
+    aws = functools.cache(aws)  # one provider per region for all the jobs
+    scans: dict[str, sync.LocalTree] = {}  # one scan per project
     done = []
     with jobs.open_host(home, settings) as host:
         now = {job.name: job for job in jobs.list_jobs(host)}
@@ -189,7 +197,7 @@ def recover(home: Home, settings: Settings, reporter, *, session: str | None = N
                 done.append(Recovered(recipe.session, "killed", "stopped with `awsrun kill`: not resumed "
                                       "(submit it again to run it again)"))
                 continue
-            done.append(_resubmit(home, settings, host, recipe, aws))
+            done.append(_resubmit(home, settings, host, recipe, aws, scans))
     return RecoverResult(name, launched, tuple(done))
 
 
@@ -201,7 +209,8 @@ def _cluster(home: Home, name: str):
         state.close()
 
 
-def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe, aws: Callable) -> Recovered:
+def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe, aws: Callable,
+              scans: dict[str, sync.LocalTree]) -> Recovered:
     project = Path(recipe.project_dir)
     if not project.is_dir():
         raise NotFoundError(f"job {recipe.session!r} was submitted from {project}, which no longer exists",
@@ -209,7 +218,9 @@ def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe
     request = jobs.SubmitRequest(project, recipe.script, tuple(recipe.args), tmux.validate_session_name(recipe.session),
                                  dict(recipe.env))
     mirrored = dataclasses.replace(settings, checkpoint_bucket=recipe.base, checkpoint_every=recipe.every_s)
-    result, notes = submit_mirrored(home, mirrored, host, request, sync.scan(project), restore=True, aws=aws)
+    if recipe.project_dir not in scans:
+        scans[recipe.project_dir] = sync.scan(project)
+    result, notes = submit_mirrored(home, mirrored, host, request, scans[recipe.project_dir], restore=True, aws=aws)
     detail = "; ".join([*notes, f"restored from {recipe.url}, started in {result.remote_dir}"])
     return Recovered(recipe.session, "resubmitted", detail)
 
