@@ -21,7 +21,7 @@ from typing import Callable
 
 from awsrun import checkpoints, jobs, sync, tmux
 from awsrun.access import require_cluster
-from awsrun.errors import CloudError, ConfigError, NotFoundError
+from awsrun.errors import CloudError, NotFoundError
 from awsrun.home import Home
 from awsrun.settings import Settings
 from awsrun.state import State
@@ -125,8 +125,6 @@ def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request:
                     aws: Callable = _default_aws) -> tuple[jobs.SubmitResult, list[str]]:
     """Submit with runs/SESSION mirrored to settings.checkpoint_bucket, and remember how, for --recover."""
     base = checkpoints.parse_url(settings.checkpoint_bucket or "")
-    if request.launcher:
-        raise ConfigError("--checkpoint-bucket mirrors one node's outputs; it cannot be used with several nodes yet")
     region = host.cluster.region
     provider = aws(region)  # on --local / --host clusters the mirror uses that machine's own credentials
     notes = ensure_bucket(provider, base)
