@@ -35,9 +35,11 @@ from stn.artifacts import (
     stn_grid_figure, write_json_atomic,
 )
 from stn.checkpoint import ResumeError, check_resumable, load_latest_checkpoint, save_checkpoint
-from stn.data import DATASETS, BatchSampler, DataError, Digits, load_digits, mix_seed
+from stn.data import DATASETS, BatchSampler, DataError, load_digits, mix_seed
 from stn.distort import KINDS, canvas_size, distort
 from stn.model import MODELS, build_model, parameter_count
+from stn.rng import CounterRandom
+from stn.training import CHANNELS_LAST, LrSchedule, TrainMeter, TrainStep, adopt_lr_tensor, make_optimizer
 
 DEFAULT_OUT = "runs/local"
 EXIT_BAD_CONFIG = 2
@@ -46,7 +48,6 @@ EXIT_BAD_CONFIG = 2
 RESUME_MUST_MATCH = ("model", "distortion", "dataset", "batch_size", "seed", "lr", "lr_half_life", "warmup_steps")
 DEFAULTS = dict(dataset="mnist", steps=10_000, batch_size=256, log_every=100, eval_every=1000, ckpt_every=1000)
 SMOKE_DEFAULTS = dict(dataset="mnist5k", steps=40, batch_size=64, log_every=10, eval_every=20, ckpt_every=10)
-CHANNELS_LAST = torch.channels_last
 EVAL_CHUNK = 1000
 
 
@@ -96,6 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=positive_int, default=3, help="checkpoints to keep; default: %(default)s")
     parser.add_argument("--out", help=f"output folder (default: $AWSRUN_OUTPUT_DIR or {DEFAULT_OUT})")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--graph", choices=("auto", "on", "off"), default="auto",
+                        help="replay the whole training step as one CUDA graph; auto: on one CUDA device, "
+                             "off on CPU and under torchrun; default: %(default)s")
     parser.add_argument("--smoke", action="store_true",
                         help="40 steps on mnist5k that exercise every path (< 1 minute on a CPU)")
     args = parser.parse_args(argv)
@@ -117,7 +121,7 @@ def output_dir(flag: str | None, env) -> str:
 
 def run_config(args: argparse.Namespace) -> dict:
     """What a checkpoint records about the run that made it."""
-    keys = RESUME_MUST_MATCH + ("steps", "epochs", "data_dir", "compile")
+    keys = RESUME_MUST_MATCH + ("steps", "epochs", "data_dir", "compile", "graph")
     return {key: getattr(args, key) for key in keys}
 
 
@@ -223,75 +227,23 @@ def find_resume_state(args: argparse.Namespace, rt: Runtime) -> dict | None:
     return state
 
 
-def restore(state: dict, model, optimizer, scheduler, generator, meter: "TrainMeter", rt: Runtime) -> int:
+def restore(state: dict, model, optimizer, schedule: LrSchedule, meter: TrainMeter, rt: Runtime) -> int:
     """Load a checkpoint's state into a freshly built run; returns its step."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    restore_rng(state["rng"], generator)
+    adopt_lr_tensor(optimizer, schedule)
     if rt.is_main:  # the saved sums are already totals over all ranks
         meter.totals.copy_(state["meter"])
     return state["step"]
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "distortion": generator.get_state(),
-             "distortion_device": generator.device.type}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    # numpy and python's random are not used by this job, so they are not saved.
-    return state
-
-
-def restore_rng(state: dict, generator: torch.Generator) -> None:
-    """Restore the saved generators (the per-step streams are re-derived anyway)."""
-    torch.set_rng_state(state["torch"])
-    if state["distortion_device"] == generator.device.type:
-        generator.set_state(state["distortion"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ----------------------------------------------------------------------------- training
 
-def lr_factor(warmup_steps: int, half_life: int):
-    """Linear warm-up, then exponential decay; independent of --steps so runs can be extended."""
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-        return warm * 0.5 ** (step / half_life)
-    return factor
-
-
-def make_optimizer(model: torch.nn.Module, args: argparse.Namespace):
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args.warmup_steps, args.lr_half_life))
-    return optimizer, scheduler
-
-
-def training_batch(data: Digits, indices: torch.Tensor, distortion: str, generator: torch.Generator):
-    """Freshly distorted float images and their labels for the given training indices."""
-    images = data.train_images[indices].float().div_(255)
-    distorted = distort(images, distortion, generator).images
-    return distorted.contiguous(memory_format=CHANNELS_LAST), data.train_labels[indices]
-
-
-def train_step(net, optimizer, scheduler, images: torch.Tensor, labels: torch.Tensor):
-    """One optimiser step; returns (loss, correct count) as device tensors, without a host sync."""
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
-        logits = net(images)
-        loss = F.cross_entropy(logits.float(), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    scheduler.step()
-    return loss.detach(), (logits.argmax(dim=1) == labels).sum()
-
-
 def distorted_test_set(images: torch.Tensor, distortion: str, seed: int) -> torch.Tensor:
-    """The test images, distorted once with a generator fixed by the seed."""
-    generator = torch.Generator(device=images.device).manual_seed(mix_seed(seed, "test"))
-    chunks = [distort(images[i:i + EVAL_CHUNK].float().div(255), distortion, generator).images
-              for i in range(0, len(images), EVAL_CHUNK)]
+    """The test images, distorted once with random numbers fixed by the seed."""
+    rng = CounterRandom(mix_seed(seed, "test"), images.device)
+    chunks = [distort(images[i:i + EVAL_CHUNK].float().div(255), distortion, rng.at(chunk)).images
+              for chunk, i in enumerate(range(0, len(images), EVAL_CHUNK))]
     return torch.cat(chunks).contiguous(memory_format=CHANNELS_LAST)
 
 
@@ -314,30 +266,6 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, rt: Runtime) -> 
     return loss / count, errors / count
 
 
-class TrainMeter:
-    """Loss and accuracy summed on the device between log lines (no per-step host sync)."""
-
-    def __init__(self, device):
-        self.totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
-
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, count: int) -> None:
-        self.totals[0] += loss * count
-        self.totals[1] += correct
-        self.totals[2] += count
-
-    def global_totals(self, rt: Runtime) -> torch.Tensor:
-        totals = self.totals.clone()
-        if rt.distributed:
-            dist.all_reduce(totals)
-        return totals
-
-    def take(self, rt: Runtime) -> tuple[float, float]:
-        """(mean loss, accuracy) since the last call, over all ranks; resets the sums."""
-        loss_sum, correct, count = self.global_totals(rt).tolist()
-        self.totals.zero_()
-        return loss_sum / count, correct / count
-
-
 class TrainClock:
     """Training seconds and images, not counting evaluation and checkpoint pauses."""
 
@@ -358,6 +286,18 @@ class TrainClock:
 
     def resume(self) -> None:
         self._mark = time.perf_counter()
+
+
+def wants_graph(flag: str, rt: Runtime) -> bool:
+    """--graph auto captures on one CUDA device; under torchrun the step stays eager (DDP's
+    collectives would need their own capture set-up)."""
+    if flag == "off":
+        return False
+    if flag == "on" and rt.device.type != "cuda":
+        raise UsageError("--graph on needs a CUDA device (this run is on the CPU)")
+    if flag == "on" and rt.distributed:
+        raise UsageError("--graph on is for one process; under torchrun use --graph auto or off")
+    return rt.device.type == "cuda" and not rt.distributed
 
 
 def format_duration(seconds: float) -> str:
@@ -403,30 +343,37 @@ def train(args: argparse.Namespace) -> int:
     torch.manual_seed(mix_seed(args.seed, "init"))
     # channels_last: about 1.5x faster convolutions on CPU (oneDNN) and with bf16 on tensor cores.
     model = build_model(args.model, canvas_size(args.distortion)).to(rt.device, memory_format=CHANNELS_LAST)
-    optimizer, scheduler = make_optimizer(model, args)
-    generator = torch.Generator(device=rt.device)
+    schedule = LrSchedule(args.lr, args.warmup_steps, args.lr_half_life, rt.device)
+    optimizer = make_optimizer(model, schedule)
     meter = TrainMeter(rt.device)
-    start_step = restore(resume, model, optimizer, scheduler, generator, meter, rt) if resume else 0
+    start_step = restore(resume, model, optimizer, schedule, meter, rt) if resume else 0
     net = DistributedDataParallel(model) if rt.distributed else model
     if args.compile:
-        net = torch.compile(net)
+        net = torch.compile(net, dynamic=False)  # one static graph per batch shape; dynamic ones broke affine_grid
+    local_batch = args.batch_size // rt.world_size
+    stepper = TrainStep(net, optimizer, schedule, meter, data, sampler, args.distortion,
+                        CounterRandom(mix_seed(args.seed, "distort", rt.rank), rt.device),
+                        slice(rt.rank * local_batch, (rt.rank + 1) * local_batch), start_step)
+    graph = wants_graph(args.graph, rt)
+    if graph:
+        stepper.use_graph(required=args.graph == "on")
 
     log(rt, f"train_stn: model={args.model} ({parameter_count(model):,} params) distortion={args.distortion} "
             f"({canvas_size(args.distortion)}x{canvas_size(args.distortion)}) dataset={args.dataset} "
             f"({len(data.train_labels):,} train / {len(data.test_labels):,} test) "
-            f"batch={args.batch_size} ({args.batch_size // rt.world_size}/rank) steps={total_steps} out={args.out}")
+            f"batch={args.batch_size} ({local_batch}/rank) steps={total_steps} cuda_graph={'on' if graph else 'off'} "
+            f"out={args.out}")
     metrics = board = None
     if rt.is_main:
         os.makedirs(args.out, exist_ok=True)
         metrics, board = MetricsLog(args.out, start_step), TensorBoard(args.out)
 
     def checkpoint(at_step: int) -> None:
-        totals = meter.global_totals(rt).cpu()  # collective: every rank takes part
+        totals = meter.global_totals(rt.distributed).cpu()  # collective: every rank takes part
         if rt.is_main:
             path = save_checkpoint(args.out, at_step, {
                 "step": at_step, "config": run_config(args), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(generator), "meter": totals, "world_size": rt.world_size,
+                "optimizer": optimizer.state_dict(), "meter": totals, "world_size": rt.world_size,
             }, keep=args.keep)
             log(rt, f"checkpoint {path}")
 
@@ -441,19 +388,17 @@ def train(args: argparse.Namespace) -> int:
                     f"| test loss {test_loss:.4f}")
         return test_error
 
-    local_batch = args.batch_size // rt.world_size
-    own_part = slice(rt.rank * local_batch, (rt.rank + 1) * local_batch)
     clock = TrainClock(rt.device)
     last_train = {"loss": float("nan"), "acc": float("nan")}
     test_error, evaluated_at, saved_at = None, None, start_step if resume else None
     step = start_step
     while step < total_steps:
-        generator.manual_seed(mix_seed(args.seed, "distort", step, rt.rank))
-        images, labels = training_batch(data, sampler.indices(step)[own_part], args.distortion, generator)
-        loss, correct = train_step(net, optimizer, scheduler, images, labels)
-        meter.add(loss, correct, len(labels))
+        stepper.run(step)
         clock.add(args.batch_size)
         step += 1
+        if stepper.capture_error:
+            log(rt, f"CUDA graph capture failed ({stepper.capture_error}); the run goes on eagerly")
+            stepper.capture_error = None
 
         at_log = step % args.log_every == 0 or step == total_steps
         at_eval = step % args.eval_every == 0 or step == total_steps
@@ -464,7 +409,7 @@ def train(args: argparse.Namespace) -> int:
 
         seconds, images_done = clock.pause()
         if at_log:
-            last_train = report_progress(rt, metrics, board, meter, scheduler, step, total_steps,
+            last_train = report_progress(rt, metrics, board, meter, schedule, step, total_steps,
                                          sampler.steps_per_epoch, seconds, images_done, args.batch_size, started)
         if at_eval:
             test_error, evaluated_at = run_eval(step), step
@@ -491,12 +436,12 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_progress(rt, metrics, board, meter, scheduler, step, total_steps, steps_per_epoch,
+def report_progress(rt, metrics, board, meter, schedule, step, total_steps, steps_per_epoch,
                     seconds, images_done, batch_size, started) -> dict:
     """Reduce the train sums, write the metrics row and print the progress line; the one host sync."""
-    train_loss, train_acc = meter.take(rt)
+    train_loss, train_acc = meter.take(rt.distributed)
     if rt.is_main:
-        lr = scheduler.get_last_lr()[0]
+        lr = schedule.lr.item()  # the lr of the step just taken
         speed = images_done / max(seconds, 1e-9)
         elapsed = time.perf_counter() - started
         seconds_per_step = seconds / max(images_done / batch_size, 1)

@@ -28,6 +28,7 @@ from stn import distort as distortions
 from stn.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from stn.data import BatchSampler, load_digits
 from stn.model import MODELS, build_model, parameter_count
+from stn.rng import CounterRandom, permutation
 
 SUMMARY_KEYS = {"test_error", "images_per_s", "steps", "wall_s", "device", "model", "distortion", "world_size"}
 # A run small enough for a 2-core CPU; SIGTERM/resume and torchrun tests use it.
@@ -39,8 +40,8 @@ def digits_batch(count: int = 16) -> torch.Tensor:
     return data.train_images[:count].float() / 255
 
 
-def generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+def generator(seed: int = 0) -> CounterRandom:
+    return CounterRandom(seed, "cpu").at(0)
 
 
 # ----------------------------------------------------------------------------- model

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .rng import permutation
+
 DATASETS = ("mnist", "mnist5k", "digits")
 IDX_NAMES = {
     "train_images": "train-images-idx3-ubyte",
@@ -218,12 +220,15 @@ def mix_seed(*parts: int | str) -> int:
 
 
 class BatchSampler:
-    """Global batch indices for any step, computed from (seed, step) alone.
+    """Global batch indices for any step, computed from (seed, step) alone, on the device.
 
-    Each epoch is a fresh permutation of the training set (seeded by
-    (seed, epoch)), cut into ``len // batch_size`` batches; the last partial
-    batch is dropped. Because nothing depends on earlier steps, resuming at
-    step k replays exactly the batches an uninterrupted run would have seen.
+    Each epoch is a fresh permutation of the training set (keyed by (seed,
+    epoch), made on the device by stn/rng.py), cut into ``len // batch_size``
+    batches; the last partial batch is dropped. Because nothing depends on
+    earlier steps, resuming at step k replays exactly the batches an
+    uninterrupted run would have seen. The permutation lives in one buffer that
+    ``prepare`` refills in place, so a captured CUDA graph can read the batch
+    of its device-side step counter through ``batch_at``.
     """
 
     def __init__(self, num_examples: int, batch_size: int, seed: int, device):
@@ -231,13 +236,23 @@ class BatchSampler:
             raise DataError(f"--batch-size {batch_size} is larger than the training set ({num_examples})")
         self.num_examples, self.batch_size, self.seed, self.device = num_examples, batch_size, seed, device
         self.steps_per_epoch = num_examples // batch_size
-        self._epoch, self._order = -1, None
+        self.order = torch.empty(num_examples, dtype=torch.int64, device=device)
+        self._offsets = torch.arange(batch_size, device=device)
+        self._epoch = -1
+        self.prepare(0)
+
+    def prepare(self, step: int) -> None:
+        """Make the epoch that holds ``step`` current (device work only, no host sync)."""
+        epoch = step // self.steps_per_epoch
+        if epoch != self._epoch:
+            self.order.copy_(permutation(mix_seed(self.seed, "epoch", epoch), self.num_examples, self.device))
+            self._epoch = epoch
+
+    def batch_at(self, step: torch.Tensor) -> torch.Tensor:
+        """The batch of a 0-d device step tensor, whose epoch ``prepare`` made current."""
+        return self.order[(step % self.steps_per_epoch) * self.batch_size + self._offsets]
 
     def indices(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(mix_seed(self.seed, "epoch", epoch))
-            self._order = torch.randperm(self.num_examples, generator=generator).to(self.device)
-            self._epoch = epoch
-        start = position * self.batch_size
-        return self._order[start:start + self.batch_size]
+        self.prepare(step)
+        start = (step % self.steps_per_epoch) * self.batch_size
+        return self.order[start:start + self.batch_size].clone()

@@ -7,9 +7,11 @@ clutter pieces are integer crops, so they are gathered and max-scattered
 instead). Nothing loops over images in Python, so this runs on the GPU at the
 speed of the model itself.
 
-The random numbers come from a ``torch.Generator`` that the caller seeds, so a
-batch is a pure function of (images, kind, seed): the training loop seeds it
-from (seed, step, rank) and the test set from (seed, "test").
+The random numbers come from a ``CounterRandom`` (stn/rng.py) that the caller
+keys and sets to a step, so a batch is a pure function of (images, kind, key,
+step): the training loop keys it with (seed, rank) and steps it with the
+training step, the test set with (seed, "test") and its chunk. Nothing reads a
+number back to the host, so a distortion can run inside a captured CUDA graph.
 
 Ranges (R, RTS, TC follow the paper; P and E parameters are this job's choice,
 the paper does not pin them down in the main text):
@@ -30,11 +32,14 @@ the paper does not pin them down in the main text):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .rng import CounterRandom
 
 DIGIT_SIZE = 28
 KINDS = ("none", "R", "RTS", "P", "E", "TC")
@@ -64,18 +69,18 @@ def canvas_size(kind: str) -> int:
     return CANVAS_SIZE[kind]
 
 
-def distort(images: torch.Tensor, kind: str, generator: torch.Generator) -> Distorted:
+def distort(images: torch.Tensor, kind: str, rng: CounterRandom) -> Distorted:
     """Apply distortion ``kind`` to a (B, 1, 28, 28) float batch in [0, 1]."""
     if kind not in CANVAS_SIZE:
         raise ValueError(f"unknown distortion {kind!r}; expected one of {KINDS}")
     images = images.float()
     if kind == "none":
         return Distorted(images, {})
-    return _DISTORTIONS[kind](images, generator)
+    return _DISTORTIONS[kind](images, rng)
 
 
-def _uniform(n: int, low: float, high: float, like: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g, device=like.device)
+def _uniform(n: int, low: float, high: float, g: CounterRandom) -> torch.Tensor:
+    return low + (high - low) * g.rand(n)
 
 
 def _sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -101,7 +106,7 @@ def _similarity_theta(angle_deg, scale, shift_px, canvas: int) -> torch.Tensor:
 
 def _rotate(images, g) -> Distorted:
     n = images.shape[0]
-    angle = _uniform(n, -R_MAX_DEGREES, R_MAX_DEGREES, images, g)
+    angle = _uniform(n, -R_MAX_DEGREES, R_MAX_DEGREES, g)
     ones = torch.ones_like(angle)
     theta = _similarity_theta(angle, ones, torch.zeros(n, 2, device=images.device), DIGIT_SIZE)
     grid = F.affine_grid(theta, [n, 1, DIGIT_SIZE, DIGIT_SIZE], align_corners=False)
@@ -110,10 +115,10 @@ def _rotate(images, g) -> Distorted:
 
 def _rotate_translate_scale(images, g) -> Distorted:
     n, canvas = images.shape[0], CANVAS_SIZE["RTS"]
-    angle = _uniform(n, -RTS_MAX_DEGREES, RTS_MAX_DEGREES, images, g)
-    scale = _uniform(n, *RTS_SCALE_RANGE, images, g)
+    angle = _uniform(n, -RTS_MAX_DEGREES, RTS_MAX_DEGREES, g)
+    scale = _uniform(n, *RTS_SCALE_RANGE, g)
     room = (canvas - DIGIT_SIZE * scale) / 2  # the scaled digit box stays on the canvas
-    shift = (torch.rand(n, 2, generator=g, device=images.device) * 2 - 1) * room[:, None]
+    shift = (g.rand(n, 2) * 2 - 1) * room[:, None]
     theta = _similarity_theta(angle, scale, shift, canvas)
     grid = F.affine_grid(theta, [n, 1, canvas, canvas], align_corners=False)
     return Distorted(_sample(images, grid), {"angle": angle, "scale": scale, "shift_px": shift})
@@ -127,7 +132,7 @@ def _homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     rows_u = torch.stack([x, y, one, zero, zero, zero, -x * u, -y * u], -1)
     rows_v = torch.stack([zero, zero, zero, x, y, one, -x * v, -y * v], -1)
     system = torch.cat([rows_u, rows_v], dim=1)  # (B, 8, 8)
-    h = torch.linalg.solve(system, torch.cat([u, v], dim=1))
+    h = torch.linalg.solve_ex(system, torch.cat([u, v], dim=1)).result  # _ex: no host check for singularity
     return torch.cat([h, one[:, :1]], dim=1).view(-1, 3, 3)
 
 
@@ -136,11 +141,17 @@ def _identity_grid(n: int, size: int, device) -> torch.Tensor:
     return F.affine_grid(eye, [n, 1, size, size], align_corners=False)
 
 
+@functools.cache
+def _unit_corners(device) -> torch.Tensor:
+    """Made once per device: copying a constant from the host is not allowed inside a CUDA graph."""
+    return torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=device)
+
+
 def _projective(images, g) -> Distorted:
     n, device = images.shape[0], images.device
-    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=device)
+    corners = _unit_corners(device)
     sigma = P_CORNER_SIGMA_PX / (DIGIT_SIZE / 2)
-    jitter = (torch.randn(n, 4, 2, generator=g, device=device) * sigma).clamp(-2 * sigma, 2 * sigma)
+    jitter = (g.randn(n, 4, 2) * sigma).clamp(-2 * sigma, 2 * sigma)
     # The grid maps output pixels back to the source, so solve moved -> original corners.
     h = _homographies(corners + jitter, corners.expand(n, 4, 2))
     base = _identity_grid(n, DIGIT_SIZE, device)
@@ -159,7 +170,7 @@ def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
 
 def _elastic(images, g) -> Distorted:
     n, device, size = images.shape[0], images.device, DIGIT_SIZE
-    noise = torch.rand(n * 2, 1, size, size, generator=g, device=device) * 2 - 1
+    noise = g.rand(n * 2, 1, size, size) * 2 - 1
     kernel = _gaussian_kernel(E_SIGMA_PX, device)
     pad = kernel.numel() // 2
     smooth = F.conv2d(noise, kernel.view(1, 1, 1, -1), padding=(0, pad))
@@ -186,18 +197,15 @@ def _translate_clutter(images, g) -> Distorted:
     n, device = images.shape[0], images.device
     canvas, piece, pieces = CANVAS_SIZE["TC"], TC_CLUTTER_SIZE, TC_CLUTTER_PIECES
 
-    def randint(high, *shape):
-        return torch.randint(0, high + 1, shape, generator=g, device=device)
-
-    digit_at = randint(canvas - DIGIT_SIZE, n, 2).float()
+    digit_at = g.randint(canvas - DIGIT_SIZE, n, 2).float()
     theta = _translation_theta(digit_at, canvas, DIGIT_SIZE)
     digits = _sample(images, F.affine_grid(theta, [n, 1, canvas, canvas], align_corners=False))
 
     # Clutter: 6x6 crops of *other* images of the batch (shifted index, never itself unless B=1),
     # copied with integer gathers and max-scattered onto the canvas.
-    other = (torch.arange(n, device=device)[:, None] + 1 + randint(max(n - 2, 0), n, pieces)) % n
-    crop_from = TC_CROP_MARGIN + randint(DIGIT_SIZE - 2 * TC_CROP_MARGIN - piece, n, pieces, 2)
-    paste_at = randint(canvas - piece, n, pieces, 2)
+    other = (torch.arange(n, device=device)[:, None] + 1 + g.randint(max(n - 2, 0), n, pieces)) % n
+    crop_from = TC_CROP_MARGIN + g.randint(DIGIT_SIZE - 2 * TC_CROP_MARGIN - piece, n, pieces, 2)
+    paste_at = g.randint(canvas - piece, n, pieces, 2)
     dy, dx = torch.meshgrid(torch.arange(piece, device=device), torch.arange(piece, device=device), indexing="ij")
     dy, dx = dy.reshape(-1), dx.reshape(-1)
 
