@@ -1,27 +1,32 @@
 #!/usr/bin/env python3
 """Training throughput of jobs/train_stn.py against the PyTorch STN tutorial, same device, same run.
 
-    python bench/train_throughput.py                   # CPU, about a minute and a half
-    python bench/train_throughput.py --seconds 20      # steadier numbers
-    python bench/train_throughput.py --threads 1       # on a shared CPU: oversubscribed threads thrash
-    python bench/train_throughput.py --compile         # torch.compile train_stn's model (GPU)
+    python bench/train_throughput.py                        # CPU, about a minute and a half
+    python bench/train_throughput.py --seconds 20           # steadier numbers
+    python bench/train_throughput.py --threads 1            # on a shared CPU: oversubscribed threads thrash
+    python bench/train_throughput.py --modes eager graph compile compile+graph --batch-sizes 64 256 1024  # GPU
 
-All rows see the same 28x28 digits with no distortion (the tutorial has
-none), and are timed at batch 64 (the tutorial's) and at train_stn's default
-batch, in alternating rounds (the best round counts). Three rows per batch:
-the tutorial, train_stn's loop driving the tutorial's network (what the input
-pipeline and step alone change), and train_stn proper (its ST-CNN, a larger
-network). The reference is the tutorial's code path: its network (localisation
-conv 1->8 k7, pool, relu, conv 8->10 k5, pool, relu, fc 90->32->6; classifier
-conv 1->10 k5, pool, conv 10->20 k5, dropout2d, pool, fc 320->50->10), plain
-SGD at lr 0.01, and batches from a torch DataLoader over a TensorDataset,
-copied to the device every step. train_stn's step is the job's own
-``training_batch`` + ``train_step``: data resident on the device as uint8,
-Adam, bf16 autocast on CUDA, channels_last.
+Rows, at each batch size, timed in alternating rounds (the best round counts):
+
+* the PyTorch tutorial STN: its network (localisation conv 1->8 k7, pool, relu,
+  conv 8->10 k5, pool, relu, fc 90->32->6; classifier conv 1->10 k5, pool,
+  conv 10->20 k5, dropout2d, pool, fc 320->50->10), plain SGD at lr 0.01,
+  batches from a torch DataLoader over a TensorDataset copied to the device
+  every step, 28x28 digits with no distortion (the tutorial has none);
+* train_stn's step (stn/training.py: data resident on the device as uint8,
+  fused Adam with the lr schedule on the device, bf16 autocast on CUDA,
+  channels_last, loss and accuracy summed on the device) driving the tutorial's
+  network on the same undistorted 28x28 digits: what the step alone changes;
+* for each --modes entry, train_stn's ST-CNN on the same 28x28 digits, and the
+  job's real loop: ST-CNN on RTS (42x42), the distortion drawn on the device
+  every step. ``graph`` replays the whole step as one CUDA graph, ``compile``
+  torch.compiles the model (static shapes), ``compile+graph`` both.
 
 FLOPs per step are counted with torch.utils.flop_counter (matmuls and
 convolutions, forward and backward); on CUDA the achieved rate is also shown
 as a fraction of the card's dense bf16 peak when the card is in PEAK_BF16.
+The closing lines compare the real loop with the tutorial at batch 64 (the
+tutorial's) and at equal batch.
 """
 
 from __future__ import annotations
@@ -39,9 +44,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 
-import train_stn  # noqa: E402
 from stn.data import BatchSampler, load_digits, mix_seed  # noqa: E402
+from stn.distort import canvas_size  # noqa: E402
 from stn.model import build_model, parameter_count  # noqa: E402
+from stn.rng import CounterRandom  # noqa: E402
+from stn.training import CHANNELS_LAST, LrSchedule, TrainMeter, TrainStep, make_optimizer  # noqa: E402
+
+DEFAULT_BATCH = 256  # train_stn's
+MODES = ("eager", "graph", "compile", "compile+graph")
 
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by device-name substring.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12}
@@ -107,22 +117,24 @@ def tutorial_pipeline(data, batch_size: int, device: torch.device, workers: int)
     return step, model
 
 
-def train_stn_pipeline(data, batch_size: int, device: torch.device, compile_model: bool, model: nn.Module):
-    """(step function, model) running train_stn's own batch and step code on ``model``."""
-    model = model.to(device, memory_format=train_stn.CHANNELS_LAST)
-    hyper = argparse.Namespace(lr=1e-3, warmup_steps=100, lr_half_life=2000)
-    optimizer, scheduler = train_stn.make_optimizer(model, hyper)
-    net = torch.compile(model) if compile_model else model
+def train_stn_pipeline(data, batch_size: int, device: torch.device, mode: str, model: nn.Module,
+                       distortion: str):
+    """(step function, model) running train_stn's own step (stn/training.py) on ``model``."""
+    model = model.to(device, memory_format=CHANNELS_LAST)
+    schedule = LrSchedule(1e-3, 100, 2000, device)
+    optimizer = make_optimizer(model, schedule)
+    net = torch.compile(model, dynamic=False) if mode.startswith("compile") else model
     on_device = data.to(device)
     sampler = BatchSampler(len(on_device.train_labels), batch_size, seed=0, device=device)
-    generator = torch.Generator(device=device)
+    stepper = TrainStep(net, optimizer, schedule, TrainMeter(device), on_device, sampler, distortion,
+                        CounterRandom(mix_seed(0, "distort", 0), device), slice(0, batch_size), 0)
+    if mode.endswith("graph"):
+        stepper.use_graph(required=True)
     counter = 0
 
     def step():
         nonlocal counter
-        generator.manual_seed(mix_seed(0, "distort", counter))
-        images, labels = train_stn.training_batch(on_device, sampler.indices(counter), "none", generator)
-        train_stn.train_step(net, optimizer, scheduler, images, labels)
+        stepper.run(counter)
         counter += 1
 
     return step, model
@@ -147,14 +159,35 @@ def seconds_per_step(step, device: torch.device, seconds: float) -> float:
                 return elapsed / steps
 
 
-def flops_per_step(model: nn.Module, batch_size: int, device: torch.device, bf16: bool) -> float:
-    inputs = torch.rand(batch_size, 1, 28, 28, device=device)
+def flops_per_step(model: nn.Module, batch_size: int, device: torch.device, bf16: bool, size: int) -> float:
+    inputs = torch.rand(batch_size, 1, size, size, device=device)
     labels = torch.randint(0, 10, (batch_size,), device=device)
     counter = FlopCounterMode(display=False)
     with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         F.cross_entropy(model(inputs).float(), labels).backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
+
+
+def pipelines_for(data, batch_size: int, device: torch.device, args) -> dict:
+    """label -> ((step, model), bf16, canvas side), in the order the table prints them."""
+    use_cuda = device.type == "cuda"
+    rows = {"PyTorch tutorial STN": (tutorial_pipeline(data, batch_size, device, args.workers), False, 28)}
+    if not args.real_loop_only:
+        rows["train_stn step, tutorial net"] = (
+            train_stn_pipeline(data, batch_size, device, "eager", TutorialNet(), "none"), use_cuda, 28)
+    for mode in args.modes:
+        if not args.real_loop_only:
+            rows[f"stcnn 28x28, {mode}"] = (
+                train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", 28), "none"), use_cuda, 28)
+        rts = canvas_size("RTS")
+        rows[f"real loop RTS, {mode}"] = (
+            train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", rts), "RTS"), use_cuda, rts)
+    return rows
+
+
+def warmup_steps(label: str, args) -> int:
+    return args.warmup * (6 if "compile" in label else 1) + (5 if "graph" in label else 0)
 
 
 def main(argv=None) -> int:
@@ -164,11 +197,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default="data/mnist")
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per pipeline and batch size")
     parser.add_argument("--rounds", type=int, default=4, help="alternating timing rounds; the best one counts")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per row (more with --compile)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+",
-                        default=[64, train_stn.DEFAULTS["batch_size"]])
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per row (more with compile)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, DEFAULT_BATCH])
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for the tutorial")
-    parser.add_argument("--compile", action="store_true", help="torch.compile train_stn's model")
+    parser.add_argument("--modes", nargs="+", choices=MODES,
+                        help="train_stn step modes; default: eager (CPU), eager and graph (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="shorthand: add the compile modes")
+    parser.add_argument("--real-loop-only", action="store_true",
+                        help="only the tutorial and the job's real loop (RTS) rows")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -176,6 +212,11 @@ def main(argv=None) -> int:
 
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
+    args.modes = args.modes or (["eager", "graph"] if use_cuda else ["eager"])
+    if args.compile:
+        args.modes += [m for m in ("compile", "compile+graph") if m not in args.modes]
+    if not use_cuda and any("graph" in mode for mode in args.modes):
+        parser.error("the graph modes need CUDA")
     if use_cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -183,7 +224,7 @@ def main(argv=None) -> int:
     data = load_digits(args.dataset, args.data_dir)
     name = torch.cuda.get_device_name(device) if use_cuda else f"cpu, torch threads: {torch.get_num_threads()}"
     peak = next((flops for key, flops in PEAK_BF16.items() if use_cuda and key in name), None)
-    print(f"device: {name} | torch {torch.__version__} | {args.dataset}, 28x28, no distortion | "
+    print(f"device: {name} | torch {torch.__version__} | {args.dataset} | "
           f"best of {args.rounds} rounds, {args.seconds:g} s timed per row")
 
     header = f"{'batch':>5}  {'pipeline':<29} {'params':>8} {'GFLOP/step':>10} {'ms/step':>8} {'img/s':>9} " \
@@ -191,34 +232,35 @@ def main(argv=None) -> int:
     if peak:
         header += f" {'of bf16 peak':>12}"
     print(header)
+    tutorial, real_loop = {}, {}
     for batch_size in args.batch_sizes:
         torch.manual_seed(0)
-        pipelines = {
-            "PyTorch tutorial STN": (tutorial_pipeline(data, batch_size, device, args.workers), False),
-            "train_stn loop, tutorial net": (
-                train_stn_pipeline(data, batch_size, device, args.compile, TutorialNet()), use_cuda),
-            "train_stn --model stcnn": (
-                train_stn_pipeline(data, batch_size, device, args.compile, build_model("stcnn", 28)), use_cuda),
-        }
-        for label, ((step, _), _) in pipelines.items():
-            for _ in range(args.warmup * (6 if args.compile and label.startswith("train_stn") else 1)):
+        pipelines = pipelines_for(data, batch_size, device, args)
+        for label, ((step, _), _, _) in pipelines.items():
+            for _ in range(warmup_steps(label, args)):
                 step()
         # Alternate short rounds and keep each pipeline's best, so a burst of load
         # from other processes does not land on one side of the comparison only.
         best = dict.fromkeys(pipelines, float("inf"))
         for _ in range(args.rounds):
-            for label, ((step, _), _) in pipelines.items():
+            for label, ((step, _), _, _) in pipelines.items():
                 best[label] = min(best[label], seconds_per_step(step, device, args.seconds / args.rounds))
-        reference = batch_size / best["PyTorch tutorial STN"]
-        for label, ((_, model), bf16) in pipelines.items():
+        tutorial[batch_size] = batch_size / best["PyTorch tutorial STN"]
+        for label, ((_, model), bf16, size) in pipelines.items():
             images_per_s = batch_size / best[label]
-            flops = flops_per_step(model, batch_size, device, bf16)
+            if label.startswith("real loop"):
+                real_loop[(batch_size, label)] = images_per_s
+            flops = flops_per_step(model, batch_size, device, bf16, size)
             row = (f"{batch_size:>5}  {label:<29} {parameter_count(model):>8,} {flops / 1e9:>10.2f} "
                    f"{best[label] * 1e3:>8.2f} {images_per_s:>9,.0f} "
-                   f"{flops / best[label] / 1e12:>8.3f} {images_per_s / reference:>10.2f}x")
+                   f"{flops / best[label] / 1e12:>8.3f} {images_per_s / tutorial[batch_size]:>10.2f}x")
             if peak:
                 row += f" {flops / best[label] / peak:>12.2%}"
             print(row, flush=True)
+    for (batch_size, label), images_per_s in real_loop.items():
+        versus = [f"{images_per_s / tutorial[b]:.2f}x the tutorial at batch {b}" for b in (64, batch_size)
+                  if b in tutorial]
+        print(f"{label} at batch {batch_size}: {images_per_s:,.0f} img/s = {'; '.join(dict.fromkeys(versus))}")
     return 0
 
 
