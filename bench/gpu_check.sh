@@ -23,12 +23,12 @@ stage() {  # stage NAME SECONDS COMMAND...
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
 } 2>&1 | tee "$out/device.log"
-stage sync 60 python3 bench/gpu_checks.py sync
-stage throughput 150 python3 bench/train_throughput.py --seconds 2 --rounds 2 --modes eager graph --batch-sizes 64 256 1024
-stage job 90 python3 bench/gpu_checks.py job
-stage accuracy 90 python3 bench/gpu_checks.py accuracy
-stage resume 90 python3 bench/gpu_checks.py resume
-stage variants 60 python3 bench/gpu_checks.py variants
-stage compile 150 python3 bench/gpu_checks.py compile
-stage throughput-compile 150 python3 bench/train_throughput.py --seconds 2 --rounds 2 --modes compile compile+graph --batch-sizes 64 256 --real-loop-only
-stage profile 60 python3 bench/gpu_checks.py profile
+stage sync 45 python3 bench/gpu_checks.py sync
+stage throughput 90 python3 bench/train_throughput.py --seconds 2 --rounds 2 --modes eager graph --batch-sizes 64 256 1024
+stage job 60 python3 bench/gpu_checks.py job
+stage accuracy 60 python3 bench/gpu_checks.py accuracy
+stage resume 60 python3 bench/gpu_checks.py resume
+stage variants 40 python3 bench/gpu_checks.py variants
+stage profile 30 python3 bench/gpu_checks.py profile
+stage compile 90 python3 bench/gpu_checks.py compile
+stage throughput-compile 90 python3 bench/train_throughput.py --seconds 1 --rounds 1 --modes compile+graph --batch-sizes 64 1024 --real-loop-only
