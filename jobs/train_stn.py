@@ -39,7 +39,9 @@ from stn.data import DATASETS, BatchSampler, DataError, load_digits, mix_seed
 from stn.distort import KINDS, canvas_size, distort
 from stn.model import MODELS, build_model, parameter_count
 from stn.rng import CounterRandom
-from stn.training import CHANNELS_LAST, LrSchedule, TrainMeter, TrainStep, adopt_lr_tensor, make_optimizer
+from stn.training import (
+    CHANNELS_LAST, EAGER_WARMUP_STEPS, LrSchedule, TrainMeter, TrainStep, adopt_lr_tensor, make_optimizer,
+)
 
 DEFAULT_OUT = "runs/local"
 EXIT_BAD_CONFIG = 2
@@ -287,6 +289,14 @@ class TrainClock:
     def resume(self) -> None:
         self._mark = time.perf_counter()
 
+    def discard(self) -> float:
+        """Drop the time and images since the last pause (a warm-up); returns its seconds."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - self._mark
+        self._pending, self._mark = 0, time.perf_counter()
+        return seconds
+
 
 def wants_graph(flag: str, rt: Runtime) -> bool:
     """--graph auto captures on one CUDA device; under torchrun the step stays eager (DDP's
@@ -392,6 +402,8 @@ def train(args: argparse.Namespace) -> int:
     last_train = {"loss": float("nan"), "acc": float("nan")}
     test_error, evaluated_at, saved_at = None, None, start_step if resume else None
     step = start_step
+    # The first steps of a compiled or captured run autotune, compile and capture: img/s leaves them out.
+    warm_at = start_step + (EAGER_WARMUP_STEPS + 1 if graph or args.compile else 0)
     while step < total_steps:
         stepper.run(step)
         clock.add(args.batch_size)
@@ -399,6 +411,10 @@ def train(args: argparse.Namespace) -> int:
         if stepper.capture_error:
             log(rt, f"CUDA graph capture failed ({stepper.capture_error}); the run goes on eagerly")
             stepper.capture_error = None
+        if step == warm_at and step > start_step:
+            what = ", ".join(name for name, on in (("compile", args.compile), ("CUDA graph capture", graph)) if on)
+            log(rt, f"warm-up ({what}): {step - start_step} steps in {clock.discard():.1f} s, "
+                    f"left out of img/s")
 
         at_log = step % args.log_every == 0 or step == total_steps
         at_eval = step % args.eval_every == 0 or step == total_steps

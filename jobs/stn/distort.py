@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .geometry import affine_grid
 from .rng import CounterRandom
 
 DIGIT_SIZE = 28
@@ -100,7 +101,7 @@ def _similarity_theta(angle_deg, scale, shift_px, canvas: int) -> torch.Tensor:
     linear = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
     linear = linear * zoom[:, None, None]
     shift = shift_px / (canvas / 2)
-    bias = -(linear @ shift[:, :, None])
+    bias = -(linear * shift[:, None, :]).sum(-1, keepdim=True)  # linear @ shift, without a batched GEMM
     return torch.cat([linear, bias], dim=2)
 
 
@@ -109,7 +110,7 @@ def _rotate(images, g) -> Distorted:
     angle = _uniform(n, -R_MAX_DEGREES, R_MAX_DEGREES, g)
     ones = torch.ones_like(angle)
     theta = _similarity_theta(angle, ones, torch.zeros(n, 2, device=images.device), DIGIT_SIZE)
-    grid = F.affine_grid(theta, [n, 1, DIGIT_SIZE, DIGIT_SIZE], align_corners=False)
+    grid = affine_grid(theta, (n, 1, DIGIT_SIZE, DIGIT_SIZE))
     return Distorted(_sample(images, grid), {"angle": angle})
 
 
@@ -120,7 +121,7 @@ def _rotate_translate_scale(images, g) -> Distorted:
     room = (canvas - DIGIT_SIZE * scale) / 2  # the scaled digit box stays on the canvas
     shift = (g.rand(n, 2) * 2 - 1) * room[:, None]
     theta = _similarity_theta(angle, scale, shift, canvas)
-    grid = F.affine_grid(theta, [n, 1, canvas, canvas], align_corners=False)
+    grid = affine_grid(theta, (n, 1, canvas, canvas))
     return Distorted(_sample(images, grid), {"angle": angle, "scale": scale, "shift_px": shift})
 
 
@@ -138,7 +139,7 @@ def _homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 
 def _identity_grid(n: int, size: int, device) -> torch.Tensor:
     eye = torch.eye(2, 3, device=device).expand(n, 2, 3)
-    return F.affine_grid(eye, [n, 1, size, size], align_corners=False)
+    return affine_grid(eye, (n, 1, size, size))
 
 
 @functools.cache
@@ -199,7 +200,7 @@ def _translate_clutter(images, g) -> Distorted:
 
     digit_at = g.randint(canvas - DIGIT_SIZE, n, 2).float()
     theta = _translation_theta(digit_at, canvas, DIGIT_SIZE)
-    digits = _sample(images, F.affine_grid(theta, [n, 1, canvas, canvas], align_corners=False))
+    digits = _sample(images, affine_grid(theta, (n, 1, canvas, canvas)))
 
     # Clutter: 6x6 crops of *other* images of the batch (shifted index, never itself unless B=1),
     # copied with integer gathers and max-scattered onto the canvas.

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .geometry import affine_grid
+
 NUM_CLASSES = 10
 MODELS = ("stcnn", "cnn", "fcn", "stfcn")
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -44,7 +46,7 @@ class SpatialTransformer(nn.Module):
         theta = self.theta(images)
         # bf16 sampling coordinates are off by up to a pixel on a 60x60 canvas: keep the warp in fp32.
         with torch.autocast(images.device.type, enabled=False):
-            grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+            grid = affine_grid(theta, images.shape)
             return F.grid_sample(images.float(), grid, align_corners=False)
 
 

@@ -46,8 +46,8 @@ class CounterRandom:
         self._draw = 0
 
     def at(self, step) -> "CounterRandom":
-        if not isinstance(step, torch.Tensor):
-            step = torch.tensor(step, dtype=torch.int64, device=self.device)
+        if not isinstance(step, torch.Tensor):  # a fill on the device, not a copy from the host
+            step = torch.full((), step, dtype=torch.int64, device=self.device)
         self._step, self._draw = step, 0
         return self
 
