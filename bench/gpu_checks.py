@@ -32,7 +32,9 @@ import train_stn  # noqa: E402
 from stn.data import BatchSampler, load_digits, mix_seed  # noqa: E402
 from stn.model import build_model  # noqa: E402
 from stn.rng import CounterRandom  # noqa: E402
-from stn.training import CHANNELS_LAST, LrSchedule, TrainMeter, TrainStep, make_optimizer  # noqa: E402
+from stn.training import (  # noqa: E402
+    CHANNELS_LAST, LrSchedule, TrainMeter, TrainStep, make_optimizer, memory_format_for,
+)
 
 DEVICE = torch.device(os.environ.get("GPU_CHECKS_DEVICE", "cuda"))  # cpu: a dry run of the Python, no graph
 SCALE = float(os.environ.get("GPU_CHECKS_SCALE", "1"))  # fewer steps for that dry run
@@ -46,9 +48,10 @@ def cuda_setup() -> None:
     torch.backends.cudnn.benchmark = True
 
 
-def make_stepper(batch: int, graph: bool, bf16: bool = True, memory_format=CHANNELS_LAST,
+def make_stepper(batch: int, graph: bool, bf16: bool = False, memory_format=None,
                  distortion: str = "RTS", data=None) -> TrainStep:
     data = data or load_digits("mnist5k", "").to(DEVICE)
+    memory_format = memory_format or memory_format_for(DEVICE)
     model = build_model("stcnn", train_stn.canvas_size(distortion)).to(DEVICE, memory_format=memory_format)
     schedule = LrSchedule(1e-3, 100, 2000, DEVICE)
     stepper = TrainStep(model, make_optimizer(model, schedule), schedule, TrainMeter(DEVICE), data,

@@ -14,8 +14,8 @@ Rows, at each batch size, timed in alternating rounds (the best round counts):
   batches from a torch DataLoader over a TensorDataset copied to the device
   every step, 28x28 digits with no distortion (the tutorial has none);
 * train_stn's step (stn/training.py: data resident on the device as uint8,
-  fused Adam with the lr schedule on the device, bf16 autocast on CUDA,
-  channels_last, loss and accuracy summed on the device) driving the tutorial's
+  fused Adam with the lr schedule on the device, fp32 with TF32 on CUDA,
+  channels_last on the CPU, loss and accuracy summed on the device) driving the tutorial's
   network on the same undistorted 28x28 digits: what the step alone changes;
 * for each --modes entry, train_stn's ST-CNN on the same 28x28 digits, and the
   job's real loop: ST-CNN on RTS (42x42), the distortion drawn on the device
@@ -48,7 +48,7 @@ from stn.data import BatchSampler, load_digits, mix_seed  # noqa: E402
 from stn.distort import canvas_size  # noqa: E402
 from stn.model import build_model, parameter_count  # noqa: E402
 from stn.rng import CounterRandom  # noqa: E402
-from stn.training import CHANNELS_LAST, LrSchedule, TrainMeter, TrainStep, make_optimizer  # noqa: E402
+from stn.training import LrSchedule, TrainMeter, TrainStep, make_optimizer, memory_format_for  # noqa: E402
 
 DEFAULT_BATCH = 256  # train_stn's
 MODES = ("eager", "graph", "compile", "compile+graph")
@@ -120,7 +120,7 @@ def tutorial_pipeline(data, batch_size: int, device: torch.device, workers: int)
 def train_stn_pipeline(data, batch_size: int, device: torch.device, mode: str, model: nn.Module,
                        distortion: str):
     """(step function, model) running train_stn's own step (stn/training.py) on ``model``."""
-    model = model.to(device, memory_format=CHANNELS_LAST)
+    model = model.to(device, memory_format=memory_format_for(device))
     schedule = LrSchedule(1e-3, 100, 2000, device)
     optimizer = make_optimizer(model, schedule)
     net = torch.compile(model, dynamic=False) if mode.startswith("compile") else model
@@ -171,18 +171,17 @@ def flops_per_step(model: nn.Module, batch_size: int, device: torch.device, bf16
 
 def pipelines_for(data, batch_size: int, device: torch.device, args) -> dict:
     """label -> ((step, model), bf16, canvas side), in the order the table prints them."""
-    use_cuda = device.type == "cuda"
     rows = {"PyTorch tutorial STN": (tutorial_pipeline(data, batch_size, device, args.workers), False, 28)}
     if not args.real_loop_only:
         rows["train_stn step, tutorial net"] = (
-            train_stn_pipeline(data, batch_size, device, "eager", TutorialNet(), "none"), use_cuda, 28)
+            train_stn_pipeline(data, batch_size, device, "eager", TutorialNet(), "none"), False, 28)
     for mode in args.modes:
         if not args.real_loop_only:
             rows[f"stcnn 28x28, {mode}"] = (
-                train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", 28), "none"), use_cuda, 28)
+                train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", 28), "none"), False, 28)
         rts = canvas_size("RTS")
         rows[f"real loop RTS, {mode}"] = (
-            train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", rts), "RTS"), use_cuda, rts)
+            train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", rts), "RTS"), False, rts)
     return rows
 
 

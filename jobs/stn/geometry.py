@@ -23,7 +23,9 @@ def _pixel_centres(count: int, device: torch.device, dtype: torch.dtype) -> torc
 def affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
     """Sampling grid (N, H, W, 2) for 2D affine ``theta`` (N, 2, 3) and output ``size`` (N, C, H, W)."""
     height, width = size[-2], size[-1]
-    x = _pixel_centres(width, theta.device, theta.dtype).view(1, 1, width, 1)
-    y = _pixel_centres(height, theta.device, theta.dtype).view(1, height, 1, 1)
+    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()
+    centres = _pixel_centres.__wrapped__ if compiling else _pixel_centres  # Dynamo warns on a cached call
+    x = centres(width, theta.device, theta.dtype).view(1, 1, width, 1)
+    y = centres(height, theta.device, theta.dtype).view(1, height, 1, 1)
     row_x, row_y, shift = (theta[:, None, None, :, column] for column in range(3))  # each (N, 1, 1, 2)
     return x * row_x + y * row_y + shift

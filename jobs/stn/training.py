@@ -17,6 +17,13 @@ from .distort import distort
 from .rng import CounterRandom
 
 CHANNELS_LAST = torch.channels_last
+
+
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """channels_last on a CPU (oneDNN's convolutions run about 1.5x faster so); plain NCHW on CUDA, where
+    this net's one-channel convolutions otherwise pay cuDNN's layout conversions (H200, batch 256, graph
+    replay: 1.69 ms/step in fp32 NCHW against 1.77 channels_last; bf16 1.81-1.82 either way)."""
+    return CHANNELS_LAST if device.type == "cpu" else torch.contiguous_format
 EAGER_WARMUP_STEPS = 3  # real steps run eagerly before capture
 
 
@@ -90,12 +97,12 @@ class TrainStep:
 
     def __init__(self, net, optimizer, schedule: LrSchedule, meter: TrainMeter, data, sampler,
                  distortion: str, rng: CounterRandom, own_part: slice, start_step: int,
-                 bf16: bool | None = None, memory_format=CHANNELS_LAST):
+                 bf16: bool = False, memory_format=None):
         self.net, self.optimizer, self.schedule, self.meter = net, optimizer, schedule, meter
         self.data, self.sampler, self.distortion, self.rng, self.own_part = data, sampler, distortion, rng, own_part
         self.device = schedule.lr.device
-        self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
-        self.memory_format = memory_format
+        self.bf16 = bf16
+        self.memory_format = memory_format or memory_format_for(self.device)
         self.step = torch.full((), start_step, dtype=torch.int64, device=self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.wants_graph = self.graph_required = False
