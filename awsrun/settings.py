@@ -23,7 +23,7 @@ def _doc(text: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Settings:
     cluster: str = field(default="default", metadata=_doc("cluster name used when --cluster is not given"))
-    region: str | None = field(default=None, metadata=_doc("AWS region; default: boto3's chain (AWS_REGION, profile)"))
+    region: str | None = field(default=None, metadata=_doc("AWS region; default: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's"))
     zone: str | None = field(default=None, metadata=_doc("availability zone; default: any (cheapest for spot)"))
     instance_type: str = field(default="g4dn.xlarge", metadata=_doc("EC2 instance type"))
     spot: bool = field(default=False, metadata=_doc("launch spot capacity instead of on-demand"))

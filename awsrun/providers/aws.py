@@ -46,8 +46,10 @@ class AwsProvider:
         import boto3
         from botocore.config import Config
 
+        from awsrun.providers.aws_clients import requested_region
+
         try:
-            self._session = boto3.session.Session(region_name=region)
+            self._session = boto3.session.Session(region_name=requested_region(region))
         except Exception as exc:  # a broken profile or config file
             raise translate(exc) from None
         if not self._session.region_name:
