@@ -175,6 +175,8 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     image = _image(run, provider) if missing else None  # a bad --ami fails before anything is created
     with reporter.phase("preparing key pair and security group"):
         cluster = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner, key, cidr)
+    for warning in _world_open_warnings(provider, cluster, cidr):
+        reporter.warn(warning)
     if live and autostop.behavior(setting) != autostop.behavior(before):
         with reporter.phase(f"setting the shutdown behaviour of {', '.join(r.id for r in live)} "
                             f"to {autostop.behavior(setting)}"):
@@ -255,11 +257,25 @@ def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, 
     config.update(vpc_id=vpc, security_group_id=group_id)
     state.put_cluster(dataclasses.replace(cluster, config=config))
     if cidr:
+        # the rules become exactly this CIDR: awsrun's earlier ones (a 0.0.0.0/0 of last week) go, after
+        # the new one is in, so SSH from here never has a gap
         provider.allow_ssh(group_id, cidr.cidr)
-        config["ssh_cidrs"] = sorted({*config.get("ssh_cidrs", []), cidr.cidr})
+        provider.revoke_ssh(group_id, [c for c, ours in provider.ssh_sources(group_id) if ours and c != cidr.cidr])
+        config["ssh_cidrs"] = [cidr.cidr]
     cluster = dataclasses.replace(cluster, config=config)
     state.put_cluster(cluster)
     return cluster
+
+
+def _world_open_warnings(provider, cluster: ClusterRecord, cidr: SshCidr | None) -> list[str]:
+    """One line per rule still admitting SSH from anywhere that the user did not ask for on this `up`."""
+    group_id = cluster.config.get("security_group_id")
+    if not group_id:
+        return []
+    return [f"security group {group_id} still lets the whole internet reach SSH ({source}); "
+            f"remove that rule (`aws ec2 revoke-security-group-ingress --group-id {group_id} ...`) unless you mean it"
+            for source, _ in provider.ssh_sources(group_id)
+            if source in ("0.0.0.0/0", "::/0") and not (cidr and cidr.cidr == source)]
 
 
 def _image(run: Run, provider):

@@ -196,6 +196,16 @@ class AwsProvider:
         self.call("authorize_security_group_ingress", ok_codes=("InvalidPermission.Duplicate",),
                   **req.ssh_ingress_request(group_id, cidr))
 
+    def ssh_sources(self, group_id: str) -> list[tuple[str, bool]]:
+        """(CIDR, made by awsrun) for each rule of the group admitting SSH."""
+        groups = self.call("describe_security_groups", GroupIds=[group_id])["SecurityGroups"]
+        return req.ssh_sources(groups[0]) if groups else []
+
+    def revoke_ssh(self, group_id: str, cidrs: list[str]) -> None:
+        if cidrs:
+            self.call("revoke_security_group_ingress", ok_codes=("InvalidPermission.NotFound",),
+                      **req.ssh_revoke_request(group_id, cidrs))
+
     def tagged_security_groups(self, cluster: str, owner: str) -> list[str]:
         groups = self.call("describe_security_groups", Filters=req.cluster_filters(cluster, owner))
         return [g["GroupId"] for g in groups["SecurityGroups"]]

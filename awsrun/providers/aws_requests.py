@@ -246,10 +246,33 @@ def ssh_ingress_request(group_id: str, cidr: str) -> dict[str, Any]:
     network = ipaddress.ip_network(cidr)
     rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
     if network.version == 4:
-        rule["IpRanges"] = [{"CidrIp": str(network), "Description": "awsrun: SSH"}]
+        rule["IpRanges"] = [{"CidrIp": str(network), "Description": SSH_RULE_DESCRIPTION}]
     else:
-        rule["Ipv6Ranges"] = [{"CidrIpv6": str(network), "Description": "awsrun: SSH"}]
+        rule["Ipv6Ranges"] = [{"CidrIpv6": str(network), "Description": SSH_RULE_DESCRIPTION}]
     return {"GroupId": group_id, "IpPermissions": [rule]}
+
+
+SSH_RULE_DESCRIPTION = "awsrun: SSH"
+
+
+def ssh_sources(group: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(CIDR, made by awsrun) for every rule of a described security group that admits port 22/tcp."""
+    found = []
+    for permission in group.get("IpPermissions", []):
+        protocol, low, high = permission.get("IpProtocol"), permission.get("FromPort"), permission.get("ToPort")
+        if protocol not in ("tcp", "6", "-1") or (protocol != "-1" and not (low or 0) <= 22 <= (high or 65535)):
+            continue
+        for entry in permission.get("IpRanges", []):
+            found.append((entry["CidrIp"], entry.get("Description") == SSH_RULE_DESCRIPTION))
+        for entry in permission.get("Ipv6Ranges", []):
+            found.append((entry["CidrIpv6"], entry.get("Description") == SSH_RULE_DESCRIPTION))
+    return found
+
+
+def ssh_revoke_request(group_id: str, cidrs: list[str]) -> dict[str, Any]:
+    """Revoke awsrun's SSH rules from these CIDRs (the same shape ssh_ingress_request authorised)."""
+    rules = [ssh_ingress_request(group_id, cidr)["IpPermissions"][0] for cidr in cidrs]
+    return {"GroupId": group_id, "IpPermissions": rules}
 
 
 def nodes_ingress_request(group_id: str) -> dict[str, Any]:
