@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from awsrun import autostop, aws_cluster, cluster_nodes, keys
 from awsrun.access import open_remote
+from awsrun.boot_keys import HOST_KEY_WAIT_S, await_boot_fingerprints
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
 from awsrun.prices import SessionCost
 from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
@@ -21,7 +22,6 @@ from awsrun.home import Home
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import LaunchSpec, validate_cluster_name
 from awsrun.remote.base import Remote
-from awsrun.remote.hostkeys import fingerprints_from_console
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
@@ -354,10 +354,8 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
     with run.reporter.phase(f"waiting for SSH on {record.id}"):
         run.reporter.checkpoint("wait-ssh")
         if provider is not None:
-            prints = fingerprints_from_console(provider.console_output(record.id))
-            if prints:
-                record = dataclasses.replace(record, extra={**record.extra, "host_key_fingerprints": sorted(prints)})
-                run.state.put_instance(record)
+            record = await_boot_fingerprints(run.state, run.home.known_hosts, run.reporter, record, provider,
+                                             min(HOST_KEY_WAIT_S, settings.ssh_timeout))
         if provider is None:  # a host that is already up: no boot to wait for, no key being installed
             return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0), check=True)
         try:

@@ -297,9 +297,16 @@ class AwsProvider:
                   **req.shutdown_behavior_request(instance_id, behavior))
 
     def console_output(self, instance_id: str) -> str:
-        """The boot console (cloud-init prints the host key fingerprints there); '' when not yet there."""
+        """The boot console (cloud-init prints the host key fingerprints there); '' when not yet there.
+
+        Latest=True asks for the console as it is now: without it EC2 serves a snapshot taken at a few boot
+        events, which often predates cloud-init's fingerprints. Instance types that are not on Nitro refuse
+        Latest (UnsupportedOperation), and get the snapshot."""
         found = self.call("get_console_output", ok_codes=("InvalidInstanceID", "UnsupportedOperation"),
-                          InstanceId=instance_id)
+                          InstanceId=instance_id, Latest=True)
+        if found is None:
+            found = self.call("get_console_output", ok_codes=("InvalidInstanceID", "UnsupportedOperation"),
+                              InstanceId=instance_id)
         return (found or {}).get("Output") or ""
 
     # S3 and IAM for the checkpoint mirror (awsrun.checkpoints) ------------------------------------------
