@@ -174,6 +174,35 @@ def extend_moto() -> None:
     _record_launch_requests()
     _placement_group_api()
     _boot_console()
+    _expected_bucket_owner()
+
+
+def _expected_bucket_owner() -> None:
+    """S3 refuses a request whose x-amz-expected-bucket-owner is not the bucket's account (AccessDenied, as
+    S3 does); moto ignores the header. Buckets of other accounts are reachable across accounts in moto."""
+    from moto.s3.exceptions import S3AccessDeniedError
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "awsrun_expected_owner", False):
+        return
+
+    def checked(original):
+        def response(self, request, full_url):
+            expected = request.headers.get("x-amz-expected-bucket-owner")
+            name = self.parse_bucket_name_from_url(request, full_url)
+            if expected and name:
+                try:
+                    bucket = self.backend.get_bucket(name)
+                except Exception:  # noqa: BLE001 -- no such bucket: moto's own answer follows
+                    bucket = None
+                if bucket is not None and bucket.account_id != expected:
+                    raise S3AccessDeniedError()
+            return original(self, request, full_url)
+        return response
+
+    S3Response._bucket_response = checked(S3Response._bucket_response)
+    S3Response._key_response = checked(S3Response._key_response)
+    S3Response.awsrun_expected_owner = True
 
 
 def _boot_console() -> None:
