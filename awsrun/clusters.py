@@ -174,8 +174,9 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     offered = _preflight(run, provider, len(missing), settings.zone or anchor) if missing else None
     image = _image(run, provider) if missing else None  # a bad --ami fails before anything is created
     with reporter.phase("preparing key pair and security group"):
-        cluster = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner, key, cidr)
-    for warning in _world_open_warnings(provider, cluster, cidr):
+        cluster, ssh_sources = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner,
+                                               key, cidr)
+    for warning in _world_open_warnings(cluster, ssh_sources, cidr):
         reporter.warn(warning)
     if live and autostop.behavior(setting) != autostop.behavior(before):
         with reporter.phase(f"setting the shutdown behaviour of {', '.join(r.id for r in live)} "
@@ -244,7 +245,9 @@ def _warn_mismatch(live: list[InstanceRecord], request: UpRequest, reporter: Rep
 
 
 def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, key: keys.SshKey,
-                    cidr: SshCidr | None) -> ClusterRecord:
+                    cidr: SshCidr | None) -> tuple[ClusterRecord, list[str]]:
+    """The key pair and security group in place, SSH admitted from `cidr` only (as far as awsrun's own
+    rules go). Returns the cluster and the CIDRs the group still admits SSH from."""
     from awsrun.providers.aws_requests import key_pair_name
 
     key_name = key_pair_name(cluster.name, key.public_key)
@@ -257,25 +260,26 @@ def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, 
     config.update(vpc_id=vpc, security_group_id=group_id)
     state.put_cluster(dataclasses.replace(cluster, config=config))
     if cidr:
+        provider.allow_ssh(group_id, cidr.cidr)
+    sources = provider.ssh_sources(group_id)
+    if cidr:
         # the rules become exactly this CIDR: awsrun's earlier ones (a 0.0.0.0/0 of last week) go, after
         # the new one is in, so SSH from here never has a gap
-        provider.allow_ssh(group_id, cidr.cidr)
-        provider.revoke_ssh(group_id, [c for c, ours in provider.ssh_sources(group_id) if ours and c != cidr.cidr])
+        stale = [c for c, ours in sources if ours and c != cidr.cidr]
+        provider.revoke_ssh(group_id, stale)
+        sources = [(c, ours) for c, ours in sources if c not in stale]
         config["ssh_cidrs"] = [cidr.cidr]
     cluster = dataclasses.replace(cluster, config=config)
     state.put_cluster(cluster)
-    return cluster
+    return cluster, [c for c, _ in sources]
 
 
-def _world_open_warnings(provider, cluster: ClusterRecord, cidr: SshCidr | None) -> list[str]:
+def _world_open_warnings(cluster: ClusterRecord, sources: list[str], cidr: SshCidr | None) -> list[str]:
     """One line per rule still admitting SSH from anywhere that the user did not ask for on this `up`."""
     group_id = cluster.config.get("security_group_id")
-    if not group_id:
-        return []
     return [f"security group {group_id} still lets the whole internet reach SSH ({source}); "
             f"remove that rule (`aws ec2 revoke-security-group-ingress --group-id {group_id} ...`) unless you mean it"
-            for source, _ in provider.ssh_sources(group_id)
-            if source in ("0.0.0.0/0", "::/0") and not (cidr and cidr.cidr == source)]
+            for source in sources if source in ("0.0.0.0/0", "::/0") and not (cidr and cidr.cidr == source)]
 
 
 def _image(run: Run, provider):

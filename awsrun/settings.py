@@ -2,6 +2,7 @@
 
 One frozen object. AWS credentials, profile, region and endpoint are NOT settings of ours: boto3's own
 chain (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...) provides them; `region` here only overrides.
+A project file's settings that run commands or widen exposure need the user's trust (awsrun.trust).
 """
 from __future__ import annotations
 

@@ -150,7 +150,17 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
         request["Placement"] = placement
     if spec.spot:
         request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot_options(spec)}
+        # tagged in the same call, as the instance is: infra/iam-policy.json lets awsrun cancel only tagged ones
+        request["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": node_tags})
     return request
+
+
+def create_role_request(name: str, trust_policy: str, boundary_arn: str) -> dict[str, Any]:
+    """A role EC2 may assume, capped by awsrun's permissions boundary: infra/iam-policy.json allows
+    CreateRole and PutRolePolicy only with that boundary, so whatever inline policy the role gets, it can
+    never do more than the boundary (infra/iam-boundary-policy.json) allows."""
+    return {"RoleName": name, "AssumeRolePolicyDocument": trust_policy, "PermissionsBoundary": boundary_arn,
+            "Description": "awsrun: a job's checkpoint mirror to S3", "Tags": [{"Key": "awsrun", "Value": "true"}]}
 
 
 def persistent_spot(spec: LaunchSpec) -> bool:
