@@ -26,12 +26,16 @@ PUSH_EVERY_S = 60
 EXIT_TOOLS_FAILED = 19
 EXIT_RESTORE_FAILED = 20
 PROFILE_PREFIX = "awsrun-checkpoints-"
+BOUNDARY_NAME = "awsrun-checkpoints-boundary"   # infra/iam-policy.json names it: keep the two in step
+BOUNDARY_FILE = "iam-boundary-policy.json"
 
 # S3 bucket naming rules (general purpose buckets): 3-63 lowercase letters, digits, dots, hyphens,
 # starting and ending with a letter or digit, not shaped like an IP address.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _IP_SHAPED = re.compile(r"^\d+\.\d+\.\d+\.\d+\Z")
-_PREFIX_PART = re.compile(r"^[A-Za-z0-9!_.*'()=+,@-]+\Z")
+# No '*' or '?': a prefix becomes an IAM resource ARN and an s3:prefix StringLike value, where they are
+# wildcards (s3://b/exp* would grant exp-other/ as well).
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9!_.'()=+,@-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def parse_url(url: str) -> BucketUrl:
     for part in parts:
         if part in (".", "..") or not _PREFIX_PART.match(part):
             raise ConfigError(f"checkpoint prefix {prefix!r}: {part!r} cannot be used in a key",
-                              hint="use letters, digits and - _ . ! * ' ( ) = + , @ between the slashes")
+                              hint="use letters, digits and - _ . ! ' ( ) = + , @ between the slashes")
     return BucketUrl(bucket, "/".join(parts))
 
 
@@ -69,10 +73,22 @@ def job_url(base: BucketUrl, cluster: str, session: str) -> BucketUrl:
 
 # --- IAM: what the instance may do, and only that --------------------------------------------------
 
-def profile_name(bucket: BucketUrl) -> str:
-    """One role + instance profile per bucket and prefix (IAM names: at most 64 characters)."""
-    digest = hashlib.sha256(str(bucket).encode()).hexdigest()[:10]
+def profile_name(bucket: BucketUrl, cluster: str, owner: str) -> str:
+    """One role + instance profile per base URL and cluster (and owner: two people's `default` clusters
+    differ): an instance has one profile, so the jobs of one cluster share it, and no other cluster does.
+    IAM names: at most 64 characters."""
+    digest = hashlib.sha256("\0".join((str(bucket), cluster, owner)).encode()).hexdigest()[:10]
     return f"{PROFILE_PREFIX}{bucket.bucket[:64 - len(PROFILE_PREFIX) - 11]}-{digest}"
+
+
+def session_policy_name(session: str) -> str:
+    """The role's inline policy for one job: each job's policy names only its own prefix."""
+    return f"awsrun-mirror-{session}"
+
+
+def boundary_policy() -> str:
+    """The permissions boundary every checkpoint role is created under (infra/iam-boundary-policy.json)."""
+    return (Path(__file__).resolve().parent / "data" / BOUNDARY_FILE).read_text()
 
 
 def trust_policy() -> str:
@@ -81,7 +97,7 @@ def trust_policy() -> str:
 
 
 def access_policy(bucket: BucketUrl) -> str:
-    """List, read, write and delete under the prefix of that one bucket."""
+    """List, read, write and delete under the prefix of that one bucket (a job's own: BASE/CLUSTER/SESSION)."""
     keys = f"{bucket.prefix}/*" if bucket.prefix else "*"
     listing: dict = {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
                      "Resource": f"arn:aws:s3:::{bucket.bucket}"}
@@ -108,10 +124,16 @@ class MirrorPlan:
     restore: bool = False       # pull the mirror into the output directory before the job starts
     every_s: float = PUSH_EVERY_S
     pip_args: str = ""
+    owner: str | None = None    # the account that must own the bucket (S3's ExpectedBucketOwner)
 
 
 def _region(plan: MirrorPlan) -> list[str]:
-    return ["--region", plan.region] if plan.region else []
+    """The program's options saying where the bucket is and whose it must be."""
+    return access_options(plan.region, plan.owner)
+
+
+def access_options(region: str | None, owner: str | None) -> list[str]:
+    return [*(["--region", region] if region else []), *(["--expected-owner", owner] if owner else [])]
 
 
 def tools_step(pip_args: str = "") -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from awsrun import autostop, aws_cluster, cluster_nodes, keys
 from awsrun.access import open_remote
+from awsrun.boot_keys import HOST_KEY_WAIT_S, await_boot_fingerprints
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
 from awsrun.prices import SessionCost
 from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
@@ -21,7 +22,6 @@ from awsrun.home import Home
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import LaunchSpec, validate_cluster_name
 from awsrun.remote.base import Remote
-from awsrun.remote.hostkeys import fingerprints_from_console
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
@@ -174,7 +174,10 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     offered = _preflight(run, provider, len(missing), settings.zone or anchor) if missing else None
     image = _image(run, provider) if missing else None  # a bad --ami fails before anything is created
     with reporter.phase("preparing key pair and security group"):
-        cluster = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner, key, cidr)
+        cluster, ssh_sources = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner,
+                                               key, cidr)
+    for warning in _world_open_warnings(cluster, ssh_sources, cidr):
+        reporter.warn(warning)
     if live and autostop.behavior(setting) != autostop.behavior(before):
         with reporter.phase(f"setting the shutdown behaviour of {', '.join(r.id for r in live)} "
                             f"to {autostop.behavior(setting)}"):
@@ -242,7 +245,9 @@ def _warn_mismatch(live: list[InstanceRecord], request: UpRequest, reporter: Rep
 
 
 def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, key: keys.SshKey,
-                    cidr: SshCidr | None) -> ClusterRecord:
+                    cidr: SshCidr | None) -> tuple[ClusterRecord, list[str]]:
+    """The key pair and security group in place, SSH admitted from `cidr` only (as far as awsrun's own
+    rules go). Returns the cluster and the CIDRs the group still admits SSH from."""
     from awsrun.providers.aws_requests import key_pair_name
 
     key_name = key_pair_name(cluster.name, key.public_key)
@@ -256,10 +261,25 @@ def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, 
     state.put_cluster(dataclasses.replace(cluster, config=config))
     if cidr:
         provider.allow_ssh(group_id, cidr.cidr)
-        config["ssh_cidrs"] = sorted({*config.get("ssh_cidrs", []), cidr.cidr})
+    sources = provider.ssh_sources(group_id)
+    if cidr:
+        # the rules become exactly this CIDR: awsrun's earlier ones (a 0.0.0.0/0 of last week) go, after
+        # the new one is in, so SSH from here never has a gap
+        stale = [c for c, ours in sources if ours and c != cidr.cidr]
+        provider.revoke_ssh(group_id, stale)
+        sources = [(c, ours) for c, ours in sources if c not in stale]
+        config["ssh_cidrs"] = [cidr.cidr]
     cluster = dataclasses.replace(cluster, config=config)
     state.put_cluster(cluster)
-    return cluster
+    return cluster, [c for c, _ in sources]
+
+
+def _world_open_warnings(cluster: ClusterRecord, sources: list[str], cidr: SshCidr | None) -> list[str]:
+    """One line per rule still admitting SSH from anywhere that the user did not ask for on this `up`."""
+    group_id = cluster.config.get("security_group_id")
+    return [f"security group {group_id} still lets the whole internet reach SSH ({source}); "
+            f"remove that rule (`aws ec2 revoke-security-group-ingress --group-id {group_id} ...`) unless you mean it"
+            for source in sources if source in ("0.0.0.0/0", "::/0") and not (cidr and cidr.cidr == source)]
 
 
 def _image(run: Run, provider):
@@ -338,10 +358,8 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
     with run.reporter.phase(f"waiting for SSH on {record.id}"):
         run.reporter.checkpoint("wait-ssh")
         if provider is not None:
-            prints = fingerprints_from_console(provider.console_output(record.id))
-            if prints:
-                record = dataclasses.replace(record, extra={**record.extra, "host_key_fingerprints": sorted(prints)})
-                run.state.put_instance(record)
+            record = await_boot_fingerprints(run.state, run.home.known_hosts, run.reporter, record, provider,
+                                             min(HOST_KEY_WAIT_S, settings.ssh_timeout))
         if provider is None:  # a host that is already up: no boot to wait for, no key being installed
             return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0), check=True)
         try:

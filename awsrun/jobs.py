@@ -21,6 +21,7 @@ from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
 from awsrun.remote.base import Remote
+from awsrun.remote.target import CLEAR_FORWARDINGS
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, JobRecord, State
 
@@ -475,11 +476,19 @@ def tunnel_argv(host: JobHost, pairs: list[tuple[int, int]]) -> list[str] | None
     key, pinned host key and proxy as every other command. None for the local provider."""
     if host.local:
         return None
-    base = _without(_without(host.remote.interactive_argv(None), "-t"), "-q")
+    base = _without_pair(_without(_without(host.remote.interactive_argv(None), "-t"), "-q"), CLEAR_FORWARDINGS)
     forwards = [word for local, remote in pairs for word in ("-L", f"127.0.0.1:{local}:127.0.0.1:{remote}")]
     # its own connection, never the kept master: forwards asked of a master belong to the master, so
     # they would outlive this process (Ctrl-C would not close them). ssh keeps the first value given.
     return [base[0], "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlPath=none", *forwards, *base[1:]]
+
+
+def _without_pair(argv: list[str], pair: tuple[str, str]) -> list[str]:
+    """argv without one `-o VALUE` pair of ssh's options (the first; the command comes last)."""
+    for index in range(1, len(argv) - 2):
+        if (argv[index], argv[index + 1]) == pair:
+            return argv[:index] + argv[index + 2:]
+    return argv
 
 
 def _without(argv: list[str], option: str) -> list[str]:

@@ -26,9 +26,6 @@ from awsrun.home import Home
 from awsrun.settings import Settings
 from awsrun.state import State
 
-POLICY_NAME = "awsrun-checkpoint-mirror"
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How a mirrored job was submitted: enough to submit it again on a replacement instance."""
@@ -45,6 +42,7 @@ class Recipe:
     instance_type: str | None
     spot: bool
     submitted_at: float = field(default_factory=time.time)
+    expected_owner: str | None = None   # the AWS account that owns the bucket
 
 
     @property
@@ -80,26 +78,32 @@ class RecipeBook:
         return sorted(found, key=lambda r: r.submitted_at)
 
 
-def ensure_bucket(provider, base: checkpoints.BucketUrl) -> list[str]:
-    if provider.ensure_bucket(base.bucket):
+def ensure_bucket(provider, base: checkpoints.BucketUrl, owner: str) -> list[str]:
+    if provider.ensure_bucket(base.bucket, owner):
         return [f"created S3 bucket {base.bucket} in {provider.region} (private; awsrun never deletes it)"]
     return []
 
 
-def grant_access(provider, instance_id: str, base: checkpoints.BucketUrl) -> list[str]:
-    """The instance may use the bucket: an instance profile limited to BASE. Returns what was done."""
+def grant_access(provider, instance_id: str, base: checkpoints.BucketUrl, cluster: str, owner: str,
+                 session: str) -> list[str]:
+    """The instance may use the job's own prefix, BASE/CLUSTER/SESSION: the cluster's instance profile, its
+    role created under awsrun's permissions boundary, gets one inline policy per job. Returns what was done."""
     notes = []
-    name = checkpoints.profile_name(base)
+    name = checkpoints.profile_name(base, cluster, owner)
+    url = checkpoints.job_url(base, cluster, session)
     current = provider.instance_profile_of(instance_id)
+    if current is None or current.endswith(f"/{name}"):
+        boundary = provider.ensure_boundary(checkpoints.BOUNDARY_NAME, checkpoints.boundary_policy())
+        if provider.ensure_instance_profile(name, checkpoints.trust_policy(), checkpoints.session_policy_name(session),
+                                            checkpoints.access_policy(url), boundary):
+            notes.append(f"created IAM role and instance profile {name} (S3 access to this cluster's jobs' "
+                         f"prefixes only, under the boundary {checkpoints.BOUNDARY_NAME})")
     if current is None:
-        if provider.ensure_instance_profile(name, checkpoints.trust_policy(), POLICY_NAME,
-                                            checkpoints.access_policy(base)):
-            notes.append(f"created IAM role and instance profile {name} (S3 access to {base} only)")
         provider.associate_instance_profile(instance_id, name)
         notes.append(f"attached instance profile {name} to {instance_id}")
     elif not current.endswith(f"/{name}"):
         notes.append(f"warning: {instance_id} already has instance profile {current.rsplit('/', 1)[-1]}; "
-                     f"it must allow s3:ListBucket, GetObject, PutObject, DeleteObject on {base}")
+                     f"it must allow s3:ListBucket, GetObject, PutObject, DeleteObject on {url}")
     return notes
 
 
@@ -110,14 +114,14 @@ def _default_aws(region: str | None):
 
 
 def mirror_plan(host: jobs.JobHost, url: checkpoints.BucketUrl, region: str | None, *, restore: bool = False,
-                every_s: float = checkpoints.PUSH_EVERY_S) -> checkpoints.MirrorPlan:
+                every_s: float = checkpoints.PUSH_EVERY_S, owner: str | None = None) -> checkpoints.MirrorPlan:
     """How this host runs the S3 mirror: this Python and the packaged program on the local provider
     (awsrun's own dependencies include boto3); a tools venv and a copy in ~/.awsrun/bin elsewhere."""
     if host.local:
         return checkpoints.MirrorPlan(url, region, sys.executable, str(checkpoints.program_path()), False,
-                                      restore, every_s)
+                                      restore, every_s, owner=owner)
     return checkpoints.MirrorPlan(url, region, f"{checkpoints.TOOLS_VENV}/bin/python", checkpoints.SCRIPT, True,
-                                  restore, every_s, host.pip_args)
+                                  restore, every_s, host.pip_args, owner=owner)
 
 
 def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request: jobs.SubmitRequest,
@@ -127,15 +131,17 @@ def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request:
     base = checkpoints.parse_url(settings.checkpoint_bucket or "")
     region = host.cluster.region
     provider = aws(region)  # on --local / --host clusters the mirror uses that machine's own credentials
-    notes = ensure_bucket(provider, base)
+    owner = provider.account_id()
+    notes = ensure_bucket(provider, base, owner)
     if host.cluster.provider == "aws":
-        notes += grant_access(provider, host.instance.id, base)
+        notes += grant_access(provider, host.instance.id, base, host.cluster.name,
+                              host.cluster.config.get("owner", ""), request.session)
     url = checkpoints.job_url(base, host.cluster.name, request.session)
-    plan = mirror_plan(host, url, provider.region, restore=restore, every_s=settings.checkpoint_every)
+    plan = mirror_plan(host, url, provider.region, restore=restore, every_s=settings.checkpoint_every, owner=owner)
     result = jobs.submit(host, dataclasses.replace(request, mirror=plan), tree)
     RecipeBook(home).save(Recipe(host.cluster.name, request.session, str(request.project_dir), request.script,
                                  list(request.args), dict(request.env), str(base), provider.region, plan.every_s,
-                                 host.instance.instance_type, host.instance.market == "spot"))
+                                 host.instance.instance_type, host.instance.market == "spot", expected_owner=owner))
     notes.append(f"mirroring runs/{request.session} to {url} every {plan.every_s:g}s and when the job ends")
     return result, notes
 
@@ -234,8 +240,8 @@ def pull_from_mirror(home: Home, cluster: str, session: str, destination: Path) 
         raise NotFoundError(f"job {session!r} of cluster {cluster!r} was not submitted with --checkpoint-bucket",
                             hint=f"without a mirror, `awsrun pull {session}` reads it from the instance")
     program = checkpoints.program_path()
-    region = ["--region", recipe.region] if recipe.region else []
-    result = subprocess.run([sys.executable, str(program), "pull", *region, recipe.url, str(destination)],
+    access = checkpoints.access_options(recipe.region, recipe.expected_owner)
+    result = subprocess.run([sys.executable, str(program), "pull", *access, recipe.url, str(destination)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         problem = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"

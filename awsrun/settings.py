@@ -2,6 +2,7 @@
 
 One frozen object. AWS credentials, profile, region and endpoint are NOT settings of ours: boto3's own
 chain (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...) provides them; `region` here only overrides.
+A project file's settings that run commands or widen exposure need the user's trust (awsrun.trust).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from awsrun.errors import ConfigError
 
@@ -23,7 +24,7 @@ def _doc(text: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Settings:
     cluster: str = field(default="default", metadata=_doc("cluster name used when --cluster is not given"))
-    region: str | None = field(default=None, metadata=_doc("AWS region; default: boto3's chain (AWS_REGION, profile)"))
+    region: str | None = field(default=None, metadata=_doc("AWS region; default: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's"))
     zone: str | None = field(default=None, metadata=_doc("availability zone; default: any (cheapest for spot)"))
     instance_type: str = field(default="g4dn.xlarge", metadata=_doc("EC2 instance type"))
     spot: bool = field(default=False, metadata=_doc("launch spot capacity instead of on-demand"))
@@ -65,12 +66,17 @@ def load_settings(
     project_dir: Path,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    trusted: Callable[[Path, bytes], bool] | None = None,
 ) -> Settings:
-    """Resolve the settings for a project directory. Flags whose value is None are 'not given'."""
+    """Resolve the settings for a project directory. Flags whose value is None are 'not given'.
+
+    A project file's settings that run commands or widen exposure (awsrun.trust) are refused unless
+    `trusted(file, content)` says the user trusted this content of the file."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     source_of: dict[str, str] = {}
-    for name, value, source in _file_values(project_dir):
+    found = project_file(project_dir)
+    for name, value, source in _file_values(found):
         values[name], source_of[name] = value, source
     for name in SETTING_NAMES:
         raw = env.get(f"AWSRUN_{name.upper()}")
@@ -79,6 +85,8 @@ def load_settings(
     for name, value in (flags or {}).items():
         if value is not None:
             values[name], source_of[name] = value, f"--{name.replace('_', '-')}"
+    if found is not None:
+        _check_trust(found, [n for n in values if source_of[n] == found[0].name], values, trusted)
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     coerced = {name: _coerce(fields[name], value, source_of[name]) for name, value in values.items()}
     for name, check in _CHECKS.items():
@@ -115,17 +123,40 @@ _CHECKS = {"instance_type": _check_instance_type, "ssh_address": _check_ssh_addr
            "checkpoint_bucket": _check_checkpoint_bucket}
 
 
-def _file_values(project_dir: Path) -> list[tuple[str, Any, str]]:
+def project_file(project_dir: Path) -> tuple[Path, bytes, Any] | None:
+    """(path, content, the awsrun table) of the project's settings file, or None when it has none."""
     path = project_dir / CONFIG_FILE
-    table: Mapping[str, Any] | None = None
     if path.exists():
-        table = _read_toml(path)
-    else:
-        pyproject = project_dir / "pyproject.toml"
-        # no TOML spelling of [tool.awsrun] lacks the word: most projects' pyproject is never parsed
-        if pyproject.exists() and b"awsrun" in _read_bytes(pyproject):
-            table = _read_toml(pyproject).get("tool", {}).get("awsrun")
-            path = pyproject
+        content = _read_bytes(path)
+        return path, content, _read_toml(path, content)
+    pyproject = project_dir / "pyproject.toml"
+    # no TOML spelling of [tool.awsrun] lacks the word: most projects' pyproject is never parsed
+    if pyproject.exists():
+        content = _read_bytes(pyproject)
+        if b"awsrun" in content:
+            table = _read_toml(pyproject, content).get("tool", {}).get("awsrun")
+            return (pyproject, content, table) if table is not None else None
+    return None
+
+
+def _check_trust(found: tuple[Path, bytes, Any], names: list[str], values: Mapping[str, Any],
+                 trusted: Callable[[Path, bytes], bool] | None) -> None:
+    from awsrun.trust import NEEDS_TRUST, needs_trust
+
+    path, content, _ = found
+    refused = [name for name in names if needs_trust(name, values[name])]
+    if refused and not (trusted and trusted(path, content)):
+        raise ConfigError(
+            f"{path}: {', '.join(refused)} set by a project file you have not trusted "
+            f"({NEEDS_TRUST[refused[0]]}): refusing to use it",
+            hint=f"read {path}, then run `awsrun trust` in {path.parent}; or set "
+                 f"AWSRUN_{refused[0].upper()} in your environment instead")
+
+
+def _file_values(found: tuple[Path, bytes, Any] | None) -> list[tuple[str, Any, str]]:
+    if found is None:
+        return []
+    path, _, table = found
     if not table:
         return []
     if not isinstance(table, dict):
@@ -146,13 +177,13 @@ def _read_bytes(path: Path) -> bytes:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, content: bytes) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
     try:
-        return tomllib.loads(_read_bytes(path).decode())
+        return tomllib.loads(content.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 

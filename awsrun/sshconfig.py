@@ -138,6 +138,8 @@ def install_include(awsrun_config: Path, user_config: Path) -> bool:
     """Put `Include AWSRUN_CONFIG` at the top of the user's ssh config (top: an Include after a Host line
     would only apply to that Host). False when it is already there."""
     line = include_line(awsrun_config)
+    # a ~/.ssh/config kept as a link into a dotfiles repository stays a link: the file it names is updated
+    user_config = Path(os.path.realpath(user_config))
     existing = ""
     if user_config.exists():
         try:

@@ -138,14 +138,24 @@ def default_state_path(local_dir: Path) -> Path:
     return local_dir.parent / f".{local_dir.name}.mirror.json"
 
 
-def s3_client(region: str | None):
+def s3_client(region: str | None, owner: str | None = None):
+    """With `owner` (an account id), every request that can carry ExpectedBucketOwner does: S3 refuses it
+    when another account owns the bucket (bucket names are global: a bucket someone else made under the
+    name the job uses, with a policy letting everyone write, would otherwise receive the checkpoints)."""
     import boto3
     from botocore.config import Config
 
     region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
     # A session per call: an instance profile's credentials can take seconds to reach IMDS after boot, and
     # a session that found none keeps none.
-    return boto3.session.Session(region_name=region).client("s3", config=Config(retries={"mode": "standard"}))
+    client = boto3.session.Session(region_name=region).client("s3", config=Config(retries={"mode": "standard"}))
+    if owner:
+        def expect_owner(params, model, **_):
+            if "ExpectedBucketOwner" in model.input_shape.members:
+                params.setdefault("ExpectedBucketOwner", owner)
+
+        client.meta.events.register("provide-client-params.s3.*", expect_owner)
+    return client
 
 
 def list_objects(client, url: S3Url) -> dict[str, int]:
@@ -156,8 +166,8 @@ def list_objects(client, url: S3Url) -> dict[str, int]:
     return objects
 
 
-def push(local_dir: Path, url: S3Url, state_path: Path, region: str | None) -> str:
-    client = s3_client(region)
+def push(local_dir: Path, url: S3Url, state_path: Path, region: str | None, owner: str | None = None) -> str:
+    client = s3_client(region, owner)
     remote = list_objects(client, url)
     state = State(state_path, url)
     files = local_files(local_dir, skip=state_path) if local_dir.is_dir() else {}
@@ -188,8 +198,8 @@ def push(local_dir: Path, url: S3Url, state_path: Path, region: str | None) -> s
     return f"pushed {pushed} files ({pushed_bytes} bytes), deleted {deleted}"
 
 
-def pull(url: S3Url, local_dir: Path, state_path: Path, region: str | None) -> str:
-    client = s3_client(region)
+def pull(url: S3Url, local_dir: Path, state_path: Path, region: str | None, owner: str | None = None) -> str:
+    client = s3_client(region, owner)
     state = State(state_path, url)
     root = local_dir.resolve()
     pulled = pulled_bytes = kept = refused = 0
@@ -264,7 +274,8 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
-def follow(local_dir: Path, url: S3Url, state_path: Path, region: str | None, every: float, pid_file: Path) -> str:
+def follow(local_dir: Path, url: S3Url, state_path: Path, region: str | None, every: float, pid_file: Path,
+           owner: str | None = None) -> str:
     stopping = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         # Started beside the job by its wrapper, SIGINT comes ignored (bash does that for `&`): a Ctrl-C
@@ -279,7 +290,7 @@ def follow(local_dir: Path, url: S3Url, state_path: Path, region: str | None, ev
         time.sleep(tick)
     while not stopping and process_alive(pid):
         try:
-            summary = push(local_dir, url, state_path, region)
+            summary = push(local_dir, url, state_path, region, owner)
             if summary != NOTHING_PUSHED:  # the job's log gets a line per round that did something
                 print(summary, flush=True)
         except Exception as error:  # noqa: BLE001 -- any failure of one round is retried the next
@@ -287,15 +298,16 @@ def follow(local_dir: Path, url: S3Url, state_path: Path, region: str | None, ev
         next_push = time.monotonic() + every
         while not stopping and process_alive(pid) and time.monotonic() < next_push:
             time.sleep(min(tick, max(0.0, next_push - time.monotonic())))
-    return final_push(local_dir, url, state_path, region, backoff=min(every, 1.0))
+    return final_push(local_dir, url, state_path, region, backoff=min(every, 1.0), owner=owner)
 
 
-def final_push(local_dir: Path, url: S3Url, state_path: Path, region: str | None, backoff: float) -> str:
+def final_push(local_dir: Path, url: S3Url, state_path: Path, region: str | None, backoff: float,
+               owner: str | None = None) -> str:
     """The push after the job: retried with a doubling wait (1, 2, 4 s in production), as it is the last."""
     delays = [backoff * 2 ** n for n in range(FINAL_PUSH_RETRIES)]
     while True:
         try:
-            return push(local_dir, url, state_path, region)
+            return push(local_dir, url, state_path, region, owner)
         except Exception as error:  # noqa: BLE001
             if not delays:
                 raise Failure(f"final push failed: {describe(error)}") from error
@@ -315,7 +327,8 @@ def describe(error: Exception) -> str:
         if code == "NoSuchBucket":
             return f"bucket {error.response['Error'].get('BucketName', '')} does not exist ({code})"
         if code in ("AccessDenied", "403", "Forbidden"):
-            return f"access denied ({error.operation_name}): does the instance profile allow it?"
+            return (f"access denied ({error.operation_name}): does the instance profile allow it, and does "
+                    "your account own the bucket?")
     return " ".join(str(error).split()) or type(error).__name__
 
 
@@ -346,6 +359,8 @@ def parser() -> Parser:
     follow_ = commands.add_parser("follow", help="push every --every seconds while a process runs")
     for command in (push_, pull_, follow_):
         command.add_argument("--region")
+        command.add_argument("--expected-owner", metavar="ACCOUNT_ID",
+                             help="refuse the bucket unless this AWS account owns it (ExpectedBucketOwner)")
         command.add_argument("--state", type=Path, help="default: LOCAL_DIR/../.<dirname>.mirror.json")
     follow_.add_argument("--every", type=positive_seconds, default=60.0, metavar="SECONDS")
     follow_.add_argument("--pid-file", type=Path, required=True)
@@ -366,11 +381,12 @@ def run(argv: list[str]) -> str:
     if local_dir.exists() and not local_dir.is_dir():
         raise UsageError(f"{args.local_dir} is not a directory")
     state_path = (args.state or default_state_path(local_dir.resolve())).absolute()
+    owner = args.expected_owner
     if args.command == "push":
-        return push(local_dir, url, state_path, args.region)
+        return push(local_dir, url, state_path, args.region, owner)
     if args.command == "pull":
-        return with_credentials(lambda: pull(url, local_dir, state_path, args.region))
-    return follow(local_dir, url, state_path, args.region, args.every, args.pid_file)
+        return with_credentials(lambda: pull(url, local_dir, state_path, args.region, owner))
+    return follow(local_dir, url, state_path, args.region, args.every, args.pid_file, owner)
 
 
 def main(argv: list[str]) -> int:

@@ -52,7 +52,8 @@ def test_spot_is_one_branch_persistent_stop_with_max_price():
     assert spot == {**on_demand, "InstanceType": "p2.xlarge", "InstanceMarketOptions": {
         "MarketType": "spot",
         "SpotOptions": {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop", "MaxPrice": "0.35"},
-    }}
+    }, "TagSpecifications": [*on_demand["TagSpecifications"],  # the spot request is tagged on create too
+                             {"ResourceType": "spot-instances-request", "Tags": TAGS}]}
 
 
 def test_spot_without_max_price_and_without_an_ebs_root():

@@ -46,11 +46,21 @@ def test_each_job_has_its_own_place_under_the_base():
     assert str(checkpoints.job_url(BucketUrl("b"), "c", "s")) == "s3://b/c/s"
 
 
-def test_profile_names_fit_iam_and_differ_per_prefix():
+def test_profile_names_fit_iam_and_differ_per_prefix_cluster_and_owner():
     long = BucketUrl("b" * 63, "p")
-    assert len(checkpoints.profile_name(long)) <= 64
-    assert checkpoints.profile_name(BucketUrl("b", "x")) != checkpoints.profile_name(BucketUrl("b", "y"))
-    assert checkpoints.profile_name(BucketUrl("b", "x")).startswith("awsrun-checkpoints-b-")
+    assert len(checkpoints.profile_name(long, "c" * 40, "arn:aws:iam::1:user/u")) <= 64
+    names = {checkpoints.profile_name(BucketUrl("b", p), c, o)
+             for p in ("x", "y") for c in ("default", "exp") for o in ("arn:a", "arn:b")}
+    assert len(names) == 8 and all(n.startswith("awsrun-checkpoints-b-") for n in names)
+
+
+@pytest.mark.parametrize("url", ["s3://ok-bucket/exp*", "s3://ok-bucket/a/*", "s3://ok-bucket/e?p", "s3://ok-bucket/*"])
+def test_wildcards_in_the_prefix_are_refused(url):
+    """'*' and '?' are wildcards in IAM resources and s3:prefix conditions: s3://b/exp* would also grant
+    s3://b/exp-other/."""
+    with pytest.raises(ConfigError) as caught:
+        parse_url(url)
+    assert "cannot be used in a key" in caught.value.message
 
 
 def test_the_instance_may_touch_only_its_prefix():

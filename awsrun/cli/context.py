@@ -22,4 +22,6 @@ class AppContext:
         return cls(cwd=cwd, project_dir=find_project_root(cwd), home=Home.from_env())
 
     def settings(self, **flags: Any) -> Settings:
-        return load_settings(self.project_dir, os.environ, flags)
+        from awsrun.trust import TrustStore
+
+        return load_settings(self.project_dir, os.environ, flags, trusted=TrustStore(self.home.root).is_trusted)

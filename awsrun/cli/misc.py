@@ -1,4 +1,4 @@
-"""Small verbs: config."""
+"""Small verbs: config, trust."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,4 +25,21 @@ def config_command(app: AppContext, as_json: bool) -> None:
              title=f"project {app.project_dir} · home {app.home.root}")
 
 
-COMMANDS = [config_command]
+@click.command("trust")
+@click.option("--forget", is_flag=True, help="Stop trusting the project's settings file.")
+@click.pass_obj
+def trust_command(app: AppContext, forget: bool) -> None:
+    """Trust this project's awsrun.toml ([tool.awsrun]) as it is now: its settings that run commands or
+    widen exposure (ssh_proxy_command, ssh_cidr, caller_ip_url, checkpoint_bucket, pip_args, torch_spec,
+    ssh_key, an ami-... id) are honoured until the file changes. Read the file first."""
+    from awsrun import trust
+
+    path, entries = trust.trust_project(app.home.root, app.project_dir, forget=forget)
+    if forget:
+        ui.say(f"{'no longer trusted' if entries else 'was not trusted'}: {path}")
+        return
+    sensitive = ", ".join(entries) or "none of the settings that need trust"
+    ui.say(f"trusted {path} as it is now ({sensitive}); any change to it asks again")
+
+
+COMMANDS = [config_command, trust_command]

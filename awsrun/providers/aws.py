@@ -46,8 +46,10 @@ class AwsProvider:
         import boto3
         from botocore.config import Config
 
+        from awsrun.providers.aws_clients import requested_region
+
         try:
-            self._session = boto3.session.Session(region_name=region)
+            self._session = boto3.session.Session(region_name=requested_region(region))
         except Exception as exc:  # a broken profile or config file
             raise translate(exc) from None
         if not self._session.region_name:
@@ -194,6 +196,16 @@ class AwsProvider:
         self.call("authorize_security_group_ingress", ok_codes=("InvalidPermission.Duplicate",),
                   **req.ssh_ingress_request(group_id, cidr))
 
+    def ssh_sources(self, group_id: str) -> list[tuple[str, bool]]:
+        """(CIDR, made by awsrun) for each rule of the group admitting SSH."""
+        groups = self.call("describe_security_groups", GroupIds=[group_id])["SecurityGroups"]
+        return req.ssh_sources(groups[0]) if groups else []
+
+    def revoke_ssh(self, group_id: str, cidrs: list[str]) -> None:
+        if cidrs:
+            self.call("revoke_security_group_ingress", ok_codes=("InvalidPermission.NotFound",),
+                      **req.ssh_revoke_request(group_id, cidrs))
+
     def tagged_security_groups(self, cluster: str, owner: str) -> list[str]:
         groups = self.call("describe_security_groups", Filters=req.cluster_filters(cluster, owner))
         return [g["GroupId"] for g in groups["SecurityGroups"]]
@@ -285,39 +297,68 @@ class AwsProvider:
                   **req.shutdown_behavior_request(instance_id, behavior))
 
     def console_output(self, instance_id: str) -> str:
-        """The boot console (cloud-init prints the host key fingerprints there); '' when not yet there."""
+        """The boot console (cloud-init prints the host key fingerprints there); '' when not yet there.
+
+        Latest=True asks for the console as it is now: without it EC2 serves a snapshot taken at a few boot
+        events, which often predates cloud-init's fingerprints. Instance types that are not on Nitro refuse
+        Latest (UnsupportedOperation), and get the snapshot."""
         found = self.call("get_console_output", ok_codes=("InvalidInstanceID", "UnsupportedOperation"),
-                          InstanceId=instance_id)
+                          InstanceId=instance_id, Latest=True)
+        if found is None:
+            found = self.call("get_console_output", ok_codes=("InvalidInstanceID", "UnsupportedOperation"),
+                              InstanceId=instance_id)
         return (found or {}).get("Output") or ""
 
     # S3 and IAM for the checkpoint mirror (awsrun.checkpoints) ------------------------------------------
-    def ensure_bucket(self, bucket: str) -> bool:
-        """The bucket exists (made private in this region when missing): True when it was made now."""
+    def ensure_bucket(self, bucket: str, owner: str) -> bool:
+        """The bucket exists and account `owner` owns it (made private in this region when missing): True
+        when it was made now. Bucket names are global: one another account made, open to all, is refused."""
         try:
-            self.client("s3").head_bucket(Bucket=bucket)
+            self.client("s3").head_bucket(Bucket=bucket, ExpectedBucketOwner=owner)
             return False
         except Exception as exc:
             code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
             if code in ("403", "Forbidden"):
                 raise AccessDeniedError(
-                    f"S3 bucket {bucket} exists but your AWS identity may not use it (another account owns it, "
-                    "or a policy denies it)", hint="bucket names are global: pick another --checkpoint-bucket") from None
+                    f"S3 bucket {bucket} exists but is not your account's ({owner}) to use (another account owns "
+                    "it, or a policy denies it)", hint="bucket names are global: pick another --checkpoint-bucket") from None
             if code not in ("404", "NoSuchBucket", "NotFound"):
                 raise translate(exc, ErrorContext(region=self.region)) from None
         where = {} if self.region == "us-east-1" else {
             "CreateBucketConfiguration": {"LocationConstraint": self.region}}
         self.call("create_bucket", service="s3", ok_codes=("BucketAlreadyOwnedByYou",), Bucket=bucket, **where)
-        self.call("put_public_access_block", service="s3", Bucket=bucket,
+        self.call("put_public_access_block", service="s3", Bucket=bucket, ExpectedBucketOwner=owner,
                   PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
                                                   "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
         return True
 
-    def ensure_instance_profile(self, name: str, trust_policy: str, policy_name: str, policy: str) -> bool:
-        """Role NAME (EC2 may assume it) with the inline policy, in instance profile NAME: True when made now."""
+    def account_id(self) -> str:
+        if not getattr(self, "_account", None):
+            self._account = self.caller_arn().split(":")[4]
+        return self._account
+
+    def ensure_boundary(self, name: str, document: str) -> str:
+        """The ARN of managed policy NAME of this account (the checkpoint roles' permissions boundary), made
+        from `document` when missing; an identity that may not create it gets the command for an admin."""
+        arn = f"arn:aws:iam::{self.account_id()}:policy/{name}"
+        if self.call("get_policy", service="iam", ok_codes=("NoSuchEntity",), PolicyArn=arn) is None:
+            try:
+                self.call("create_policy", service="iam", ok_codes=("EntityAlreadyExists",), PolicyName=name,
+                          PolicyDocument=document, Description="awsrun: the most a checkpoint mirror role may do")
+            except AccessDeniedError as exc:
+                exc.message = f"the permissions boundary {arn} is missing and you may not create it"
+                exc.hint = (f"an administrator creates it once: aws iam create-policy --policy-name {name} "
+                            "--policy-document file://infra/iam-boundary-policy.json")
+                raise
+        return arn
+
+    def ensure_instance_profile(self, name: str, trust_policy: str, policy_name: str, policy: str,
+                                boundary_arn: str) -> bool:
+        """Role NAME (EC2 may assume it, capped by the boundary) with the inline policy, in instance profile
+        NAME: True when made now."""
         made = False
         if self.call("get_role", service="iam", ok_codes=("NoSuchEntity",), RoleName=name) is None:
-            self.call("create_role", service="iam", RoleName=name, AssumeRolePolicyDocument=trust_policy,
-                      Description="awsrun: a job's checkpoint mirror to S3", Tags=[{"Key": "awsrun", "Value": "true"}])
+            self.call("create_role", service="iam", **req.create_role_request(name, trust_policy, boundary_arn))
             made = True
         self.call("put_role_policy", service="iam", RoleName=name, PolicyName=policy_name, PolicyDocument=policy)
         found = self.call("get_instance_profile", service="iam", ok_codes=("NoSuchEntity",), InstanceProfileName=name)

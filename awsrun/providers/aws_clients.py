@@ -57,15 +57,19 @@ class AwsClients:
         return self.get("quotas")
 
 
-def chain_region() -> str | None:
-    """The region of the AWS chain: AWS_REGION, then boto3's (AWS_DEFAULT_REGION, the profile), or None.
+def requested_region(explicit: str | None) -> str | None:
+    """What a boto3 session must be given as region_name so that awsrun's order holds everywhere:
+    the flag or setting, then AWS_REGION; None leaves the rest to boto3 (AWS_DEFAULT_REGION, the profile).
 
     boto3 itself ignores AWS_REGION (botocore reads AWS_DEFAULT_REGION only); the AWS CLI v2 and the other
     SDKs read it first, and so does awsrun.
     """
-    if os.environ.get("AWS_REGION"):
-        return os.environ["AWS_REGION"]
-    return _session().region_name
+    return explicit or os.environ.get("AWS_REGION") or None
+
+
+def chain_region() -> str | None:
+    """The region of the AWS chain: AWS_REGION, then boto3's (AWS_DEFAULT_REGION, the profile), or None."""
+    return requested_region(None) or _session().region_name
 
 
 def region_flag_for(explicit: str | None) -> str | None:

@@ -150,7 +150,17 @@ def run_instances_request(spec: LaunchSpec) -> dict[str, Any]:
         request["Placement"] = placement
     if spec.spot:
         request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot_options(spec)}
+        # tagged in the same call, as the instance is: infra/iam-policy.json lets awsrun cancel only tagged ones
+        request["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": node_tags})
     return request
+
+
+def create_role_request(name: str, trust_policy: str, boundary_arn: str) -> dict[str, Any]:
+    """A role EC2 may assume, capped by awsrun's permissions boundary: infra/iam-policy.json allows
+    CreateRole and PutRolePolicy only with that boundary, so whatever inline policy the role gets, it can
+    never do more than the boundary (infra/iam-boundary-policy.json) allows."""
+    return {"RoleName": name, "AssumeRolePolicyDocument": trust_policy, "PermissionsBoundary": boundary_arn,
+            "Description": "awsrun: a job's checkpoint mirror to S3", "Tags": [{"Key": "awsrun", "Value": "true"}]}
 
 
 def persistent_spot(spec: LaunchSpec) -> bool:
@@ -246,10 +256,33 @@ def ssh_ingress_request(group_id: str, cidr: str) -> dict[str, Any]:
     network = ipaddress.ip_network(cidr)
     rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
     if network.version == 4:
-        rule["IpRanges"] = [{"CidrIp": str(network), "Description": "awsrun: SSH"}]
+        rule["IpRanges"] = [{"CidrIp": str(network), "Description": SSH_RULE_DESCRIPTION}]
     else:
-        rule["Ipv6Ranges"] = [{"CidrIpv6": str(network), "Description": "awsrun: SSH"}]
+        rule["Ipv6Ranges"] = [{"CidrIpv6": str(network), "Description": SSH_RULE_DESCRIPTION}]
     return {"GroupId": group_id, "IpPermissions": [rule]}
+
+
+SSH_RULE_DESCRIPTION = "awsrun: SSH"
+
+
+def ssh_sources(group: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(CIDR, made by awsrun) for every rule of a described security group that admits port 22/tcp."""
+    found = []
+    for permission in group.get("IpPermissions", []):
+        protocol, low, high = permission.get("IpProtocol"), permission.get("FromPort"), permission.get("ToPort")
+        if protocol not in ("tcp", "6", "-1") or (protocol != "-1" and not (low or 0) <= 22 <= (high or 65535)):
+            continue
+        for entry in permission.get("IpRanges", []):
+            found.append((entry["CidrIp"], entry.get("Description") == SSH_RULE_DESCRIPTION))
+        for entry in permission.get("Ipv6Ranges", []):
+            found.append((entry["CidrIpv6"], entry.get("Description") == SSH_RULE_DESCRIPTION))
+    return found
+
+
+def ssh_revoke_request(group_id: str, cidrs: list[str]) -> dict[str, Any]:
+    """Revoke awsrun's SSH rules from these CIDRs (the same shape ssh_ingress_request authorised)."""
+    rules = [ssh_ingress_request(group_id, cidr)["IpPermissions"][0] for cidr in cidrs]
+    return {"GroupId": group_id, "IpPermissions": rules}
 
 
 def nodes_ingress_request(group_id: str) -> dict[str, Any]:

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "ClearAllForwardings=yes")
+CLEAR_FORWARDINGS = ("-o", "ClearAllForwardings=yes")
+
+
 @dataclass(frozen=True)
 class SshTarget:
     host: str                      # what %h is: an address, or an instance id for SSM
@@ -32,7 +36,9 @@ class SshTarget:
 
     def openssh_options(self) -> list[str]:
         """The system ssh's options for this target: this key only, awsrun's own known_hosts with the
-        host key pinned under `alias` (never asked, never replaced), the ProxyCommand, no prompts."""
+        host key pinned under `alias` (never asked, never replaced), the ProxyCommand, no prompts, and
+        nothing forwarded whatever the user's ssh config says (`ForwardAgent yes` there would hand the
+        instance the laptop's agent); `tunnel` drops ClearAllForwardings, its -L being the point."""
         options = [
             "-i", str(self.key_path),
             "-p", str(self.port),
@@ -42,6 +48,7 @@ class SshTarget:
             "-o", f"HostKeyAlias={self.alias}",
             "-o", "StrictHostKeyChecking=yes",
             "-o", "BatchMode=yes",
+            *NO_FORWARDING,
         ]
         if self.proxy_command:
             options += ["-o", f"ProxyCommand={self.proxy_command}"]

@@ -49,6 +49,12 @@ _launch_requests: list[dict[str, str]] = []
 # their API with HTTP 500, and until then (and after every reset) so does the harness.
 _placement_groups: dict[str, dict[str, dict]] = {}
 _placement_groups_served: list[bool] = [False]
+# The boot console: cloud-init's host key fingerprints of the loopback hosts (the fleet registers them, since
+# which host an instance becomes is decided at its first connection), shown from the N+1th GetConsoleOutput
+# of each instance, N being `_console_withheld[0]` (None: never shown), as EC2 shows them a while after boot.
+_boot_fingerprints: list[str] = []
+_console_withheld: list[int | None] = [0]
+_console_requests: list[dict[str, str]] = []
 
 
 @dataclass
@@ -79,6 +85,8 @@ class Ec2Endpoint:
         _launch_requests.clear()
         _placement_groups.clear()
         _placement_groups_served[0] = False
+        _console_withheld[0] = 0
+        _console_requests.clear()
 
     def set_quota(self, name: str, value: float) -> None:
         """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
@@ -103,8 +111,21 @@ class Ec2Endpoint:
         """The placement groups that exist now, by name."""
         return {name: dict(group) for name, group in _placement_groups.get(region, {}).items()}
 
+    def withhold_host_keys(self, reads: int | None) -> None:
+        """Each instance's console shows no host key fingerprints for its first `reads` reads (None: ever)."""
+        _console_withheld[0] = reads
+
+    def console_requests(self) -> list[dict[str, str]]:
+        """The GetConsoleOutput calls since the last reset: {"InstanceId": ..., "Latest": True or None}."""
+        return [dict(request) for request in _console_requests]
+
     def stop(self) -> None:
         self.server.stop()
+
+
+def print_host_keys_at_boot(fingerprints: list[str]) -> None:
+    """The fingerprints every instance's console lists (all the loopback hosts': any may become it)."""
+    _boot_fingerprints[:] = fingerprints
 
 
 def extend_moto() -> None:
@@ -152,6 +173,62 @@ def extend_moto() -> None:
     _serve_seeded_spot_prices()
     _record_launch_requests()
     _placement_group_api()
+    _boot_console()
+    _expected_bucket_owner()
+
+
+def _expected_bucket_owner() -> None:
+    """S3 refuses a request whose x-amz-expected-bucket-owner is not the bucket's account (AccessDenied, as
+    S3 does); moto ignores the header. Buckets of other accounts are reachable across accounts in moto."""
+    from moto.s3.exceptions import S3AccessDeniedError
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "awsrun_expected_owner", False):
+        return
+
+    def checked(original):
+        def response(self, request, full_url):
+            expected = request.headers.get("x-amz-expected-bucket-owner")
+            name = self.parse_bucket_name_from_url(request, full_url)
+            if expected and name:
+                try:
+                    bucket = self.backend.get_bucket(name)
+                except Exception:  # noqa: BLE001 -- no such bucket: moto's own answer follows
+                    bucket = None
+                if bucket is not None and bucket.account_id != expected:
+                    raise S3AccessDeniedError()
+            return original(self, request, full_url)
+        return response
+
+    S3Response._bucket_response = checked(S3Response._bucket_response)
+    S3Response._key_response = checked(S3Response._key_response)
+    S3Response.awsrun_expected_owner = True
+
+
+def _boot_console() -> None:
+    """GetConsoleOutput with cloud-init's fingerprint block (moto's own sample has none), and recorded."""
+    from moto.ec2.responses.general import SAMPLE_CONSOLE_OUTPUT, General
+    from moto.ec2.utils import Base64EncodedString
+
+    original = General.get_console_output
+    if getattr(original, "awsrun_console", False):
+        return
+
+    def get_console_output(self):
+        result = original(self)
+        instance_id = self._get_param("InstanceId")
+        _console_requests.append({"InstanceId": instance_id, "Latest": self._get_param("Latest")})
+        reads = sum(1 for request in _console_requests if request["InstanceId"] == instance_id)
+        withheld = _console_withheld[0]
+        if _boot_fingerprints and withheld is not None and reads > withheld:
+            block = "".join(f"256 {print_} root@ip-10-0-0-1 (ED25519)\n" for print_ in _boot_fingerprints)
+            text = (f"{SAMPLE_CONSOLE_OUTPUT}ci-info: no authorized SSH keys fingerprints found for user ubuntu.\n"
+                    f"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n{block}-----END SSH HOST KEY FINGERPRINTS-----\n")
+            result.result["Output"] = Base64EncodedString.from_raw_string(text)
+        return result
+
+    get_console_output.awsrun_console = True
+    General.get_console_output = get_console_output
 
 
 def _record_launch_requests() -> None:

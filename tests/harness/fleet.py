@@ -1,12 +1,15 @@
 """The loopback "fleet": the sshd hosts plus the ProxyCommand's state (which instance is which host)."""
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from awsrun.remote.hostkeys import fingerprint
+from tests.harness import ec2_endpoint
 from tests.harness.sshd import SshHost, start_hosts
 
 PROXY = Path(__file__).parent / "proxy.py"
@@ -21,6 +24,8 @@ class Fleet:
     def start(cls, base: Path, count: int) -> "Fleet":
         base.chmod(0o711)  # user ubuntu must reach each host's TMUX_TMPDIR below it
         fleet = cls(base, start_hosts(base, count))
+        ec2_endpoint.print_host_keys_at_boot([
+            fingerprint(base64.b64decode(host.host_public_key.split()[1])) for host in fleet.hosts])
         (base / "hosts.json").write_text(json.dumps({
             h.name: {"address": h.address, "port": h.port, "home": str(h.home)} for h in fleet.hosts
         }))
