@@ -13,6 +13,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from awsrun.errors import AwsrunError
 from awsrun.progress import Reporter
@@ -113,10 +114,12 @@ def launch_zones(provider: AwsProvider, instance_type: str, spot: bool, zone: st
 
 
 def launch_node(state: State, provider: AwsProvider, reporter: Reporter, base: LaunchSpec,
-                zones: list[str | None], context: ErrorContext, token: str | None = None) -> InstanceRecord:
+                zones: list[str | None], context: ErrorContext, token: str | None = None,
+                on_refused: Callable[[str | None, AwsrunError], None] | None = None) -> InstanceRecord:
     """Launch node `base.node`, recording a placeholder with the launch token before the call.
 
     `token` resumes an earlier launch whose answer was lost (EC2 returns the same instance for it).
+    `on_refused(zone, error)` hears of each zone that had no capacity (up's table of what was tried).
     """
     tried: list[str] = []
     last: AwsrunError | None = None
@@ -144,6 +147,8 @@ def launch_node(state: State, provider: AwsProvider, reporter: Reporter, base: L
                 raise  # the region itself lacks the type: no zone will have it
             tried.append(zone or "a zone of EC2's choice")
             last = exc
+            if on_refused is not None:
+                on_refused(zone, exc)
             continue
         except AwsrunError:
             state.delete_instance(placeholder.id)

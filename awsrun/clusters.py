@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from awsrun import autostop, aws_cluster, cluster_nodes, keys
+from awsrun import autostop, aws_cluster, cluster_nodes, failover, keys
 from awsrun.access import open_remote
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
 from awsrun.prices import SessionCost
@@ -48,6 +48,7 @@ class UpRequest:
     autostop_down: bool = False             # --autostop-down: the idle instance terminates instead of stopping
     on_partial: str = "rollback"            # a node cannot launch: rollback, continue, or ask `choose_partial`
     choose_partial: cluster_nodes.Chooser | None = None
+    retry: "failover.Retry | None" = None   # --retry-until-up / --retry-for: rounds over the candidates
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class UpResult:
     ssh_cidr: str | None = None
     bootstrap_logs: tuple[Path, ...] = ()
     agents: tuple[tuple[str, str], ...] = ()  # (instance id, what the agent install did)
+    attempts: tuple["failover.Attempt", ...] = ()  # where a new cluster was tried, in order
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Run:
     reporter: Reporter
     aws: AwsFactory
     remotes: dict[str, Remote] = field(default_factory=dict)  # one connection per machine per command
+    failover: "failover.Failover | None" = None  # a new cluster's walk over the candidates
 
 
 def open_state(home: Home) -> State:
@@ -106,7 +109,7 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
             raise ConfigError(f"cluster {name!r} already exists with provider {existing.provider!r}",
                               hint=f"pick another --cluster, or remove it first with `awsrun down --cluster {name}`")
         if provider == "aws":
-            result = _up_aws(run, request, existing)
+            result = _up_aws_candidates(run, request, existing)
         else:
             from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
 
@@ -139,6 +142,53 @@ def _interrupted(name: str, run: Run) -> Interrupted:
 
 
 # aws -------------------------------------------------------------------------------------------------
+def _up_aws_candidates(run: Run, request: UpRequest, existing: ClusterRecord | None) -> UpResult:
+    """A cluster with machines stays where they are; a new (or empty) one walks the candidates until one
+    launches (awsrun.failover)."""
+    settings = run.settings
+    first = failover.candidates(settings)[0]
+    if existing and run.state.instances(existing.name):
+        regions = failover.candidate_regions(settings)
+        region = existing.region if existing.region in regions else first.region
+        one = dataclasses.replace(settings, instance_type=first.instance_type, region=region)
+        run.settings = one
+        return _up_aws(run, dataclasses.replace(request, settings=one), existing)
+    walk = failover.Failover(settings, request.nodes or 1, run.reporter)
+    run.failover = walk
+
+    def try_one(candidate: failover.Candidate) -> tuple[str, UpResult]:
+        cluster = run.state.get_cluster(settings.cluster)
+        if cluster and candidate.region and cluster.region != candidate.region:
+            cluster = _move_empty(run, cluster)
+        one = failover.with_candidate(settings, candidate)
+        walk.current_region = one.region or (cluster.region if cluster else None) or run.aws(None).region
+        run.settings = one
+        return walk.current_region, _up_aws(run, dataclasses.replace(request, settings=one), cluster)
+
+    result = walk.run(try_one, request.retry)
+    if result.launched:
+        record = next(r for r in result.instances if r.id == result.launched[0])
+        walk.attempts.append(failover.Attempt(result.cluster.region or "", record.instance_type or "",
+                                              record.market or walk.market, record.zone, "launched"))
+    return dataclasses.replace(result, attempts=tuple(walk.attempts))
+
+
+def _move_empty(run: Run, cluster: ClusterRecord) -> None:
+    """A cluster with nothing launched moves to another region: what awsrun made for it in the old one
+    (security group, key pair) goes first, while the record still names that region, so a kill in between
+    leaves it where `awsrun down` looks."""
+    provider = run.aws(cluster.region)
+    owner = cluster.config.get("owner") or provider.caller_arn()
+    found = aws_cluster.reconcile(run.state, provider, cluster, owner)
+    if found.live or found.launching:
+        raise ConfigError(f"cluster {cluster.name!r} lives in {cluster.region}",
+                          hint="leave out --region, or pick another --cluster")
+    with run.reporter.phase(f"moving the empty cluster {cluster.name!r} out of {cluster.region}"):
+        aws_cluster.teardown(run.state, provider, run.reporter, cluster, owner, found)
+        run.reporter.checkpoint("moving-region")
+        run.state.delete_cluster(cluster.name)
+
+
 def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpResult:
     settings, state, reporter, name = run.settings, run.state, run.reporter, run.settings.cluster
     before = autostop.recorded(cluster)
@@ -279,6 +329,8 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
     from awsrun.providers.aws_errors import ErrorContext
 
     settings, reporter = run.settings, run.reporter
+    walk = run.failover
+    on_refused = (lambda zone, exc: walk.refused(provider.region, settings.instance_type, zone, exc)) if walk else None
     placement = _placement_group(run, provider, cluster, owner, nodes)
     base = LaunchSpec(
         cluster=cluster.name, owner=owner, node=0, launch_token="", instance_type=settings.instance_type,
@@ -301,7 +353,8 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
         try:
             with reporter.phase(f"launching node {node}: {settings.instance_type} {market}"):
                 record = aws_cluster.launch_node(run.state, provider, reporter, dataclasses.replace(base, node=node),
-                                                 zones, context, token=resumed.get(node))
+                                                 zones, context, token=resumed.get(node),
+                                                 on_refused=on_refused)
         except AwsrunError as exc:
             if not (launched or live):
                 raise  # nothing runs: a plain failure

@@ -49,6 +49,9 @@ _launch_requests: list[dict[str, str]] = []
 # their API with HTTP 500, and until then (and after every reset) so does the harness.
 _placement_groups: dict[str, dict[str, dict]] = {}
 _placement_groups_served: list[bool] = [False]
+# Launch faults a test injected with `fail_launches`: EC2's capacity and quota refusals, which moto never
+# gives. Each rule: {"code", "message", "region", "zone", "instance_type", "market", "times"}; None = any.
+_launch_faults: list[dict] = []
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Ec2Endpoint:
         _launch_requests.clear()
         _placement_groups.clear()
         _placement_groups_served[0] = False
+        _launch_faults.clear()
 
     def set_quota(self, name: str, value: float) -> None:
         """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
@@ -93,6 +97,15 @@ class Ec2Endpoint:
     def launch_requests(self) -> list[dict[str, str]]:
         """The RunInstances calls since the last reset, their query parameters flattened."""
         return [dict(request) for request in _launch_requests]
+
+    def fail_launches(self, code: str, message: str = "", *, region: str | None = None, zone: str | None = None,
+                      instance_type: str | None = None, market: str | None = None,
+                      times: int | None = None) -> None:
+        """RunInstances refuses with EC2 error `code` where region, zone, type and market ("spot" or
+        "on-demand") match (None: any), `times` times (None: always). A launch without a zone lands in
+        moto's default zone (REGIONa), which is what `zone` is matched against then."""
+        _launch_faults.append({"code": code, "message": message or f"injected {code}", "region": region,
+                               "zone": zone, "instance_type": instance_type, "market": market, "times": times})
 
     def serve_placement_groups(self) -> None:
         """Answer Create/Describe/DeletePlacementGroups as EC2 does (until the next reset), instead of
@@ -150,8 +163,33 @@ def extend_moto() -> None:
     models.ServiceQuotasBackend.list_service_quotas = list_service_quotas_backend
     responses.ServiceQuotasResponse.list_service_quotas = list_service_quotas_response
     _serve_seeded_spot_prices()
+    _inject_launch_faults()  # inside the recorder: refused launches are recorded too
     _record_launch_requests()
     _placement_group_api()
+
+
+def _inject_launch_faults() -> None:
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.run_instances
+    if getattr(original, "awsrun_faults", False):
+        return
+
+    def run_instances(self):
+        where = {"region": self.region, "zone": self._get_param("Placement.AvailabilityZone") or f"{self.region}a",
+                 "instance_type": self._get_param("InstanceType"),
+                 "market": "spot" if self._get_param("InstanceMarketOptions.MarketType") == "spot" else "on-demand"}
+        for rule in _launch_faults:
+            if rule["times"] == 0 or any(rule[k] is not None and rule[k] != v for k, v in where.items()):
+                continue
+            if rule["times"] is not None:
+                rule["times"] -= 1
+            raise EC2ClientError(rule["code"], rule["message"])
+        return original(self)
+
+    run_instances.awsrun_faults = True
+    InstanceResponse.run_instances = run_instances
 
 
 def _record_launch_requests() -> None:

@@ -69,14 +69,26 @@ def _bind_new(state_dir: Path, bindings: dict, instance: dict) -> str:
     name = free[0]
     key_name = instance.get("KeyName")
     if key_name:
-        pairs = _ec2().describe_key_pairs(KeyNames=[key_name], IncludePublicKey=True)["KeyPairs"]
+        region = instance.get("Placement", {}).get("AvailabilityZone", "")[:-1] or None
+        pairs = _ec2(region).describe_key_pairs(KeyNames=[key_name], IncludePublicKey=True)["KeyPairs"]
         authorized = Path(hosts[name]["home"]) / ".ssh" / "authorized_keys"
         authorized.write_text(pairs[0]["PublicKey"].strip() + "\n")
     return name
 
 
 def _describe(host: str) -> dict:
-    ec2 = _ec2()
+    """The instance behind an address or id, in the default region or else another (`up` falls over)."""
+    for region in (None, "us-east-1", "us-west-2", "eu-west-1"):
+        try:
+            return _describe_in(_ec2(region), host)
+        except LookupError as exc:
+            if not str(exc).startswith("no instance has"):
+                raise
+            missing = exc
+    raise missing
+
+
+def _describe_in(ec2, host: str) -> dict:
     if host.startswith("i-"):
         filters = [{"Name": "instance-id", "Values": [host]}]
     else:
@@ -86,17 +98,17 @@ def _describe(host: str) -> dict:
         filters = [{"Name": "private-ip-address", "Values": [host]}]
         instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
     if not instances:
-        raise LookupError(f"no instance has address {host}")
+        raise LookupError(f"no instance has address {host}")  # (_describe reads these words)
     instance = instances[0]
     if instance["State"]["Name"] not in ("pending", "running"):
         raise LookupError(f"instance {instance['InstanceId']} is {instance['State']['Name']}")
     return instance
 
 
-def _ec2():
+def _ec2(region: str | None = None):
     import boto3
 
-    return boto3.client("ec2")
+    return boto3.client("ec2", region_name=region)
 
 
 def _is_loopback(host: str) -> bool:
