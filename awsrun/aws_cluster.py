@@ -99,8 +99,8 @@ def reconcile(state: State, provider: AwsProvider, cluster: ClusterRecord, owner
 
 def launch_zones(provider: AwsProvider, instance_type: str, spot: bool, zone: str | None,
                  offered: tuple[str, ...] | list[str] | None = None) -> list[str | None]:
-    """Where to try, each zone once: the given zone; for spot the cheapest zones that offer the type
-    first (current spot price per zone); else EC2's choice first (None), then every offering zone.
+    """Where to try, each zone once: the given zone; for spot the zones EC2 scores likeliest to succeed
+    (GetSpotPlacementScores, when the identity may read them), the cheapest first among equals; else EC2's choice first (None), then every offering zone.
     `offered`: the zones offering the type, when the caller knows them already (up's pre-check)."""
     if zone:
         return [zone]
@@ -108,6 +108,8 @@ def launch_zones(provider: AwsProvider, instance_type: str, spot: bool, zone: st
         from awsrun.prices import cheapest_zones
 
         zones = cheapest_zones(provider.spot_prices(instance_type), offered)
+        scores = provider.spot_placement_scores(instance_type) if zones else {}
+        zones.sort(key=lambda z: -scores.get(z, 0))  # stable: the cheapest first among equal scores
         if zones:
             return list(zones)
     return [None, *(offered if offered is not None else provider.zones_for(instance_type))]

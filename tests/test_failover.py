@@ -112,6 +112,27 @@ def test_spot_tries_the_cheapest_zone_first_and_a_full_zone_costs_one_try(aws, e
     assert tried(aws) == [("g4dn.xlarge", "us-east-1b", "spot"), ("g4dn.xlarge", "us-east-1c", "spot")]
 
 
+def test_spot_zones_follow_ec2s_placement_scores_where_the_identity_may_read_them(aws, ec2, home, fleet):
+    aws.set_spot_prices("us-east-1", {("g4dn.xlarge", "us-east-1a"): 0.30, ("g4dn.xlarge", "us-east-1b"): 0.20,
+                                      ("g4dn.xlarge", "us-east-1c"): 0.25})
+    aws.set_spot_placement_scores("us-east-1", {"us-east-1a": 9, "us-east-1b": 3, "us-east-1c": 9})
+    aws.fail_launches("InsufficientInstanceCapacity", zone="us-east-1c", market="spot")
+    run_up(home, fleet, region="us-east-1", spot=True)
+    # 9, 9 (the cheaper first), then 3
+    assert tried(aws) == [("g4dn.xlarge", "us-east-1c", "spot"), ("g4dn.xlarge", "us-east-1a", "spot")]
+
+
+def test_placement_scores_builder_and_parser():
+    from awsrun.providers import aws_requests as req
+
+    assert req.spot_placement_scores_request("g5.xlarge", "us-west-2") == {
+        "InstanceTypes": ["g5.xlarge"], "TargetCapacity": 1, "TargetCapacityUnitType": "units",
+        "SingleAvailabilityZone": True, "RegionNames": ["us-west-2"]}
+    entries = [{"AvailabilityZoneId": "usw2-az1", "Score": 7}, {"AvailabilityZoneId": "usw2-az9", "Score": 1},
+               {"Region": "us-west-2", "Score": 5}]
+    assert req.scores_by_zone(entries, {"usw2-az1": "us-west-2a"}) == {"us-west-2a": 7}
+
+
 def test_a_full_region_falls_over_to_the_next_region_and_leaves_nothing_behind(aws, home, fleet):
     aws.fail_launches("InsufficientInstanceCapacity", region="us-east-1")
     result = run_up(home, fleet, regions="us-east-1,us-west-2")

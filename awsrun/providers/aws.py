@@ -162,6 +162,19 @@ class AwsProvider:
             raise translate(exc, ErrorContext(region=self.region, zone=zone, attempts=self.max_attempts)) from None
         return req.latest_spot_prices(entries)
 
+    def spot_placement_scores(self, instance_type: str) -> dict[str, int]:
+        """{zone: EC2's spot placement score 1-10} for one instance of the type; empty when the identity may
+        not read them (ec2:GetSpotPlacementScores) or the endpoint lacks the call: they only order zones."""
+        quick = self.quick()
+        try:
+            reply = quick.call("get_spot_placement_scores",
+                               **req.spot_placement_scores_request(instance_type, self.region))
+            zones = quick.call("describe_availability_zones")["AvailabilityZones"]
+        except (CloudError, ConfigError):
+            return {}
+        return req.scores_by_zone(reply.get("SpotPlacementScores", []),
+                                  {z["ZoneId"]: z["ZoneName"] for z in zones if "ZoneId" in z})
+
     # what awsrun creates besides instances --------------------------------------------------------
     def ensure_key_pair(self, name: str, public_key: str, cluster: str, owner: str) -> bool:
         """Import the public half under `name` unless it is there already; True when imported now."""

@@ -209,6 +209,19 @@ def latest_spot_prices(entries: Iterable[Mapping[str, Any]]) -> dict[str, dict[s
     return table
 
 
+def spot_placement_scores_request(instance_type: str, region: str) -> dict[str, Any]:
+    """GetSpotPlacementScores for one instance in each zone of one region: how likely a spot request
+    succeeds there now, 1-10 (API reference, GetSpotPlacementScores)."""
+    return {"InstanceTypes": [instance_type], "TargetCapacity": 1, "TargetCapacityUnitType": "units",
+            "SingleAvailabilityZone": True, "RegionNames": [region]}
+
+
+def scores_by_zone(entries: Iterable[Mapping[str, Any]], zone_names: Mapping[str, str]) -> dict[str, int]:
+    """{zone name: score} from SpotPlacementScores entries, which name zones by id (use1-az4)."""
+    return {zone_names[e["AvailabilityZoneId"]]: int(e["Score"]) for e in entries
+            if e.get("AvailabilityZoneId") in zone_names and e.get("Score") is not None}
+
+
 def format_price(usd: float) -> str:
     """EC2 wants the price as a decimal string; never scientific notation."""
     text = f"{usd:.6f}".rstrip("0").rstrip(".")

@@ -52,6 +52,9 @@ _placement_groups_served: list[bool] = [False]
 # Launch faults a test injected with `fail_launches`: EC2's capacity and quota refusals, which moto never
 # gives. Each rule: {"code", "message", "region", "zone", "instance_type", "market", "times"}; None = any.
 _launch_faults: list[dict] = []
+# Spot placement scores a test seeded with `set_spot_placement_scores` ({region: {zone name: score}}); in a
+# region without any, GetSpotPlacementScores is refused as for an identity without the permission.
+_placement_scores: dict[str, dict[str, int]] = {}
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Ec2Endpoint:
         _placement_groups.clear()
         _placement_groups_served[0] = False
         _launch_faults.clear()
+        _placement_scores.clear()
 
     def set_quota(self, name: str, value: float) -> None:
         """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
@@ -106,6 +110,10 @@ class Ec2Endpoint:
         moto's default zone (REGIONa), which is what `zone` is matched against then."""
         _launch_faults.append({"code": code, "message": message or f"injected {code}", "region": region,
                                "zone": zone, "instance_type": instance_type, "market": market, "times": times})
+
+    def set_spot_placement_scores(self, region: str, scores: dict[str, int]) -> None:
+        """GetSpotPlacementScores answers these scores (1-10) per zone name of `region`."""
+        _placement_scores.setdefault(region, {}).update(scores)
 
     def serve_placement_groups(self) -> None:
         """Answer Create/Describe/DeletePlacementGroups as EC2 does (until the next reset), instead of
@@ -164,6 +172,7 @@ def extend_moto() -> None:
     responses.ServiceQuotasResponse.list_service_quotas = list_service_quotas_response
     _serve_seeded_spot_prices()
     _inject_launch_faults()  # inside the recorder: refused launches are recorded too
+    _spot_placement_scores()
     _record_launch_requests()
     _placement_group_api()
 
@@ -190,6 +199,23 @@ def _inject_launch_faults() -> None:
 
     run_instances.awsrun_faults = True
     InstanceResponse.run_instances = run_instances
+
+
+def _spot_placement_scores() -> None:
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+
+    def get_spot_placement_scores(self):
+        scores = _placement_scores.get(self.region)
+        if not scores:
+            raise EC2ClientError("UnauthorizedOperation", "You are not authorized to perform this operation.")
+        ids = {zone.name: zone.zone_id for zone in self.ec2_backend.describe_availability_zones()}
+        return ActionResult({"SpotPlacementScores": [
+            {"Region": self.region, "AvailabilityZoneId": ids[name], "Score": score}
+            for name, score in scores.items()]})
+
+    EC2Response.get_spot_placement_scores = get_spot_placement_scores
 
 
 def _record_launch_requests() -> None:
