@@ -351,7 +351,9 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
         zones = [anchor] if anchor else aws_cluster.launch_zones(provider, settings.instance_type, settings.spot,
                                                                  settings.zone, offered)
         try:
-            with reporter.phase(f"launching node {node}: {settings.instance_type} {market}"):
+            after = f" in {provider.region} (the last try failed: {walk.last.message[:120]})" \
+                if walk and walk.last else ""
+            with reporter.phase(f"launching node {node}: {settings.instance_type} {market}{after}"):
                 record = aws_cluster.launch_node(run.state, provider, reporter, dataclasses.replace(base, node=node),
                                                  zones, context, token=resumed.get(node),
                                                  on_refused=on_refused)

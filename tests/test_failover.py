@@ -296,3 +296,18 @@ def test_a_kill_at_each_phase_of_a_failover_leaves_nothing_unseen(cli, aws, flee
     ok(cli("down", "--yes"))
     for client in (east, west):
         assert live(client) == [] and ours(client) == ([], [])
+
+
+def test_doctor_shows_the_quota_headroom_of_every_candidate(cli, aws):
+    aws.set_quota("Running On-Demand P instances", 0)
+    result = cli("doctor", "--json", "--instance-type", "g4dn.xlarge,p3.2xlarge", "--region", "us-east-1,us-west-2",
+                 env={"AWS_REGION": "us-east-1"})
+    import json
+
+    check = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "candidates")
+    rows = [(r["region"], r["instance_type"], r["headroom_vcpus"], r["needed_vcpus"], r["fits"])
+            for r in check["data"]["candidates"]]
+    assert rows == [("us-east-1", "g4dn.xlarge", 512.0, 4, True), ("us-east-1", "p3.2xlarge", 0.0, 8, False),
+                    ("us-west-2", "g4dn.xlarge", 512.0, 4, True), ("us-west-2", "p3.2xlarge", 0.0, 8, False)]
+    assert check["ok"] and check["warning"]
+    assert "`awsrun quota request --instance-type p3.2xlarge --count 1 --region us-west-2`" in check["fix"]
