@@ -46,6 +46,7 @@ class UpRequest:
     hosts: tuple[str, ...] = ()
     explicit: frozenset[str] = frozenset()  # settings given as flags on this command line
     autostop_down: bool = False             # --autostop-down: the idle instance terminates instead of stopping
+    autostop_gpu_idle: float | None = None  # --autostop-gpu-idle: a job whose GPUs stay below this % is idle
     on_partial: str = "rollback"            # a node cannot launch: rollback, continue, or ask `choose_partial`
     choose_partial: cluster_nodes.Chooser | None = None
     retry: "failover.Retry | None" = None   # --retry-until-up / --retry-for: rounds over the candidates
@@ -192,7 +193,7 @@ def _move_empty(run: Run, cluster: ClusterRecord) -> None:
 def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpResult:
     settings, state, reporter, name = run.settings, run.state, run.reporter, run.settings.cluster
     before = autostop.recorded(cluster)
-    setting = autostop.for_up(settings, request.explicit, request.autostop_down, before)
+    setting = autostop.for_up(settings, request.explicit, request.autostop_down, before, request.autostop_gpu_idle)
     if cluster and settings.region and cluster.region and settings.region != cluster.region:
         raise ConfigError(f"cluster {name!r} lives in {cluster.region}, not {settings.region}",
                           hint="leave out --region, or pick another --cluster")

@@ -68,6 +68,8 @@ cluster_option = click.option("--cluster", help="Cluster name (default: setting 
 @click.option("--autostop", metavar="DURATION",
               help="Stop the instance after this long without running jobs, e.g. 30m, 2h; 'off' turns it off.")
 @click.option("--autostop-down", is_flag=True, help="With --autostop: terminate the idle instance instead.")
+@click.option("--autostop-gpu-idle", metavar="PERCENT",
+              help="With --autostop: a job whose GPUs all stay below PERCENT (e.g. 5%) counts as idle.")
 @click.option("--dry-run", is_flag=True, help="Show the candidates in the order `up` tries them (price, quota "
                                                 "headroom); launch nothing.")
 @click.option("--retry-until-up", is_flag=True, help="When no candidate has capacity, try them all again (with "
@@ -75,10 +77,11 @@ cluster_option = click.option("--cluster", help="Cluster name (default: setting 
 @click.option("--retry-for", metavar="DURATION", help="Like --retry-until-up, but give up after this long, e.g. 2h.")
 @click.pass_obj
 def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bool, hosts: tuple[str, ...],
-               autostop_down: bool, on_partial: str | None, dry_run: bool, retry_until_up: bool,
-               retry_for: str | None, **flags: Any) -> None:
+               autostop_down: bool, autostop_gpu_idle: str | None, on_partial: str | None, dry_run: bool,
+               retry_until_up: bool, retry_for: str | None, **flags: Any) -> None:
     """Provision (or resume) a cluster and bootstrap it over SSH."""
     from awsrun import clusters
+    from awsrun.agent import parse_percent
 
     if local and hosts:
         raise ConfigError("--local and --host exclude each other")
@@ -96,6 +99,7 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     request = clusters.UpRequest(settings=settings, nodes=nodes, bootstrap=not no_bootstrap,
                                  local=local, hosts=tuple(hosts), explicit=frozenset(given),
                                  autostop_down=autostop_down,
+                                 autostop_gpu_idle=parse_percent(autostop_gpu_idle) if autostop_gpu_idle else None,
                                  on_partial=on_partial or ("ask" if sys.stdin.isatty() else "rollback"),
                                  choose_partial=_choose_partial,
                                  retry=_retry(retry_until_up, retry_for, settings.retry_backoff))
