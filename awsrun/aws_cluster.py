@@ -184,6 +184,8 @@ def teardown(state: State, provider: AwsProvider, reporter: Reporter, cluster: C
             for instance_id in ids:
                 state.delete_instance(instance_id)
     config = cluster.config
+    for image_id in sorted(provider.move_images(cluster.name, owner)):  # a `start --move` cut short
+        provider.delete_image(image_id)
     if config.get("placement_group"):
         provider.delete_placement_group(config["placement_group"])
     groups = sorted({*([config["security_group_id"]] if config.get("security_group_id") else []),

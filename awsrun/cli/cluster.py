@@ -221,12 +221,14 @@ def stop_command(app: AppContext, cluster: str | None) -> None:
 
 @click.command("start")
 @cluster_option
+@click.option("--move", is_flag=True, help="If its zone has no capacity now, move the instance to another zone "
+                                            "(an image of its disk, a new instance, then the old one goes).")
 @click.pass_obj
-def start_command(app: AppContext, cluster: str | None) -> None:
+def start_command(app: AppContext, cluster: str | None, move: bool) -> None:
     """Start the cluster's stopped instances again (they get new public IPs)."""
     from awsrun import cluster_ops
 
-    result = cluster_ops.start(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
+    result = cluster_ops.start(app.home, app.settings(**_given(cluster=cluster)), UiReporter(), move=move)
     for record in result.instances:
         ui.say(f"{record.id} {record.state} at {record.public_ip or record.private_ip}")
 

@@ -20,6 +20,7 @@ TAG_CLUSTER = "awsrun:cluster"
 TAG_OWNER = "awsrun:owner"
 TAG_NODE = "awsrun:node"
 TAG_LAUNCH_TOKEN = "awsrun:launch-token"
+TAG_MOVED_FROM = "awsrun:moved-from"   # on the image `start --move` makes of a stuck instance
 
 # Cluster names end up in tag values, filter values, and the names of security groups, key pairs and
 # placement groups (255 chars max, restricted alphabets). Letters, digits, '-', '_' fit all of them, and
@@ -220,6 +221,19 @@ def scores_by_zone(entries: Iterable[Mapping[str, Any]], zone_names: Mapping[str
     """{zone name: score} from SpotPlacementScores entries, which name zones by id (use1-az4)."""
     return {zone_names[e["AvailabilityZoneId"]]: int(e["Score"]) for e in entries
             if e.get("AvailabilityZoneId") in zone_names and e.get("Score") is not None}
+
+
+def move_image_request(instance_id: str, cluster: str, owner: str) -> dict[str, Any]:
+    """CreateImage of a stopped instance, for `start --move`: its root volume's snapshot, bootable in another
+    zone. Named after the instance (image names are unique per account: a second try finds the first)."""
+    name = f"awsrun-{cluster}-move-{instance_id}"
+    return {
+        "InstanceId": instance_id,
+        "Name": name,
+        "Description": f"awsrun: the disk of {instance_id} (cluster {cluster}), moving to another zone",
+        "TagSpecifications": [{"ResourceType": "image", "Tags": tags(cluster, owner, name=name)
+                               + [{"Key": TAG_MOVED_FROM, "Value": instance_id}]}],
+    }
 
 
 def format_price(usd: float) -> str:

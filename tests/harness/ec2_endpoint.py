@@ -52,6 +52,8 @@ _placement_groups_served: list[bool] = [False]
 # Launch faults a test injected with `fail_launches`: EC2's capacity and quota refusals, which moto never
 # gives. Each rule: {"code", "message", "region", "zone", "instance_type", "market", "times"}; None = any.
 _launch_faults: list[dict] = []
+# StartInstances refusals (`fail_starts`): a stopped instance whose zone has no capacity now.
+_start_faults: list[dict] = []
 # Spot placement scores a test seeded with `set_spot_placement_scores` ({region: {zone name: score}}); in a
 # region without any, GetSpotPlacementScores is refused as for an identity without the permission.
 _placement_scores: dict[str, dict[str, int]] = {}
@@ -86,6 +88,7 @@ class Ec2Endpoint:
         _placement_groups.clear()
         _placement_groups_served[0] = False
         _launch_faults.clear()
+        _start_faults.clear()
         _placement_scores.clear()
 
     def set_quota(self, name: str, value: float) -> None:
@@ -110,6 +113,10 @@ class Ec2Endpoint:
         moto's default zone (REGIONa), which is what `zone` is matched against then."""
         _launch_faults.append({"code": code, "message": message or f"injected {code}", "region": region,
                                "zone": zone, "instance_type": instance_type, "market": market, "times": times})
+
+    def fail_starts(self, code: str, message: str = "", *, zone: str | None = None, times: int | None = None) -> None:
+        """StartInstances refuses with `code` for instances in `zone` (None: any), `times` times (None: always)."""
+        _start_faults.append({"code": code, "message": message or f"injected {code}", "zone": zone, "times": times})
 
     def set_spot_placement_scores(self, region: str, scores: dict[str, int]) -> None:
         """GetSpotPlacementScores answers these scores (1-10) per zone name of `region`."""
@@ -173,6 +180,7 @@ def extend_moto() -> None:
     _serve_seeded_spot_prices()
     _inject_launch_faults()  # inside the recorder: refused launches are recorded too
     _spot_placement_scores()
+    _inject_start_faults()
     _record_launch_requests()
     _placement_group_api()
 
@@ -199,6 +207,28 @@ def _inject_launch_faults() -> None:
 
     run_instances.awsrun_faults = True
     InstanceResponse.run_instances = run_instances
+
+
+def _inject_start_faults() -> None:
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.start_instances
+    if getattr(original, "awsrun_faults", False):
+        return
+
+    def start_instances(self):
+        zones = {self.ec2_backend.get_instance(i)._placement.zone for i in self._get_param("InstanceIds", [])}
+        for rule in _start_faults:
+            if rule["times"] == 0 or (rule["zone"] is not None and rule["zone"] not in zones):
+                continue
+            if rule["times"] is not None:
+                rule["times"] -= 1
+            raise EC2ClientError(rule["code"], rule["message"])
+        return original(self)
+
+    start_instances.awsrun_faults = True
+    InstanceResponse.start_instances = start_instances
 
 
 def _spot_placement_scores() -> None:

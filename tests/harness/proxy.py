@@ -67,6 +67,7 @@ def _bind_new(state_dir: Path, bindings: dict, instance: dict) -> str:
     if not free:
         raise LookupError(f"no free loopback host for {instance['InstanceId']} (all {len(hosts)} bound)")
     name = free[0]
+    _restore_disk(hosts, bindings, instance, hosts[name]["home"])
     key_name = instance.get("KeyName")
     if key_name:
         region = instance.get("Placement", {}).get("AvailabilityZone", "")[:-1] or None
@@ -74,6 +75,26 @@ def _bind_new(state_dir: Path, bindings: dict, instance: dict) -> str:
         authorized = Path(hosts[name]["home"]) / ".ssh" / "authorized_keys"
         authorized.write_text(pairs[0]["PublicKey"].strip() + "\n")
     return name
+
+
+def _restore_disk(hosts: dict, bindings: dict, instance: dict, home: str) -> None:
+    """An instance launched from an image of another instance's disk (CreateImage, as `start --move` does)
+    boots with that disk: the other host's home is copied into this one's, as the snapshot would be. EC2
+    describes such a snapshot as "Created by CreateImage(i-...) for ami-..."."""
+    import re
+    import subprocess
+
+    region = instance.get("Placement", {}).get("AvailabilityZone", "")[:-1] or None
+    ec2 = _ec2(region)
+    images = ec2.describe_images(ImageIds=[instance["ImageId"]])["Images"] if instance.get("ImageId") else []
+    snapshots = [m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", [])
+                 if m.get("Ebs", {}).get("SnapshotId")]
+    for snapshot in ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"] if snapshots else []:
+        found = re.search(r"CreateImage\((i-[0-9a-f]+)\)", snapshot.get("Description", ""))
+        source = bindings["instances"].get(found.group(1)) if found else None
+        if source:
+            subprocess.run(["rsync", "-a", "--exclude=/.ssh", hosts[source]["home"] + "/", home + "/"], check=True)
+            return
 
 
 def _describe(host: str) -> dict:
