@@ -68,6 +68,8 @@ def test_a_kill_during_a_move_leaves_nothing_unseen(cli, aws, ec2, fleet, phase)
         process.wait(timeout=30)
     launched = {i["InstanceId"] for i in live(ec2)}
     assert launched <= status_ids(status_json(cli))
+    images, snapshots = ours_in_the_cloud(ec2)
+    assert len(images) == 1 and len(snapshots) == 1  # tagged as the cluster's: down finds them
     ok(cli("down", "--yes"))
     assert live(ec2) == [] and ours_in_the_cloud(ec2) == ([], [])
 

@@ -296,11 +296,7 @@ class AwsProvider:
     def create_move_image(self, instance_id: str, cluster: str, owner: str) -> str:
         """An image of the stopped instance's disk; its snapshots carry the cluster's tags too."""
         request = req.move_image_request(instance_id, cluster, owner)
-        image_id = self.call("create_image", context=ErrorContext(instance_id=instance_id), **request)["ImageId"]
-        snapshots = self.image_snapshots(image_id)
-        if snapshots:
-            self.call("create_tags", Resources=snapshots, Tags=request["TagSpecifications"][0]["Tags"])
-        return image_id
+        return self.call("create_image", context=ErrorContext(instance_id=instance_id), **request)["ImageId"]
 
     def move_images(self, cluster: str, owner: str) -> dict[str, str]:
         """{image id: the instance it was made of} for the cluster's `start --move` images."""

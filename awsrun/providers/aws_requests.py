@@ -231,8 +231,8 @@ def move_image_request(instance_id: str, cluster: str, owner: str) -> dict[str, 
         "InstanceId": instance_id,
         "Name": name,
         "Description": f"awsrun: the disk of {instance_id} (cluster {cluster}), moving to another zone",
-        "TagSpecifications": [{"ResourceType": "image", "Tags": tags(cluster, owner, name=name)
-                               + [{"Key": TAG_MOVED_FROM, "Value": instance_id}]}],
+        "TagSpecifications": [{"ResourceType": kind, "Tags": tags(cluster, owner, name=name)
+                               + [{"Key": TAG_MOVED_FROM, "Value": instance_id}]} for kind in ("image", "snapshot")],
     }
 
 

@@ -181,6 +181,7 @@ def extend_moto() -> None:
     _inject_launch_faults()  # inside the recorder: refused launches are recorded too
     _spot_placement_scores()
     _inject_start_faults()
+    _image_snapshot_tags()
     _record_launch_requests()
     _placement_group_api()
 
@@ -229,6 +230,26 @@ def _inject_start_faults() -> None:
 
     start_instances.awsrun_faults = True
     InstanceResponse.start_instances = start_instances
+
+
+def _image_snapshot_tags() -> None:
+    """CreateImage with TagSpecifications for "snapshot" tags the image's snapshot, as EC2 does (moto raises)."""
+    from moto.ec2.models.amis import AmiBackend
+
+    original = AmiBackend.create_image
+    if getattr(original, "awsrun_tags", False):
+        return
+
+    def create_image(self, instance_id, name, description, tag_specifications):
+        snapshot_tags = [t for spec in tag_specifications if spec["ResourceType"] == "snapshot" for t in spec["Tags"]]
+        others = [spec for spec in tag_specifications if spec["ResourceType"] != "snapshot"]
+        image = original(self, instance_id, name, description, others)
+        for tag in snapshot_tags:
+            image.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+        return image
+
+    create_image.awsrun_tags = True
+    AmiBackend.create_image = create_image
 
 
 def _spot_placement_scores() -> None:
