@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from awsrun import autostop, aws_cluster, cluster_nodes, failover, keys
+from awsrun import autostop, aws_cluster, cluster_nodes, keys
 from awsrun.access import open_remote
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
 from awsrun.prices import SessionCost
@@ -26,6 +26,7 @@ from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 if TYPE_CHECKING:
+    from awsrun import failover
     from awsrun.providers.aws import AwsProvider
 
 AwsFactory = Callable[[str | None], "AwsProvider"]  # boto3 is imported lazily: it is slow
@@ -110,7 +111,9 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
             raise ConfigError(f"cluster {name!r} already exists with provider {existing.provider!r}",
                               hint=f"pick another --cluster, or remove it first with `awsrun down --cluster {name}`")
         if provider == "aws":
-            result = _up_aws_candidates(run, request, existing)
+            from awsrun.up_candidates import up_aws_candidates  # it builds on this module's Run and UpRequest
+
+            result = up_aws_candidates(run, request, existing, _up_aws)
         else:
             from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
 
@@ -143,53 +146,6 @@ def _interrupted(name: str, run: Run) -> Interrupted:
 
 
 # aws -------------------------------------------------------------------------------------------------
-def _up_aws_candidates(run: Run, request: UpRequest, existing: ClusterRecord | None) -> UpResult:
-    """A cluster with machines stays where they are; a new (or empty) one walks the candidates until one
-    launches (awsrun.failover)."""
-    settings = run.settings
-    first = failover.candidates(settings)[0]
-    if existing and run.state.instances(existing.name):
-        regions = failover.candidate_regions(settings)
-        region = existing.region if existing.region in regions else first.region
-        one = dataclasses.replace(settings, instance_type=first.instance_type, region=region)
-        run.settings = one
-        return _up_aws(run, dataclasses.replace(request, settings=one), existing)
-    walk = failover.Failover(settings, request.nodes or 1, run.reporter)
-    run.failover = walk
-
-    def try_one(candidate: failover.Candidate) -> tuple[str, UpResult]:
-        cluster = run.state.get_cluster(settings.cluster)
-        if cluster and candidate.region and cluster.region != candidate.region:
-            cluster = _move_empty(run, cluster)
-        one = failover.with_candidate(settings, candidate)
-        walk.current_region = one.region or (cluster.region if cluster else None) or run.aws(None).region
-        run.settings = one
-        return walk.current_region, _up_aws(run, dataclasses.replace(request, settings=one), cluster)
-
-    result = walk.run(try_one, request.retry)
-    if result.launched:
-        record = next(r for r in result.instances if r.id == result.launched[0])
-        walk.attempts.append(failover.Attempt(result.cluster.region or "", record.instance_type or "",
-                                              record.market or walk.market, record.zone, "launched"))
-    return dataclasses.replace(result, attempts=tuple(walk.attempts))
-
-
-def _move_empty(run: Run, cluster: ClusterRecord) -> None:
-    """A cluster with nothing launched moves to another region: what awsrun made for it in the old one
-    (security group, key pair) goes first, while the record still names that region, so a kill in between
-    leaves it where `awsrun down` looks."""
-    provider = run.aws(cluster.region)
-    owner = cluster.config.get("owner") or provider.caller_arn()
-    found = aws_cluster.reconcile(run.state, provider, cluster, owner)
-    if found.live or found.launching:
-        raise ConfigError(f"cluster {cluster.name!r} lives in {cluster.region}",
-                          hint="leave out --region, or pick another --cluster")
-    with run.reporter.phase(f"moving the empty cluster {cluster.name!r} out of {cluster.region}"):
-        aws_cluster.teardown(run.state, provider, run.reporter, cluster, owner, found)
-        run.reporter.checkpoint("moving-region")
-        run.state.delete_cluster(cluster.name)
-
-
 def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpResult:
     settings, state, reporter, name = run.settings, run.state, run.reporter, run.settings.cluster
     before = autostop.recorded(cluster)

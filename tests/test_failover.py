@@ -149,6 +149,24 @@ def test_a_full_region_falls_over_to_the_next_region_and_leaves_nothing_behind(a
         state.close()
 
 
+def test_several_nodes_fall_over_as_a_whole_and_stay_in_one_zone(aws, ec2, home, fleet):
+    aws.serve_placement_groups()
+    # the first g4dn.xlarge launches, every later one is refused: node 1 cannot join node 0
+    aws.fail_launches("InsufficientInstanceCapacity", instance_type="g4dn.xlarge", after=1)
+    request = clusters.UpRequest(settings(region="us-east-1", instance_type="g4dn.xlarge,g5.xlarge",
+                                          ssh_proxy_command=fleet.proxy_command), nodes=2, bootstrap=False)
+    result = clusters.up(home, request, Silent())
+    nodes = live(ec2)
+    assert sorted(i["InstanceType"] for i in nodes) == ["g5.xlarge", "g5.xlarge"]
+    assert len({i["Placement"]["AvailabilityZone"] for i in nodes}) == 1
+    assert sorted(result.launched) == sorted(i["InstanceId"] for i in nodes)
+    first = [r for r in tried(aws) if r[0] == "g4dn.xlarge"]
+    assert len(first) == 2  # node 0's launch, node 1's refusal in its zone; then g5.xlarge for both
+    assert [i["State"]["Name"] for r in ec2.describe_instances(Filters=[
+        {"Name": "instance-type", "Values": ["g4dn.xlarge"]}])["Reservations"] for i in r["Instances"]] == \
+        ["terminated"]
+
+
 # quota ------------------------------------------------------------------------------------------------------
 def test_a_quota_refusal_skips_the_family_in_that_region_and_names_the_quota(aws, home, fleet):
     aws.fail_launches("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit",

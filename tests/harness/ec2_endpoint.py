@@ -107,12 +107,14 @@ class Ec2Endpoint:
 
     def fail_launches(self, code: str, message: str = "", *, region: str | None = None, zone: str | None = None,
                       instance_type: str | None = None, market: str | None = None,
-                      times: int | None = None) -> None:
+                      times: int | None = None, after: int = 0) -> None:
         """RunInstances refuses with EC2 error `code` where region, zone, type and market ("spot" or
-        "on-demand") match (None: any), `times` times (None: always). A launch without a zone lands in
-        moto's default zone (REGIONa), which is what `zone` is matched against then."""
+        "on-demand") match (None: any), `times` times (None: always), once `after` matching launches went
+        through. A launch without a zone lands in moto's default zone (REGIONa), which is what `zone` is
+        matched against then."""
         _launch_faults.append({"code": code, "message": message or f"injected {code}", "region": region,
-                               "zone": zone, "instance_type": instance_type, "market": market, "times": times})
+                               "zone": zone, "instance_type": instance_type, "market": market, "times": times,
+                               "after": after})
 
     def fail_starts(self, code: str, message: str = "", *, zone: str | None = None, times: int | None = None) -> None:
         """StartInstances refuses with `code` for instances in `zone` (None: any), `times` times (None: always)."""
@@ -200,6 +202,9 @@ def _inject_launch_faults() -> None:
                  "market": "spot" if self._get_param("InstanceMarketOptions.MarketType") == "spot" else "on-demand"}
         for rule in _launch_faults:
             if rule["times"] == 0 or any(rule[k] is not None and rule[k] != v for k, v in where.items()):
+                continue
+            if rule["after"] > 0:
+                rule["after"] -= 1
                 continue
             if rule["times"] is not None:
                 rule["times"] -= 1
