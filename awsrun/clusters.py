@@ -193,8 +193,14 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
             provider.wait(stopping, "stopped")
     started = [r.id for r in live if r.state in ("stopped", "stopping")]
     if started:
-        with reporter.phase(f"starting {', '.join(started)}"):
-            provider.start(started)
+        from awsrun.providers.aws_errors import CapacityError
+
+        try:
+            with reporter.phase(f"starting {', '.join(started)}"):
+                provider.start(started)
+        except CapacityError as exc:
+            raise CapacityError(exc.message, hint=f"`awsrun start --cluster {name} --move` moves it to a zone with "
+                                                  "room, disk and all; or try again later") from None
     launched = _launch_missing(run, provider, cluster, owner, image, missing, live, found.launching, nodes,
                                offered, autostop.behavior(setting), request, fresh=not live) if image else []
     waiting = [r.id for r in live if r.state != "running"] + launched

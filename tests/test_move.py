@@ -85,3 +85,12 @@ def _wait_for_pause(process, phase: str) -> None:
         ready, _, _ = select.select([process.stderr], [], [], 1.0)
         if ready:
             seen += os.read(process.stderr.fileno(), 65536)
+
+
+def test_up_on_a_stopped_cluster_whose_zone_is_full_names_start_move(cli, aws, ec2, fleet):
+    old = stopped_with_a_file(cli, ec2, fleet)
+    aws.fail_starts("InsufficientInstanceCapacity", NO_ROOM, zone=old["Placement"]["AvailabilityZone"])
+    refused = up(cli)
+    assert refused.exit_code != 0 and "Traceback" not in refused.stderr
+    assert "`awsrun start --cluster default --move`" in refused.stderr
+    assert [i["InstanceId"] for i in live(ec2)] == [old["InstanceId"]]  # nothing launched beside it
