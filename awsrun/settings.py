@@ -95,8 +95,9 @@ _SSH_ADDRESSES = ("public_ip", "private_ip", "instance_id")
 
 
 def split_list(value: str | None) -> list[str]:
-    """'a, b,,c' -> ['a', 'b', 'c']: the comma lists of instance_type and regions."""
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
+    """'a, b,,c' -> ['a', 'b', 'c']: the comma lists of instance_type and regions. Only spaces are
+    stripped: a newline or tab stays, for the validators to refuse."""
+    return [part.strip(" ") for part in (value or "").split(",") if part.strip(" ")]
 
 
 def _check_instance_type(value: str, source: str) -> None:

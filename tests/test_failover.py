@@ -329,3 +329,17 @@ def test_doctor_shows_the_quota_headroom_of_every_candidate(cli, aws):
                     ("us-west-2", "g4dn.xlarge", 512.0, 4, True), ("us-west-2", "p3.2xlarge", 0.0, 8, False)]
     assert check["ok"] and check["warning"]
     assert "`awsrun quota request --instance-type p3.2xlarge --count 1 --region us-west-2`" in check["fix"]
+
+
+def test_settings_take_ordered_lists_and_refuse_a_bad_member(tmp_path):
+    from awsrun.settings import load_settings
+
+    loaded = load_settings(tmp_path, {"AWSRUN_REGIONS": "us-west-2, eu-west-1"}, {"instance_type": "g5.xlarge, g6.xlarge"})
+    assert failover.candidates(loaded)[:2] == [failover.Candidate("us-west-2", "g5.xlarge"),
+                                              failover.Candidate("us-west-2", "g6.xlarge")]
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path, {}, {"regions": "us-east-1,mars"})
+    assert raised.value.message == "--regions: 'mars' is not an AWS region (like us-east-1)"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(tmp_path, {}, {"instance_type": "g5.xlarge,rm -rf"})
+    assert "'rm -rf' is not an EC2 instance type" in raised.value.message
