@@ -109,7 +109,8 @@ def quota_key(region: str, instance_type: str, spot: bool) -> tuple[str, str, bo
 
 
 def quota_fix(region: str, instance_type: str, count: int, spot: bool) -> str:
-    """'quota L-DB2E81BA (Running On-Demand G and VT instances), 4 vCPUs more: `awsrun quota request ...`'."""
+    """'quota L-DB2E81BA (Running On-Demand G and VT instances) in R, 4 vCPUs for 1 g4dn.xlarge: `awsrun quota
+    request ...`': the quota, what the launch needs of it, and the command that asks for it."""
     try:
         name = catalog.quota_names(instance_type, spot)
     except ValueError:
@@ -153,7 +154,7 @@ class Failover:
         while True:
             rounds += 1
             for candidate in candidates(self.settings):
-                region = candidate.region or ""
+                region = candidate.region or self.current_region  # the chain's region, once a try has named it
                 if region and quota_key(region, candidate.instance_type, self.settings.spot) in self._blocked:
                     self.attempts.append(Attempt(region, candidate.instance_type, self.market, None, "skipped",
                                                  "the quota of its family is short in this region"))

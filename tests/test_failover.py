@@ -343,3 +343,12 @@ def test_settings_take_ordered_lists_and_refuse_a_bad_member(tmp_path):
     with pytest.raises(ConfigError) as raised:
         load_settings(tmp_path, {}, {"instance_type": "g5.xlarge,rm -rf"})
     assert "'rm -rf' is not an EC2 instance type" in raised.value.message
+
+
+def test_a_quota_refusal_in_the_chains_region_skips_the_family_there_too(aws, home, fleet):
+    aws.fail_launches("VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit")
+    with pytest.raises(failover.NoCapacity) as raised:
+        run_up(home, instance_type="g4dn.xlarge,g5.xlarge,c5.large")  # no region given: boto3's chain's
+    assert [(a.instance_type, a.outcome) for a in raised.value.attempts] == [
+        ("g4dn.xlarge", "quota"), ("g5.xlarge", "skipped"), ("c5.large", "quota")]
+    assert len(aws.launch_requests()) == 2
