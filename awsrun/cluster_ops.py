@@ -101,7 +101,17 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
         with run.reporter.phase(f"waiting for {', '.join(stopping)} to finish stopping"):
             provider.wait(stopping, "stopped")
     ids = [r.id for r in found.live if r.state in ("stopped", "stopping")]
-    if ids:
+    interrupted = [i for i in ids if moving.stopped_by_interruption(found.described.get(i))]
+    if interrupted and not move:  # only EC2 restarts these (EC2 user guide, Spot interruption behaviour)
+        flag = "" if cluster.name == "default" else f" --cluster {cluster.name}"
+        raise CapacityError(f"{', '.join(interrupted)} was stopped by a spot interruption: only EC2 starts it "
+                            "again, in its own zone, once capacity returns there",
+                            hint=f"`awsrun start{flag} --move` moves it to a zone with room, disk and all; or wait "
+                                 "(`awsrun status` shows when it runs)")
+    if interrupted:
+        (record,) = [r for r in found.live if r.id in interrupted]
+        ids = [moving.move_stopped(run, provider, cluster, owner, record).id]
+    elif ids:
         try:
             with run.reporter.phase(f"starting {', '.join(ids)}"):
                 provider.start(ids)

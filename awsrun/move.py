@@ -8,6 +8,9 @@ another zone with its disk.
 3. it runs and SSH answers (its new host key pinned, checked against its console);
 4. only then: the old instance is terminated and the image and its snapshot deleted.
 
+A spot instance stopped by an interruption takes the same path: only EC2 may start it again, and only in
+its own zone once capacity returns there.
+
 The cluster keeps its name, its jobs' records and their outputs (on the disk). A kill at any step leaves
 what `awsrun status` shows and `awsrun down` removes (down also deletes the cluster's move images), and
 `awsrun start --move` again carries on: the image is found by its tag, the launch by its token.
@@ -88,6 +91,12 @@ def _types(settings, record: InstanceRecord) -> list[str]:
     except AwsrunError:
         others = []
     return [t for t in dict.fromkeys([record.instance_type or "", *others]) if t]
+
+
+def stopped_by_interruption(instance) -> bool:
+    """A stopped spot instance that EC2 stopped (an interruption): EC2 alone may start it, in its zone."""
+    return bool(instance is not None and instance.state == "stopped" and instance.market == "spot"
+                and (instance.state_reason or "").startswith("Server.SpotInstanceShutdown"))
 
 
 def refuse_several(found_live: list[InstanceRecord], name: str) -> None:

@@ -94,3 +94,31 @@ def test_up_on_a_stopped_cluster_whose_zone_is_full_names_start_move(cli, aws, e
     assert refused.exit_code != 0 and "Traceback" not in refused.stderr
     assert "`awsrun start --cluster default --move`" in refused.stderr
     assert [i["InstanceId"] for i in live(ec2)] == [old["InstanceId"]]  # nothing launched beside it
+
+
+def test_a_spot_instance_stopped_by_an_interruption_moves_the_same_way(cli, aws, ec2, fleet):
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    from tests.harness.ec2_endpoint import ACCOUNT_ID
+
+    ok(up(cli, "--spot"))
+    (old,) = live(ec2)
+    (fleet.host_of(old["InstanceId"]).home / "before-stop.txt").write_text("weights of epoch 7\n")
+    ok(cli("stop"))
+    instance = ec2_backends[ACCOUNT_ID]["us-east-1"].get_instance(old["InstanceId"])  # what EC2 records for one
+    instance.state_reason = StateReason("Server.SpotInstanceShutdown: Spot instance shutdown",
+                                        "Server.SpotInstanceShutdown")
+    starts = len(aws.launch_requests())
+
+    refused = cli("start")
+    assert refused.exit_code != 0 and "stopped by a spot interruption" in refused.stderr
+    assert "`awsrun start --move`" in refused.stderr
+
+    ok(cli("start", "--move"))
+    (new,) = live(ec2)
+    assert new["InstanceId"] != old["InstanceId"] and new.get("InstanceLifecycle") == "spot"
+    assert len(aws.launch_requests()) == starts + 1
+    assert ok(cli("ssh", "--", "cat", "before-stop.txt")).stdout == "weights of epoch 7\n"
+    assert state_of(ec2, old["InstanceId"]) == "terminated"
+    ok(cli("down", "--yes"))
