@@ -22,13 +22,18 @@ def parse_duration(text: str | None) -> int | None:
     """'30m', '2h', '90s', '45' (minutes) -> seconds; None, '', 'off', '0' -> None (autostop off)."""
     if text is None or text.strip().lower() in ("", "off", "none", "0"):
         return None
-    match = _DURATION.match(text)
-    if not match:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise ConfigError(f"autostop {text!r} is not a duration: use e.g. 30m, 2h, 90s, or off")
-    seconds = float(match.group(1)) * _SCALE[(match.group(2) or "m").lower()]
     if seconds < 60:
         raise ConfigError(f"autostop {text!r} is shorter than a minute: the agent checks every 30 seconds")
     return int(seconds)
+
+
+def duration_seconds(text: str) -> float | None:
+    """'30m', '2h', '90s', '45' (minutes) -> seconds; None when it is not a duration."""
+    match = _DURATION.match(text)
+    return float(match.group(1)) * _SCALE[(match.group(2) or "m").lower()] if match else None
 
 
 def parse_percent(text: str) -> float:

@@ -122,15 +122,14 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
 
 
 def _retry(until_up: bool, retry_for: str | None, backoff_s: float):
-    from awsrun.agent import _DURATION, _SCALE
+    from awsrun.agent import duration_seconds
     from awsrun.failover import Retry
 
     if until_up and retry_for:
         raise ConfigError("--retry-until-up and --retry-for exclude each other",
                           hint="--retry-for DURATION bounds the retrying; --retry-until-up has no bound")
     if retry_for:
-        match = _DURATION.match(retry_for)
-        seconds = float(match.group(1)) * _SCALE[(match.group(2) or "m").lower()] if match else 0
+        seconds = duration_seconds(retry_for)
         if not seconds:
             raise ConfigError(f"--retry-for {retry_for!r} is not a duration", hint="e.g. --retry-for 2h or 30m")
         return Retry(until=time.monotonic() + seconds, backoff_s=backoff_s)
