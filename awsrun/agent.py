@@ -22,13 +22,30 @@ def parse_duration(text: str | None) -> int | None:
     """'30m', '2h', '90s', '45' (minutes) -> seconds; None, '', 'off', '0' -> None (autostop off)."""
     if text is None or text.strip().lower() in ("", "off", "none", "0"):
         return None
-    match = _DURATION.match(text)
-    if not match:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise ConfigError(f"autostop {text!r} is not a duration: use e.g. 30m, 2h, 90s, or off")
-    seconds = float(match.group(1)) * _SCALE[(match.group(2) or "m").lower()]
     if seconds < 60:
         raise ConfigError(f"autostop {text!r} is shorter than a minute: the agent checks every 30 seconds")
     return int(seconds)
+
+
+def duration_seconds(text: str) -> float | None:
+    """'30m', '2h', '90s', '45' (minutes) -> seconds; None when it is not a duration."""
+    match = _DURATION.match(text)
+    return float(match.group(1)) * _SCALE[(match.group(2) or "m").lower()] if match else None
+
+
+def parse_percent(text: str) -> float:
+    """'5%' or '5' -> 5.0, a GPU utilisation threshold above 0 and at most 100."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100:
+        raise ConfigError(f"--autostop-gpu-idle {text!r} is not a percentage above 0 and at most 100",
+                          hint="e.g. --autostop-gpu-idle 5%")
+    return value
 
 
 def describe_duration(seconds: int | None) -> str:
@@ -46,11 +63,15 @@ class Autostop:
     idle_seconds: int | None
     down: bool = False              # terminate instead of stop (InstanceInitiatedShutdownBehavior)
     count_ssh_users: bool = False   # a logged-in SSH user keeps the instance awake
+    gpu_idle_percent: float | None = None  # a job whose GPUs all stay below this counts as idle
 
     def __post_init__(self) -> None:
         if self.down and not self.idle_seconds:
             raise ConfigError("--autostop-down needs an autostop duration",
                               hint="e.g. `--autostop 30m --autostop-down` (or `awsrun autostop 30m --down`)")
+        if self.gpu_idle_percent is not None and not self.idle_seconds:
+            raise ConfigError("--autostop-gpu-idle needs an autostop duration",
+                              hint="e.g. `--autostop 30m --autostop-gpu-idle 5%`")
 
     @property
     def shutdown_behavior(self) -> str:
@@ -61,17 +82,24 @@ class Autostop:
             return "off"
         then = "terminate" if self.down else "stop"
         who = "jobs or SSH users" if self.count_ssh_users else "jobs"
-        return f"{then} after {describe_duration(self.idle_seconds)} without {who}"
+        gpu = (f" (a job whose GPUs stay under {self.gpu_idle_percent:g}% counts as idle)"
+               if self.gpu_idle_percent is not None else "")
+        return f"{then} after {describe_duration(self.idle_seconds)} without {who}{gpu}"
 
     def as_config(self) -> dict:
-        return {"idle_seconds": self.idle_seconds, "down": self.down, "count_ssh_users": self.count_ssh_users}
+        config = {"idle_seconds": self.idle_seconds, "down": self.down, "count_ssh_users": self.count_ssh_users}
+        if self.gpu_idle_percent is not None:
+            config["gpu_idle_percent"] = self.gpu_idle_percent
+        return config
 
     @classmethod
     def from_config(cls, raw: object) -> "Autostop | None":
         if not isinstance(raw, dict):
             return None
         idle = raw.get("idle_seconds")
-        return cls(int(idle) if idle else None, bool(raw.get("down")) and bool(idle), bool(raw.get("count_ssh_users")))
+        gpu = raw.get("gpu_idle_percent")
+        return cls(int(idle) if idle else None, bool(raw.get("down")) and bool(idle), bool(raw.get("count_ssh_users")),
+                   float(gpu) if isinstance(gpu, (int, float)) and idle else None)
 
 
 @dataclass(frozen=True)
@@ -85,12 +113,14 @@ def _packaged(name: str) -> bytes:
 
 
 def install_agent(remote: Remote, *, idle_seconds: int | None, count_ssh_users: bool = False,
-                  user: str = "ubuntu") -> AgentInstall:
+                  user: str = "ubuntu", gpu_idle_percent: float | None = None) -> AgentInstall:
     """Copy the agent and its config; schedule it with systemd where the host has systemd."""
     home = remote.run('printf %s "$HOME"').check("read $HOME").stdout.strip()
     remote.run(["mkdir", "-p", f"{home}/{AGENT_DIR}"]).check("create the agent directory")
     remote.put_bytes(_packaged("awsrun-agent.py"), f"{home}/{AGENT_DIR}/awsrun-agent.py", mode=0o755)
-    config = {"idle_seconds": idle_seconds, "count_ssh_users": count_ssh_users}
+    config: dict = {"idle_seconds": idle_seconds, "count_ssh_users": count_ssh_users}
+    if gpu_idle_percent is not None:
+        config["gpu_idle_percent"] = gpu_idle_percent
     remote.put_bytes(json.dumps(config).encode(), f"{home}/{AGENT_DIR}/config.json")
     if remote.run("test -d /run/systemd/system").exit_code != 0:
         return AgentInstall(False, "no systemd on this host: the agent is installed but not scheduled")

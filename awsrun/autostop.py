@@ -37,13 +37,24 @@ def with_setting(cluster: ClusterRecord, autostop: Autostop | None) -> ClusterRe
     return dataclasses.replace(cluster, config=config)
 
 
-def for_up(settings: Settings, explicit: frozenset[str], down: bool, before: Autostop | None) -> Autostop | None:
+def for_up(settings: Settings, explicit: frozenset[str], down: bool, before: Autostop | None,
+           gpu_idle: float | None = None) -> Autostop | None:
     """The setting an `up` applies: --autostop (with or without --autostop-down) says it all; otherwise what
     the cluster recorded (a later `awsrun autostop` included), with --autostop-down added if given; a new
-    cluster takes the default of awsrun.toml / AWSRUN_AUTOSTOP. `off` turns it off."""
+    cluster takes the default of awsrun.toml / AWSRUN_AUTOSTOP. `off` turns it off. `gpu_idle`
+    (--autostop-gpu-idle) is added to whichever applies; it needs a duration."""
+    setting = _for_up(settings, explicit, down, before)
+    if gpu_idle is None:
+        return setting
+    return dataclasses.replace(setting or Autostop(None), gpu_idle_percent=gpu_idle)  # no duration: refused
+
+
+def _for_up(settings: Settings, explicit: frozenset[str], down: bool, before: Autostop | None) -> Autostop | None:
     keep_ssh = before.count_ssh_users if before else False
+    keep_gpu = before.gpu_idle_percent if before else None
     if "autostop" in explicit or (before is None and settings.autostop is not None):
-        return Autostop(parse_duration(settings.autostop), down, keep_ssh)
+        idle = parse_duration(settings.autostop)
+        return Autostop(idle, down, keep_ssh, keep_gpu if idle else None)
     if before is None:
         return Autostop(None, True) if down else None  # --autostop-down alone: refused, with the fix
     return dataclasses.replace(before, down=True) if down else before
@@ -77,7 +88,7 @@ def apply_shutdown_behavior(provider, records: list[InstanceRecord], autostop: A
 def install(remote: Remote, autostop: Autostop | None, user: str) -> AgentInstall:
     setting = autostop or Autostop(None)
     return install_agent(remote, idle_seconds=setting.idle_seconds, count_ssh_users=setting.count_ssh_users,
-                         user=user)
+                         user=user, gpu_idle_percent=setting.gpu_idle_percent)
 
 
 # `awsrun up` ---------------------------------------------------------------------------------------

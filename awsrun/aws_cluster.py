@@ -13,6 +13,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from awsrun.errors import AwsrunError
 from awsrun.progress import Reporter
@@ -98,8 +99,8 @@ def reconcile(state: State, provider: AwsProvider, cluster: ClusterRecord, owner
 
 def launch_zones(provider: AwsProvider, instance_type: str, spot: bool, zone: str | None,
                  offered: tuple[str, ...] | list[str] | None = None) -> list[str | None]:
-    """Where to try, each zone once: the given zone; for spot the cheapest zones that offer the type
-    first (current spot price per zone); else EC2's choice first (None), then every offering zone.
+    """Where to try, each zone once: the given zone; for spot the zones EC2 scores likeliest to succeed
+    (GetSpotPlacementScores, when the identity may read them), the cheapest first among equals; else EC2's choice first (None), then every offering zone.
     `offered`: the zones offering the type, when the caller knows them already (up's pre-check)."""
     if zone:
         return [zone]
@@ -107,16 +108,20 @@ def launch_zones(provider: AwsProvider, instance_type: str, spot: bool, zone: st
         from awsrun.prices import cheapest_zones
 
         zones = cheapest_zones(provider.spot_prices(instance_type), offered)
+        scores = provider.spot_placement_scores(instance_type) if zones else {}
+        zones.sort(key=lambda z: -scores.get(z, 0))  # stable: the cheapest first among equal scores
         if zones:
             return list(zones)
     return [None, *(offered if offered is not None else provider.zones_for(instance_type))]
 
 
 def launch_node(state: State, provider: AwsProvider, reporter: Reporter, base: LaunchSpec,
-                zones: list[str | None], context: ErrorContext, token: str | None = None) -> InstanceRecord:
+                zones: list[str | None], context: ErrorContext, token: str | None = None,
+                on_refused: Callable[[str | None, AwsrunError], None] | None = None) -> InstanceRecord:
     """Launch node `base.node`, recording a placeholder with the launch token before the call.
 
     `token` resumes an earlier launch whose answer was lost (EC2 returns the same instance for it).
+    `on_refused(zone, error)` hears of each zone that had no capacity (up's table of what was tried).
     """
     tried: list[str] = []
     last: AwsrunError | None = None
@@ -144,6 +149,8 @@ def launch_node(state: State, provider: AwsProvider, reporter: Reporter, base: L
                 raise  # the region itself lacks the type: no zone will have it
             tried.append(zone or "a zone of EC2's choice")
             last = exc
+            if on_refused is not None:
+                on_refused(zone, exc)
             continue
         except AwsrunError:
             state.delete_instance(placeholder.id)
@@ -177,6 +184,8 @@ def teardown(state: State, provider: AwsProvider, reporter: Reporter, cluster: C
             for instance_id in ids:
                 state.delete_instance(instance_id)
     config = cluster.config
+    for image_id in sorted(provider.move_images(cluster.name, owner)):  # a `start --move` cut short
+        provider.delete_image(image_id)
     if config.get("placement_group"):
         provider.delete_placement_group(config["placement_group"])
     groups = sorted({*([config["security_group_id"]] if config.get("security_group_id") else []),

@@ -32,11 +32,14 @@ def stop(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
     return _act(home, settings, reporter, aws, "stop")
 
 
-def start(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws) -> ActionResult:
-    return _act(home, settings, reporter, aws, "start")
+def start(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws,
+          move: bool = False) -> ActionResult:
+    """`move`: a stopped instance whose zone has no capacity moves to another zone (awsrun.move)."""
+    return _act(home, settings, reporter, aws, "start", move)
 
 
-def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, verb: str) -> ActionResult:
+def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, verb: str,
+         move: bool = False) -> ActionResult:
     name = validate_cluster_name(settings.cluster)
     run = Run(home, settings, open_state(home), reporter, aws)
     try:
@@ -56,7 +59,7 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
             changed = _stop(run, provider, found)
             costs = tuple(c for c in costs if c.instance_id in changed)
         else:
-            changed = _start(run, provider, cluster, owner, found)
+            changed = _start(run, provider, cluster, owner, found, move)
         return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed), costs)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun {verb}` (cluster {name!r})",
@@ -86,22 +89,48 @@ def _stop(run: Run, provider, found: aws_cluster.Reconciled) -> list[str]:
     return ids
 
 
-def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cluster.Reconciled) -> list[str]:
+def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cluster.Reconciled,
+           move: bool = False) -> list[str]:
+    from awsrun import move as moving
+    from awsrun.providers.aws_errors import CapacityError
+
+    if move:
+        moving.refuse_several(found.live, cluster.name)
     stopping = [r.id for r in found.live if r.state == "stopping"]
     if stopping:
         with run.reporter.phase(f"waiting for {', '.join(stopping)} to finish stopping"):
             provider.wait(stopping, "stopped")
     ids = [r.id for r in found.live if r.state in ("stopped", "stopping")]
-    if ids:
-        with run.reporter.phase(f"starting {', '.join(ids)}"):
-            provider.start(ids)
+    interrupted = [i for i in ids if moving.stopped_by_interruption(found.described.get(i))]
+    if interrupted and not move:  # only EC2 restarts these (EC2 user guide, Spot interruption behaviour)
+        flag = "" if cluster.name == "default" else f" --cluster {cluster.name}"
+        raise CapacityError(f"{', '.join(interrupted)} was stopped by a spot interruption: only EC2 starts it "
+                            "again, in its own zone, once capacity returns there",
+                            hint=f"`awsrun start{flag} --move` moves it to a zone with room, disk and all; or wait "
+                                 "(`awsrun status` shows when it runs)")
+    if interrupted:
+        (record,) = [r for r in found.live if r.id in interrupted]
+        ids = [moving.move_stopped(run, provider, cluster, owner, record).id]
+    elif ids:
+        try:
+            with run.reporter.phase(f"starting {', '.join(ids)}"):
+                provider.start(ids)
+        except CapacityError as exc:
+            if not move:
+                flag = "" if cluster.name == "default" else f" --cluster {cluster.name}"
+                raise CapacityError(exc.message, hint=f"`awsrun start{flag} --move` moves it to a zone with room, "
+                                                      f"disk and all; or try again later") from None
+            (record,) = [r for r in found.live if r.id in ids]
+            moved = moving.move_stopped(run, provider, cluster, owner, record)
+            ids = [moved.id]
     waiting = ids + [r.id for r in found.live if r.state == "pending"]
     if waiting:
         with run.reporter.phase(f"waiting for {', '.join(waiting)} to run"):
             provider.wait(waiting, "running")
     ready = aws_cluster.reconcile(run.state, provider, cluster, owner).live  # new public IPs
     for record in ready:
-        run.remotes[record.id] = wait_for_ssh(run, cluster, record, provider)
+        if record.id not in run.remotes:  # a moved instance answered already
+            run.remotes[record.id] = wait_for_ssh(run, cluster, record, provider)
     autostop.configure_agents(run, cluster, ready)  # a setting changed while it was stopped
     return ids
 

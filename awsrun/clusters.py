@@ -26,6 +26,7 @@ from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 if TYPE_CHECKING:
+    from awsrun import failover
     from awsrun.providers.aws import AwsProvider
 
 AwsFactory = Callable[[str | None], "AwsProvider"]  # boto3 is imported lazily: it is slow
@@ -46,8 +47,10 @@ class UpRequest:
     hosts: tuple[str, ...] = ()
     explicit: frozenset[str] = frozenset()  # settings given as flags on this command line
     autostop_down: bool = False             # --autostop-down: the idle instance terminates instead of stopping
+    autostop_gpu_idle: float | None = None  # --autostop-gpu-idle: a job whose GPUs stay below this % is idle
     on_partial: str = "rollback"            # a node cannot launch: rollback, continue, or ask `choose_partial`
     choose_partial: cluster_nodes.Chooser | None = None
+    retry: "failover.Retry | None" = None   # --retry-until-up / --retry-for: rounds over the candidates
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class UpResult:
     ssh_cidr: str | None = None
     bootstrap_logs: tuple[Path, ...] = ()
     agents: tuple[tuple[str, str], ...] = ()  # (instance id, what the agent install did)
+    attempts: tuple["failover.Attempt", ...] = ()  # where a new cluster was tried, in order
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class Run:
     reporter: Reporter
     aws: AwsFactory
     remotes: dict[str, Remote] = field(default_factory=dict)  # one connection per machine per command
+    failover: "failover.Failover | None" = None  # a new cluster's walk over the candidates
 
 
 def open_state(home: Home) -> State:
@@ -106,7 +111,9 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
             raise ConfigError(f"cluster {name!r} already exists with provider {existing.provider!r}",
                               hint=f"pick another --cluster, or remove it first with `awsrun down --cluster {name}`")
         if provider == "aws":
-            result = _up_aws(run, request, existing)
+            from awsrun.up_candidates import up_aws_candidates  # it builds on this module's Run and UpRequest
+
+            result = up_aws_candidates(run, request, existing, _up_aws)
         else:
             from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
 
@@ -142,7 +149,7 @@ def _interrupted(name: str, run: Run) -> Interrupted:
 def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpResult:
     settings, state, reporter, name = run.settings, run.state, run.reporter, run.settings.cluster
     before = autostop.recorded(cluster)
-    setting = autostop.for_up(settings, request.explicit, request.autostop_down, before)
+    setting = autostop.for_up(settings, request.explicit, request.autostop_down, before, request.autostop_gpu_idle)
     if cluster and settings.region and cluster.region and settings.region != cluster.region:
         raise ConfigError(f"cluster {name!r} lives in {cluster.region}, not {settings.region}",
                           hint="leave out --region, or pick another --cluster")
@@ -189,8 +196,14 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
             provider.wait(stopping, "stopped")
     started = [r.id for r in live if r.state in ("stopped", "stopping")]
     if started:
-        with reporter.phase(f"starting {', '.join(started)}"):
-            provider.start(started)
+        from awsrun.providers.aws_errors import CapacityError
+
+        try:
+            with reporter.phase(f"starting {', '.join(started)}"):
+                provider.start(started)
+        except CapacityError as exc:
+            raise CapacityError(exc.message, hint=f"`awsrun start --cluster {name} --move` moves it to a zone with "
+                                                  "room, disk and all; or try again later") from None
     launched = _launch_missing(run, provider, cluster, owner, image, missing, live, found.launching, nodes,
                                offered, autostop.behavior(setting), request, fresh=not live) if image else []
     waiting = [r.id for r in live if r.state != "running"] + launched
@@ -299,6 +312,8 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
     from awsrun.providers.aws_errors import ErrorContext
 
     settings, reporter = run.settings, run.reporter
+    walk = run.failover
+    on_refused = (lambda zone, exc: walk.refused(provider.region, settings.instance_type, zone, exc)) if walk else None
     placement = _placement_group(run, provider, cluster, owner, nodes)
     base = LaunchSpec(
         cluster=cluster.name, owner=owner, node=0, launch_token="", instance_type=settings.instance_type,
@@ -319,9 +334,12 @@ def _launch_missing(run: Run, provider, cluster: ClusterRecord, owner: str, imag
         zones = [anchor] if anchor else aws_cluster.launch_zones(provider, settings.instance_type, settings.spot,
                                                                  settings.zone, offered)
         try:
-            with reporter.phase(f"launching node {node}: {settings.instance_type} {market}"):
+            after = f" in {provider.region} (the last try failed: {walk.last.message[:120]})" \
+                if walk and walk.last else ""
+            with reporter.phase(f"launching node {node}: {settings.instance_type} {market}{after}"):
                 record = aws_cluster.launch_node(run.state, provider, reporter, dataclasses.replace(base, node=node),
-                                                 zones, context, token=resumed.get(node))
+                                                 zones, context, token=resumed.get(node),
+                                                 on_refused=on_refused)
         except AwsrunError as exc:
             if not (launched or live):
                 raise  # nothing runs: a plain failure

@@ -8,7 +8,8 @@
       "checks": [
         {
           "name": "credentials",       # stable identifiers, in this order: endpoint, credentials, region,
-                                       # offering, quota, tool.ssh, tool.rsync, tool.tmux, keys, ssh-config
+                                       # offering, quota, [candidates], tool.ssh, tool.rsync, tool.tmux,
+                                       # keys, ssh-config
           "ok": true | false,
           "warning": true | false,     # ok, but worth saying loudly (e.g. AWS_ENDPOINT_URL set)
           "detail": "one line: what was found",
@@ -38,6 +39,7 @@ from awsrun.errors import AwsrunError
 from awsrun.home import Home
 
 SCHEMA = 1
+# "candidates" comes after "quota" only when `up` has several candidates (types x regions) to try.
 CHECK_NAMES = ("endpoint", "credentials", "region", "offering", "quota",
                "tool.ssh", "tool.rsync", "tool.tmux", "keys", "ssh-config")
 
@@ -150,6 +152,31 @@ TOOL_PURPOSE = {
 }
 
 
+def check_candidates(candidates: tuple[tuple[str | None, str], ...], first: AwsClients,
+                     clients_for: Callable[[str], AwsClients], count: int, spot: bool) -> Check:
+    """The vCPU quota headroom of each candidate `up` would try (types x regions): fails when none fits."""
+    made: dict[str, AwsClients] = {first.region: first}
+    rows = []
+    for region, instance_type in candidates:
+        region = region or first.region
+        if region not in made:
+            made[region] = clients_for(region)
+        result = quotas.check_quota(made[region], instance_type, count, spot, region)
+        headroom = (result.quota.value - (result.usage or 0)) if result.quota is not None else None
+        rows.append({"region": region, "instance_type": instance_type, "quota_code": result.quota.code
+                     if result.quota else None, "headroom_vcpus": headroom, "needed_vcpus": result.needed,
+                     "fits": result.ok if result.known else None, "fix": None if result.ok else
+                     (result.request_command if result.known else result.problem)})
+    fitting = [r for r in rows if r["fits"]]
+    words = "; ".join(f"{r['region']} {r['instance_type']}: "
+                      + (f"{quotas.fmt_number(r['headroom_vcpus'])} vCPUs free, needs {r['needed_vcpus']}"
+                         if r["headroom_vcpus"] is not None else "quota unknown") for r in rows)
+    short = [r["fix"] for r in rows if r["fits"] is False]
+    return Check("candidates", bool(fitting) or not short, f"{len(fitting)} of {len(rows)} candidates fit the quota "
+                 f"({words})", fix="; ".join(f"`{c}`" for c in short) or None,
+                 warning=bool(short) and bool(fitting), data={"candidates": rows})
+
+
 def check_tool(name: str, which: Callable[[str], str | None] = shutil.which) -> Check:
     purpose, optional = TOOL_PURPOSE[name]
     path = which(name)
@@ -255,8 +282,10 @@ def run_checks(
     user_ssh_config: Path | None = None,
     which: Callable[[str], str | None] = shutil.which,
     clients_for: Callable[[str], AwsClients] = AwsClients,
+    candidates: tuple[tuple[str | None, str], ...] = (),
 ) -> Report:
-    """Every check, in CHECK_NAMES order. `region` None means boto3's chain decides."""
+    """Every check, in CHECK_NAMES order. `region` None means boto3's chain decides. `candidates`: the
+    (region, type) pairs `up` would try, when there are several; the first is `region`/`instance_type`."""
     env = os.environ if environ is None else environ
     checks = [check_endpoint(env)]
 
@@ -296,6 +325,8 @@ def run_checks(
     else:
         checks.append(check_offering(clients.ec2, instance_type, clients.region))
         checks.append(quota_check(quotas.check_quota(clients, instance_type, count, spot, region_flag)))
+        if len(candidates) > 1:
+            checks.append(check_candidates(candidates, clients, clients_for, count, spot))
 
     checks += [check_tool(name, which) for name in ("ssh", "rsync", "tmux")]
     checks.append(check_keys(home.keys_dir, Path(os.path.expanduser(ssh_key)) if ssh_key else None))

@@ -26,7 +26,10 @@ class Settings:
     cluster: str = field(default="default", metadata=_doc("cluster name used when --cluster is not given"))
     region: str | None = field(default=None, metadata=_doc("AWS region; default: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's"))
     zone: str | None = field(default=None, metadata=_doc("availability zone; default: any (cheapest for spot)"))
-    instance_type: str = field(default="g4dn.xlarge", metadata=_doc("EC2 instance type"))
+    instance_type: str = field(default="g4dn.xlarge", metadata=_doc("EC2 instance type, or several in order of preference (g5.xlarge,g6.xlarge)"))
+    gpu: str | None = field(default=None, metadata=_doc("`up`: any catalog type with this GPU model (T4, A10G, L4, ...), cheapest first"))
+    regions: str | None = field(default=None, metadata=_doc("`up`: regions to try in order (us-east-1,us-west-2); default: the region setting"))
+    retry_backoff: float = field(default=30.0, metadata=_doc("`up --retry-until-up`: seconds before the first new round (doubling, at most 10 min)"))
     spot: bool = field(default=False, metadata=_doc("launch spot capacity instead of on-demand"))
     max_price: float | None = field(default=None, metadata=_doc("spot: highest USD/hour to pay"))
     ami: str = field(default="ubuntu", metadata=_doc("'ubuntu' (22.04 LTS), 'dlami' (Deep Learning Base AMI) or an ami-... id"))
@@ -99,10 +102,27 @@ _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\Z")
 _SSH_ADDRESSES = ("public_ip", "private_ip", "instance_id")
 
 
+def split_list(value: str | None) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: the comma lists of instance_type and regions. Only spaces are
+    stripped: a newline or tab stays, for the validators to refuse."""
+    return [part.strip(" ") for part in (value or "").split(",") if part.strip(" ")]
+
+
 def _check_instance_type(value: str, source: str) -> None:
-    if not _INSTANCE_TYPE.match(value):
-        raise ConfigError(f"{source}: instance_type {value!r} is not an EC2 instance type (like g4dn.xlarge)",
-                          hint="`awsrun prices` lists the GPU types")
+    for one in split_list(value) or [value]:
+        if not _INSTANCE_TYPE.match(one):
+            raise ConfigError(f"{source}: instance_type {one!r} is not an EC2 instance type (like g4dn.xlarge)",
+                              hint="`awsrun prices` lists the GPU types; several go comma-separated, in order")
+
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d\Z")
+
+
+def _check_regions(value: str, source: str) -> None:
+    for one in split_list(value) or [value]:
+        if not _REGION.match(one):
+            raise ConfigError(f"{source}: {one!r} is not an AWS region (like us-east-1)",
+                              hint="several regions go comma-separated, in order: us-east-1,us-west-2")
 
 
 def _check_ssh_address(value: str, source: str) -> None:
@@ -119,7 +139,7 @@ def _check_checkpoint_bucket(value: str, source: str) -> None:
         raise ConfigError(f"{source}: {exc.message}", hint=exc.hint) from None
 
 
-_CHECKS = {"instance_type": _check_instance_type, "ssh_address": _check_ssh_address,
+_CHECKS = {"instance_type": _check_instance_type, "regions": _check_regions, "ssh_address": _check_ssh_address,
            "checkpoint_bucket": _check_checkpoint_bucket}
 
 

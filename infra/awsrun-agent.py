@@ -8,7 +8,10 @@ user's laptop and no AWS credentials on the instance. Python 3 standard library 
 
 Config: ~/.awsrun/agent/config.json, e.g.
     {"idle_seconds": 1800, "count_ssh_users": false, "shutdown_command": ["sudo", "shutdown", "-h", "now"],
-     "imds_url": "http://169.254.169.254"}
+     "imds_url": "http://169.254.169.254", "gpu_idle_percent": 5}
+With gpu_idle_percent, a running job keeps the instance up only while some GPU is busier than that (read
+from nvidia-smi at every tick): a hung loop or a forgotten notebook counts as idle. No reading (no
+nvidia-smi, an error) counts as busy: the agent never stops an instance on a guess.
 The stop itself is `shutdown`: the instance was launched with InstanceInitiatedShutdownBehavior=stop
 (or terminate, for --autostop-down), so the OS halting is what stops (or ends) the billing.
 Jobs live in ~/.awsrun/jobs/NAME/ (see awsrun/tmux.py): a job is running while its tmux session exists
@@ -34,6 +37,7 @@ DEFAULTS = {
     "count_ssh_users": False,
     "shutdown_command": ["sudo", "shutdown", "-h", "now"],
     "imds_url": "http://169.254.169.254",
+    "gpu_idle_percent": None,
 }
 
 
@@ -82,13 +86,31 @@ def ssh_users() -> int:
     return len([line for line in result.stdout.splitlines() if line.strip()])
 
 
+def gpu_utilisation() -> list[float] | None:
+    """Each GPU's utilisation now, in percent (nvidia-smi); None when it cannot be read."""
+    try:
+        result = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                capture_output=True, text=True, timeout=30)
+        values = [float(line.strip()) for line in result.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return values if result.returncode == 0 and values else None
+
+
 def check_idle(config: dict, state: dict, now: float) -> None:
     idle_seconds = config.get("idle_seconds")
     if not idle_seconds or state.get("fired_at"):
         return
     # a job dir with a `service` file (awsrun tensorboard / notebook) is a server, not work: it keeps no one busy
-    busy = (any(not (job / "service").exists() for job in running_jobs())
-            or (config.get("count_ssh_users") and ssh_users() > 0))
+    jobs = [job for job in running_jobs() if not (job / "service").exists()]
+    threshold = config.get("gpu_idle_percent")
+    state.pop("gpu_utilisation", None)
+    if jobs and threshold is not None:
+        usage = gpu_utilisation()
+        state["gpu_utilisation"] = usage
+        if usage is not None and max(usage) < float(threshold):
+            jobs = []  # their GPUs sit below the threshold: as idle as no job at all
+    busy = bool(jobs) or (config.get("count_ssh_users") and ssh_users() > 0)
     if busy:
         state.pop("idle_since", None)
         return
@@ -176,6 +198,7 @@ def status() -> int:
     print(json.dumps({
         "idle_seconds": idle_seconds, "idle_since": idle_since, "fires_at": fires_at,
         "fired_at": state.get("fired_at"), "running_jobs": [j.name for j in running_jobs()],
+        "gpu_idle_percent": config.get("gpu_idle_percent"), "gpu_utilisation": state.get("gpu_utilisation"),
         "interrupted_at": state.get("interrupted_at"), "last_tick": state.get("last_tick"),
     }))
     return 0

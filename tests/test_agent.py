@@ -82,3 +82,53 @@ def test_interruption_notice_sigterms_the_job_and_marks_it(host_remote, imds):
     wait_for(host_remote, ".awsrun/jobs/train/exit_code")
     assert json.loads(host_remote.run(["cat", ".awsrun/jobs/train/interrupted"]).check().stdout)["action"] == "stop"
     assert "checkpointed on SIGTERM" in host_remote.run(["cat", ".awsrun/jobs/train/log"]).check().stdout
+
+
+def fake_nvidia_smi(remote, *percents: int) -> None:
+    """An nvidia-smi on the host's PATH for the agent (~/bin) that reports these GPU utilisations."""
+    lines = "\\n".join(str(p) for p in percents)
+    remote.run("mkdir -p ~/bin").check()
+    remote.put_bytes(f"#!/bin/sh\nprintf '{lines}\\n'\n".encode(), "/home/ubuntu/bin/nvidia-smi", mode=0o755)
+
+
+def tick_with_gpus(remote) -> None:
+    remote.run('PATH="$HOME/bin:$PATH" python3 .awsrun/agent/awsrun-agent.py tick').check()
+
+
+def test_gpu_idle_counts_a_job_whose_gpus_stay_below_the_threshold_as_idle(host_remote):
+    configure(host_remote, idle_seconds=1, gpu_idle_percent=5, shutdown_command=["touch", "/home/ubuntu/shutdown-fired"],
+              imds_url="http://127.0.0.1:9")
+    host_remote.run(tmux.start_job("hung", "~", ["sleep", "60"])).check()
+    fake_nvidia_smi(host_remote, 3, 40)  # one GPU busy: the job works
+    tick_with_gpus(host_remote)
+    time.sleep(1.2)
+    tick_with_gpus(host_remote)
+    status = json.loads(agent(host_remote, "status"))
+    assert status["idle_since"] is None and status["gpu_utilisation"] == [3.0, 40.0]
+    assert host_remote.run(["test", "-e", "shutdown-fired"]).exit_code == 1
+
+    fake_nvidia_smi(host_remote, 2, 4)   # both under 5%: a hung loop, as idle as no job
+    tick_with_gpus(host_remote)
+    assert json.loads(agent(host_remote, "status"))["idle_since"] is not None
+    fake_nvidia_smi(host_remote, 2, 9)   # busy again within the window: the idle clock starts over
+    time.sleep(1.2)
+    tick_with_gpus(host_remote)
+    assert json.loads(agent(host_remote, "status"))["idle_since"] is None
+    fake_nvidia_smi(host_remote, 0, 1)
+    tick_with_gpus(host_remote)
+    time.sleep(1.2)
+    tick_with_gpus(host_remote)
+    assert host_remote.run(["test", "-e", "shutdown-fired"]).exit_code == 0
+    assert json.loads(agent(host_remote, "status"))["running_jobs"] == ["hung"]  # stopped with the job running
+
+
+def test_gpu_idle_without_a_reading_keeps_the_job_busy(host_remote):
+    configure(host_remote, idle_seconds=1, gpu_idle_percent=5, shutdown_command=["touch", "/home/ubuntu/shutdown-fired"],
+              imds_url="http://127.0.0.1:9")
+    host_remote.run(tmux.start_job("train", "~", ["sleep", "60"])).check()
+    host_remote.run("mkdir -p ~/bin && printf '#!/bin/sh\\nexit 9\\n' > ~/bin/nvidia-smi && chmod +x ~/bin/nvidia-smi").check()
+    tick_with_gpus(host_remote)
+    time.sleep(1.2)
+    tick_with_gpus(host_remote)
+    assert host_remote.run(["test", "-e", "shutdown-fired"]).exit_code == 1
+    assert json.loads(agent(host_remote, "status"))["gpu_utilisation"] is None

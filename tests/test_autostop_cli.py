@@ -162,3 +162,14 @@ def test_machines_awsrun_did_not_launch_never_get_an_autostop(cli, tmp_path):
     result = cli("autostop", "30m")
     assert result.exit_code == 2 and "is this machine (local)" in result.stderr, result
     assert status_json(cli)["clusters"][0]["autostop"] is None
+
+
+def test_up_autostop_gpu_idle_reaches_the_agent(cli, aws, ec2, fleet):
+    ok(cli("up", "--instance-type", "g4dn.xlarge", "--ssh-cidr", SSH_CIDR, "--no-bootstrap",
+           "--autostop", "30m", "--autostop-gpu-idle", "5%"))
+    (cluster,) = status_json(cli)["clusters"]
+    host = fleet.host_of(cluster["instances"][0]["id"])
+    assert agent_config(host) == {"idle_seconds": 1800, "count_ssh_users": False, "gpu_idle_percent": 5.0}
+    refused = cli("up", "--cluster", "other", "--ssh-cidr", SSH_CIDR, "--no-bootstrap", "--autostop-gpu-idle", "5%")
+    assert refused.exit_code != 0 and "error: --autostop-gpu-idle needs an autostop duration" in refused.stderr
+    assert len(aws.launch_requests()) == 1  # refused before anything was created for 'other'

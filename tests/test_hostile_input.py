@@ -323,6 +323,8 @@ def test_a_trailing_newline_never_passes_a_validator():
         lambda: validate_cluster_name("default\n"),
         lambda: parse_host("ubuntu@host\n", "ubuntu"),
         lambda: load_settings(Path("/nonexistent"), {}, {"instance_type": "g4dn.xlarge\n"}),
+        lambda: load_settings(Path("/nonexistent"), {}, {"instance_type": "g5.xlarge, g4dn.xlarge\n"}),
+        lambda: load_settings(Path("/nonexistent"), {}, {"regions": "us-east-1,us-west-2\n"}),
     ]
     for check in checks:
         with pytest.raises(ConfigError):

@@ -13,13 +13,16 @@ from awsrun.cli.context import AppContext
 from awsrun.errors import ConfigError
 
 # Test hook: with AWSRUN_TEST_PAUSE_AT=NAME, `awsrun up` prints "awsrun-test-pause: NAME" and sleeps at
-# that point (before-launch, run-instances, wait-running, wait-ssh), so a test can kill it exactly
-# there. Nothing else reads it.
+# that point (before-launch, run-instances, wait-running, wait-ssh, moving-region), so a test can kill it
+# exactly there; NAME#N pauses at the N-th time that point is reached. Nothing else reads it.
 PAUSE_ENV = "AWSRUN_TEST_PAUSE_AT"
 
 
 class UiReporter:
     """The use cases' progress, shown through awsrun.ui."""
+
+    def __init__(self) -> None:
+        self._reached: dict[str, int] = {}
 
     def phase(self, label: str):
         return ui.phase(label)
@@ -28,7 +31,8 @@ class UiReporter:
         ui.say(f"warning: {message}")
 
     def checkpoint(self, name: str) -> None:
-        if os.environ.get(PAUSE_ENV) == name:
+        self._reached[name] = self._reached.get(name, 0) + 1
+        if os.environ.get(PAUSE_ENV) in (name, f"{name}#{self._reached[name]}"):
             ui.say(f"awsrun-test-pause: {name}")
             time.sleep(3600)
 
@@ -42,10 +46,12 @@ cluster_option = click.option("--cluster", help="Cluster name (default: setting 
 
 @click.command("up")
 @cluster_option
-@click.option("--instance-type", help="EC2 instance type (default g4dn.xlarge).")
+@click.option("--instance-type", help="EC2 instance type (default g4dn.xlarge), or several to try in order: "
+                                      "g5.xlarge,g6.xlarge.")
+@click.option("--gpu", metavar="MODEL", help="Any catalog type with this GPU (T4, A10G, L4, A100, ...), cheapest first.")
 @click.option("--spot/--on-demand", "spot", default=None, help="Spot capacity, or on-demand (the default).")
 @click.option("--max-price", type=float, help="Spot: highest USD/hour to pay.")
-@click.option("--region", help="AWS region (default: boto3's chain).")
+@click.option("--region", help="AWS region (default: boto3's chain), or several to try in order: us-east-1,us-west-2.")
 @click.option("--zone", help="Availability zone (default: any; the cheapest for spot).")
 @click.option("--ami", help="'ubuntu' (22.04), 'dlami' (Deep Learning Base AMI) or an ami-... id.")
 @click.option("--volume-gb", type=int, help="Root volume size in GB (gp3, encrypted; default 100).")
@@ -62,23 +68,47 @@ cluster_option = click.option("--cluster", help="Cluster name (default: setting 
 @click.option("--autostop", metavar="DURATION",
               help="Stop the instance after this long without running jobs, e.g. 30m, 2h; 'off' turns it off.")
 @click.option("--autostop-down", is_flag=True, help="With --autostop: terminate the idle instance instead.")
+@click.option("--autostop-gpu-idle", metavar="PERCENT",
+              help="With --autostop: a job whose GPUs all stay below PERCENT (e.g. 5%) counts as idle.")
+@click.option("--dry-run", is_flag=True, help="Show the candidates in the order `up` tries them (price, quota "
+                                                "headroom); launch nothing.")
+@click.option("--retry-until-up", is_flag=True, help="When no candidate has capacity, try them all again (with "
+                                                       "backoff) until one launches.")
+@click.option("--retry-for", metavar="DURATION", help="Like --retry-until-up, but give up after this long, e.g. 2h.")
 @click.pass_obj
 def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bool, hosts: tuple[str, ...],
-               autostop_down: bool, on_partial: str | None, **flags: Any) -> None:
+               autostop_down: bool, autostop_gpu_idle: str | None, on_partial: str | None, dry_run: bool,
+               retry_until_up: bool, retry_for: str | None, **flags: Any) -> None:
     """Provision (or resume) a cluster and bootstrap it over SSH."""
     from awsrun import clusters
+    from awsrun.agent import parse_percent
 
     if local and hosts:
         raise ConfigError("--local and --host exclude each other")
     if (local or hosts) and nodes:
         raise ConfigError("--nodes applies to EC2 clusters; with --host, each host is a node")
+    if "," in (flags.get("region") or ""):
+        flags["regions"], flags["region"] = flags["region"], None
     given = _given(**flags)
-    request = clusters.UpRequest(settings=app.settings(**given), nodes=nodes, bootstrap=not no_bootstrap,
+    settings = app.settings(**given)
+    if dry_run:
+        if local or hosts:
+            raise ConfigError("--dry-run plans EC2 launches; leave out --local / --host")
+        _show_plan(settings, nodes or 1)
+        return
+    request = clusters.UpRequest(settings=settings, nodes=nodes, bootstrap=not no_bootstrap,
                                  local=local, hosts=tuple(hosts), explicit=frozenset(given),
                                  autostop_down=autostop_down,
+                                 autostop_gpu_idle=parse_percent(autostop_gpu_idle) if autostop_gpu_idle else None,
                                  on_partial=on_partial or ("ask" if sys.stdin.isatty() else "rollback"),
-                                 choose_partial=_choose_partial)
-    result = clusters.up(app.home, request, UiReporter())
+                                 choose_partial=_choose_partial,
+                                 retry=_retry(retry_until_up, retry_for, settings.retry_backoff))
+    try:
+        result = clusters.up(app.home, request, UiReporter())
+    except Exception as exc:
+        _show_attempts(getattr(exc, "attempts", ()))
+        raise
+    _show_attempts(result.attempts)
     for record in result.instances:
         where = record.public_ip or record.extra.get("host") or "this machine"
         words = (record.id, record.instance_type, record.market, record.zone, record.state, "at", where)
@@ -89,6 +119,41 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     flag = "" if name == "default" else f" --cluster {name}"
     ui.say(f"cluster {name!r} is ready. Next: `awsrun submit SCRIPT{flag}`; "
            f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
+
+
+def _retry(until_up: bool, retry_for: str | None, backoff_s: float):
+    from awsrun.agent import duration_seconds
+    from awsrun.failover import Retry
+
+    if until_up and retry_for:
+        raise ConfigError("--retry-until-up and --retry-for exclude each other",
+                          hint="--retry-for DURATION bounds the retrying; --retry-until-up has no bound")
+    if retry_for:
+        seconds = duration_seconds(retry_for)
+        if not seconds:
+            raise ConfigError(f"--retry-for {retry_for!r} is not a duration", hint="e.g. --retry-for 2h or 30m")
+        return Retry(until=time.monotonic() + seconds, backoff_s=backoff_s)
+    return Retry(backoff_s=backoff_s) if until_up else None
+
+
+def _show_attempts(attempts) -> None:
+    """The short table of what `up` tried, when it tried more than the one that launched."""
+    if not attempts or (len(attempts) == 1 and attempts[0].outcome == "launched"):
+        return
+    ui.table(["region", "type", "market", "zone", "outcome", "why"],
+             [(a.region, a.instance_type, a.market, a.zone or "-", a.outcome, a.reason[:100]) for a in attempts], title="what up tried, in order")
+
+
+def _show_plan(settings, count: int) -> None:
+    from awsrun.capacity_plan import plan
+    from awsrun.clusters import default_aws
+
+    rows = plan(settings, default_aws, count)
+    ui.table(["#", "region", "type", "market", "zones, in order", "$/h", "quota", "headroom vCPUs", "needs", "note"],
+             [(n, r.region, r.instance_type, r.market, ",".join(z or "EC2's choice" for z in r.zones),
+               _rate(r.usd_per_hour), r.quota_code or r.quota_name,
+               None if r.headroom_vcpus is None else f"{r.headroom_vcpus:g}", r.needed_vcpus, r.note)
+              for n, r in enumerate(rows, 1)], title="up --dry-run: the candidates in order; nothing launched")
 
 
 def _choose_partial(partial) -> str:
@@ -153,12 +218,14 @@ def stop_command(app: AppContext, cluster: str | None) -> None:
 
 @click.command("start")
 @cluster_option
+@click.option("--move", is_flag=True, help="If its zone has no capacity now, move the instance to another zone "
+                                            "(an image of its disk, a new instance, then the old one goes).")
 @click.pass_obj
-def start_command(app: AppContext, cluster: str | None) -> None:
+def start_command(app: AppContext, cluster: str | None, move: bool) -> None:
     """Start the cluster's stopped instances again (they get new public IPs)."""
     from awsrun import cluster_ops
 
-    result = cluster_ops.start(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
+    result = cluster_ops.start(app.home, app.settings(**_given(cluster=cluster)), UiReporter(), move=move)
     for record in result.instances:
         ui.say(f"{record.id} {record.state} at {record.public_ip or record.private_ip}")
 

@@ -52,10 +52,16 @@ def doctor_command(app: AppContext, instance_type: str | None, spot: bool | None
     """
     from awsrun import doctor
 
-    settings = app.settings(instance_type=instance_type, spot=spot, region=region)
+    from awsrun.failover import candidates as up_candidates
+
+    regions = region if "," in (region or "") else None
+    settings = app.settings(instance_type=instance_type, spot=spot, region=None if regions else region,
+                            regions=regions)
+    tried = up_candidates(settings)  # what `up` would try: the first is the one the other checks look at
     report = doctor.run_checks(
-        home=app.home, instance_type=settings.instance_type, spot=settings.spot, count=count,
-        region=settings.region, region_source=_region_source(region), ssh_key=settings.ssh_key,
+        home=app.home, instance_type=tried[0].instance_type, spot=settings.spot, count=count,
+        region=tried[0].region, region_source=_region_source(region), ssh_key=settings.ssh_key,
+        candidates=tuple((c.region, c.instance_type) for c in tried),
     )
     if as_json:
         ui.emit_json(report.as_dict())

@@ -50,20 +50,23 @@ def prices_command(app: AppContext, gpu: str | None, region: str | None, as_json
 @click.option("--cluster", help="Cluster name (default: setting `cluster`, 'default').")
 @click.option("--down", is_flag=True, help="Terminate the idle instance instead of stopping it.")
 @click.option("--while-ssh", is_flag=True, help="A logged-in SSH user also keeps the instance up.")
+@click.option("--gpu-idle", metavar="PERCENT", help="A job whose GPUs all stay below PERCENT (e.g. 5%) counts as idle.")
 @click.pass_obj
-def autostop_command(app: AppContext, duration: str, cluster: str | None, down: bool, while_ssh: bool) -> None:
+def autostop_command(app: AppContext, duration: str, cluster: str | None, down: bool, while_ssh: bool,
+                     gpu_idle: str | None) -> None:
     """Change a running cluster's autostop: stop (or terminate) it after DURATION without jobs.
 
     \b
       awsrun autostop 30m          stop after 30 minutes without a running job
       awsrun autostop 2h --down    terminate instead (a persistent spot request is cancelled first)
+      awsrun autostop 1h --gpu-idle 5%   a job whose GPUs idle under 5% for the hour counts as idle
       awsrun autostop off          never
     """
-    from awsrun.agent import Autostop, parse_duration
+    from awsrun.agent import Autostop, parse_duration, parse_percent
     from awsrun.autostop import set_autostop
     from awsrun.cli.cluster import UiReporter
 
-    setting = Autostop(parse_duration(duration), down, while_ssh)
+    setting = Autostop(parse_duration(duration), down, while_ssh, parse_percent(gpu_idle) if gpu_idle else None)
     settings = app.settings(**({"cluster": cluster} if cluster else {}))
     result = set_autostop(app.home, settings, setting, UiReporter())
     for instance_id, installed in result.agents.items():

@@ -164,6 +164,19 @@ class AwsProvider:
             raise translate(exc, ErrorContext(region=self.region, zone=zone, attempts=self.max_attempts)) from None
         return req.latest_spot_prices(entries)
 
+    def spot_placement_scores(self, instance_type: str) -> dict[str, int]:
+        """{zone: EC2's spot placement score 1-10} for one instance of the type; empty when the identity may
+        not read them (ec2:GetSpotPlacementScores) or the endpoint lacks the call: they only order zones."""
+        quick = self.quick()
+        try:
+            reply = quick.call("get_spot_placement_scores",
+                               **req.spot_placement_scores_request(instance_type, self.region))
+            zones = quick.call("describe_availability_zones")["AvailabilityZones"]
+        except (CloudError, ConfigError):
+            return {}
+        return req.scores_by_zone(reply.get("SpotPlacementScores", []),
+                                  {z["ZoneId"]: z["ZoneName"] for z in zones if "ZoneId" in z})
+
     # what awsrun creates besides instances --------------------------------------------------------
     def ensure_key_pair(self, name: str, public_key: str, cluster: str, owner: str) -> bool:
         """Import the public half under `name` unless it is there already; True when imported now."""
@@ -290,6 +303,41 @@ class AwsProvider:
         if request_ids:
             self.call("cancel_spot_instance_requests", ok_codes=("InvalidSpotInstanceRequestID",),
                       SpotInstanceRequestIds=request_ids)
+
+    # images of a stopped instance (`start --move`) ---------------------------------------------------------
+    def create_move_image(self, instance_id: str, cluster: str, owner: str) -> str:
+        """An image of the stopped instance's disk; its snapshots carry the cluster's tags too."""
+        request = req.move_image_request(instance_id, cluster, owner)
+        return self.call("create_image", context=ErrorContext(instance_id=instance_id), **request)["ImageId"]
+
+    def move_images(self, cluster: str, owner: str) -> dict[str, str]:
+        """{image id: the instance it was made of} for the cluster's `start --move` images."""
+        images = self.call("describe_images", Owners=["self"], Filters=req.cluster_filters(cluster, owner))["Images"]
+        return {i["ImageId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get(req.TAG_MOVED_FROM, "")
+                for i in images}
+
+    def image_snapshots(self, image_id: str) -> list[str]:
+        images = self.call("describe_images", ImageIds=[image_id])["Images"]
+        return [m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", [])
+                if m.get("Ebs", {}).get("SnapshotId")]
+
+    def wait_image(self, image_id: str) -> None:
+        try:
+            self.ec2.get_waiter("image_available").wait(ImageIds=[image_id],
+                                                        WaiterConfig={"Delay": 10, "MaxAttempts": 180})
+        except Exception as exc:
+            if type(exc).__name__ != "WaiterError":
+                raise translate(exc, ErrorContext(region=self.region)) from None
+            raise CloudError(f"the image {image_id} of the disk did not become available within 30 minutes",
+                             hint="`awsrun start --move` again continues with it; `awsrun down` removes it") from None
+
+    def delete_image(self, image_id: str) -> None:
+        """Deregister the image, then delete its snapshots (an image's snapshot cannot go first)."""
+        snapshots = self.image_snapshots(image_id) if self.call(
+            "describe_images", ok_codes=("InvalidAMIID",), ImageIds=[image_id]) else []
+        self.call("deregister_image", ok_codes=("InvalidAMIID",), ImageId=image_id)
+        for snapshot in snapshots:
+            self.call("delete_snapshot", ok_codes=("InvalidSnapshot.NotFound",), SnapshotId=snapshot)
 
     def set_shutdown_behavior(self, instance_id: str, behavior: str) -> None:
         """What a shutdown from inside the instance does: stop (the default) or terminate."""

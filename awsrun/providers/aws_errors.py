@@ -66,7 +66,7 @@ INVALID_CODES = frozenset({"AuthFailure", "InvalidClientTokenId", "SignatureDoes
 DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException",
                           "DependencyAccessDeniedException"})
 _CAPACITY = {"InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity",
-             "InsufficientReservedInstanceCapacity"}
+             "InsufficientReservedInstanceCapacity", "capacity-not-available"}
 _QUOTA = {"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"}
 _SPOT_PRICE = {"MaxSpotPriceTooLow", "SpotMaxPriceTooLow"}
 _THROTTLED = {"RequestLimitExceeded", "Throttling", "ThrottlingException"}

@@ -20,6 +20,7 @@ TAG_CLUSTER = "awsrun:cluster"
 TAG_OWNER = "awsrun:owner"
 TAG_NODE = "awsrun:node"
 TAG_LAUNCH_TOKEN = "awsrun:launch-token"
+TAG_MOVED_FROM = "awsrun:moved-from"   # on the image `start --move` makes of a stuck instance
 
 # Cluster names end up in tag values, filter values, and the names of security groups, key pairs and
 # placement groups (255 chars max, restricted alphabets). Letters, digits, '-', '_' fit all of them, and
@@ -217,6 +218,32 @@ def latest_spot_prices(entries: Iterable[Mapping[str, Any]]) -> dict[str, dict[s
     for (instance_type, zone), (_, price) in sorted(latest.items()):
         table.setdefault(instance_type, {})[zone] = price
     return table
+
+
+def spot_placement_scores_request(instance_type: str, region: str) -> dict[str, Any]:
+    """GetSpotPlacementScores for one instance in each zone of one region: how likely a spot request
+    succeeds there now, 1-10 (API reference, GetSpotPlacementScores)."""
+    return {"InstanceTypes": [instance_type], "TargetCapacity": 1, "TargetCapacityUnitType": "units",
+            "SingleAvailabilityZone": True, "RegionNames": [region]}
+
+
+def scores_by_zone(entries: Iterable[Mapping[str, Any]], zone_names: Mapping[str, str]) -> dict[str, int]:
+    """{zone name: score} from SpotPlacementScores entries, which name zones by id (use1-az4)."""
+    return {zone_names[e["AvailabilityZoneId"]]: int(e["Score"]) for e in entries
+            if e.get("AvailabilityZoneId") in zone_names and e.get("Score") is not None}
+
+
+def move_image_request(instance_id: str, cluster: str, owner: str) -> dict[str, Any]:
+    """CreateImage of a stopped instance, for `start --move`: its root volume's snapshot, bootable in another
+    zone. Named after the instance (image names are unique per account: a second try finds the first)."""
+    name = f"awsrun-{cluster}-move-{instance_id}"
+    return {
+        "InstanceId": instance_id,
+        "Name": name,
+        "Description": f"awsrun: the disk of {instance_id} (cluster {cluster}), moving to another zone",
+        "TagSpecifications": [{"ResourceType": kind, "Tags": tags(cluster, owner, name=name)
+                               + [{"Key": TAG_MOVED_FROM, "Value": instance_id}]} for kind in ("image", "snapshot")],
+    }
 
 
 def format_price(usd: float) -> str:

@@ -55,6 +55,14 @@ _placement_groups_served: list[bool] = [False]
 _boot_fingerprints: list[str] = []
 _console_withheld: list[int | None] = [0]
 _console_requests: list[dict[str, str]] = []
+# Launch faults a test injected with `fail_launches`: EC2's capacity and quota refusals, which moto never
+# gives. Each rule: {"code", "message", "region", "zone", "instance_type", "market", "times"}; None = any.
+_launch_faults: list[dict] = []
+# StartInstances refusals (`fail_starts`): a stopped instance whose zone has no capacity now.
+_start_faults: list[dict] = []
+# Spot placement scores a test seeded with `set_spot_placement_scores` ({region: {zone name: score}}); in a
+# region without any, GetSpotPlacementScores is refused as for an identity without the permission.
+_placement_scores: dict[str, dict[str, int]] = {}
 
 
 @dataclass
@@ -87,6 +95,9 @@ class Ec2Endpoint:
         _placement_groups_served[0] = False
         _console_withheld[0] = 0
         _console_requests.clear()
+        _launch_faults.clear()
+        _start_faults.clear()
+        _placement_scores.clear()
 
     def set_quota(self, name: str, value: float) -> None:
         """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
@@ -101,6 +112,25 @@ class Ec2Endpoint:
     def launch_requests(self) -> list[dict[str, str]]:
         """The RunInstances calls since the last reset, their query parameters flattened."""
         return [dict(request) for request in _launch_requests]
+
+    def fail_launches(self, code: str, message: str = "", *, region: str | None = None, zone: str | None = None,
+                      instance_type: str | None = None, market: str | None = None,
+                      times: int | None = None, after: int = 0) -> None:
+        """RunInstances refuses with EC2 error `code` where region, zone, type and market ("spot" or
+        "on-demand") match (None: any), `times` times (None: always), once `after` matching launches went
+        through. A launch without a zone lands in moto's default zone (REGIONa), which is what `zone` is
+        matched against then."""
+        _launch_faults.append({"code": code, "message": message or f"injected {code}", "region": region,
+                               "zone": zone, "instance_type": instance_type, "market": market, "times": times,
+                               "after": after})
+
+    def fail_starts(self, code: str, message: str = "", *, zone: str | None = None, times: int | None = None) -> None:
+        """StartInstances refuses with `code` for instances in `zone` (None: any), `times` times (None: always)."""
+        _start_faults.append({"code": code, "message": message or f"injected {code}", "zone": zone, "times": times})
+
+    def set_spot_placement_scores(self, region: str, scores: dict[str, int]) -> None:
+        """GetSpotPlacementScores answers these scores (1-10) per zone name of `region`."""
+        _placement_scores.setdefault(region, {}).update(scores)
 
     def serve_placement_groups(self) -> None:
         """Answer Create/Describe/DeletePlacementGroups as EC2 does (until the next reset), instead of
@@ -171,6 +201,10 @@ def extend_moto() -> None:
     models.ServiceQuotasBackend.list_service_quotas = list_service_quotas_backend
     responses.ServiceQuotasResponse.list_service_quotas = list_service_quotas_response
     _serve_seeded_spot_prices()
+    _inject_launch_faults()  # inside the recorder: refused launches are recorded too
+    _spot_placement_scores()
+    _inject_start_faults()
+    _image_snapshot_tags()
     _record_launch_requests()
     _placement_group_api()
     _boot_console()
@@ -229,6 +263,92 @@ def _boot_console() -> None:
 
     get_console_output.awsrun_console = True
     General.get_console_output = get_console_output
+
+
+def _inject_launch_faults() -> None:
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.run_instances
+    if getattr(original, "awsrun_faults", False):
+        return
+
+    def run_instances(self):
+        where = {"region": self.region, "zone": self._get_param("Placement.AvailabilityZone") or f"{self.region}a",
+                 "instance_type": self._get_param("InstanceType"),
+                 "market": "spot" if self._get_param("InstanceMarketOptions.MarketType") == "spot" else "on-demand"}
+        for rule in _launch_faults:
+            if rule["times"] == 0 or any(rule[k] is not None and rule[k] != v for k, v in where.items()):
+                continue
+            if rule["after"] > 0:
+                rule["after"] -= 1
+                continue
+            if rule["times"] is not None:
+                rule["times"] -= 1
+            raise EC2ClientError(rule["code"], rule["message"])
+        return original(self)
+
+    run_instances.awsrun_faults = True
+    InstanceResponse.run_instances = run_instances
+
+
+def _inject_start_faults() -> None:
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.start_instances
+    if getattr(original, "awsrun_faults", False):
+        return
+
+    def start_instances(self):
+        zones = {self.ec2_backend.get_instance(i)._placement.zone for i in self._get_param("InstanceIds", [])}
+        for rule in _start_faults:
+            if rule["times"] == 0 or (rule["zone"] is not None and rule["zone"] not in zones):
+                continue
+            if rule["times"] is not None:
+                rule["times"] -= 1
+            raise EC2ClientError(rule["code"], rule["message"])
+        return original(self)
+
+    start_instances.awsrun_faults = True
+    InstanceResponse.start_instances = start_instances
+
+
+def _image_snapshot_tags() -> None:
+    """CreateImage with TagSpecifications for "snapshot" tags the image's snapshot, as EC2 does (moto raises)."""
+    from moto.ec2.models.amis import AmiBackend
+
+    original = AmiBackend.create_image
+    if getattr(original, "awsrun_tags", False):
+        return
+
+    def create_image(self, instance_id, name, description, tag_specifications):
+        snapshot_tags = [t for spec in tag_specifications if spec["ResourceType"] == "snapshot" for t in spec["Tags"]]
+        others = [spec for spec in tag_specifications if spec["ResourceType"] != "snapshot"]
+        image = original(self, instance_id, name, description, others)
+        for tag in snapshot_tags:
+            image.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+        return image
+
+    create_image.awsrun_tags = True
+    AmiBackend.create_image = create_image
+
+
+def _spot_placement_scores() -> None:
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+
+    def get_spot_placement_scores(self):
+        scores = _placement_scores.get(self.region)
+        if not scores:
+            raise EC2ClientError("UnauthorizedOperation", "You are not authorized to perform this operation.")
+        ids = {zone.name: zone.zone_id for zone in self.ec2_backend.describe_availability_zones()}
+        return ActionResult({"SpotPlacementScores": [
+            {"Region": self.region, "AvailabilityZoneId": ids[name], "Score": score}
+            for name, score in scores.items()]})
+
+    EC2Response.get_spot_placement_scores = get_spot_placement_scores
 
 
 def _record_launch_requests() -> None:

@@ -67,16 +67,49 @@ def _bind_new(state_dir: Path, bindings: dict, instance: dict) -> str:
     if not free:
         raise LookupError(f"no free loopback host for {instance['InstanceId']} (all {len(hosts)} bound)")
     name = free[0]
+    _restore_disk(hosts, bindings, instance, hosts[name]["home"])
     key_name = instance.get("KeyName")
     if key_name:
-        pairs = _ec2().describe_key_pairs(KeyNames=[key_name], IncludePublicKey=True)["KeyPairs"]
+        region = instance.get("Placement", {}).get("AvailabilityZone", "")[:-1] or None
+        pairs = _ec2(region).describe_key_pairs(KeyNames=[key_name], IncludePublicKey=True)["KeyPairs"]
         authorized = Path(hosts[name]["home"]) / ".ssh" / "authorized_keys"
         authorized.write_text(pairs[0]["PublicKey"].strip() + "\n")
     return name
 
 
+def _restore_disk(hosts: dict, bindings: dict, instance: dict, home: str) -> None:
+    """An instance launched from an image of another instance's disk (CreateImage, as `start --move` does)
+    boots with that disk: the other host's home is copied into this one's, as the snapshot would be. EC2
+    describes such a snapshot as "Created by CreateImage(i-...) for ami-..."."""
+    import re
+    import subprocess
+
+    region = instance.get("Placement", {}).get("AvailabilityZone", "")[:-1] or None
+    ec2 = _ec2(region)
+    images = ec2.describe_images(ImageIds=[instance["ImageId"]])["Images"] if instance.get("ImageId") else []
+    snapshots = [m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", [])
+                 if m.get("Ebs", {}).get("SnapshotId")]
+    for snapshot in ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"] if snapshots else []:
+        found = re.search(r"CreateImage\((i-[0-9a-f]+)\)", snapshot.get("Description", ""))
+        source = bindings["instances"].get(found.group(1)) if found else None
+        if source:
+            subprocess.run(["rsync", "-a", "--exclude=/.ssh", hosts[source]["home"] + "/", home + "/"], check=True)
+            return
+
+
 def _describe(host: str) -> dict:
-    ec2 = _ec2()
+    """The instance behind an address or id, in the default region or else another (`up` falls over)."""
+    for region in (None, "us-east-1", "us-west-2", "eu-west-1"):
+        try:
+            return _describe_in(_ec2(region), host)
+        except LookupError as exc:
+            if not str(exc).startswith("no instance has"):
+                raise
+            missing = exc
+    raise missing
+
+
+def _describe_in(ec2, host: str) -> dict:
     if host.startswith("i-"):
         filters = [{"Name": "instance-id", "Values": [host]}]
     else:
@@ -86,17 +119,17 @@ def _describe(host: str) -> dict:
         filters = [{"Name": "private-ip-address", "Values": [host]}]
         instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
     if not instances:
-        raise LookupError(f"no instance has address {host}")
+        raise LookupError(f"no instance has address {host}")  # (_describe reads these words)
     instance = instances[0]
     if instance["State"]["Name"] not in ("pending", "running"):
         raise LookupError(f"instance {instance['InstanceId']} is {instance['State']['Name']}")
     return instance
 
 
-def _ec2():
+def _ec2(region: str | None = None):
     import boto3
 
-    return boto3.client("ec2")
+    return boto3.client("ec2", region_name=region)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,0 +1,124 @@
+"""`awsrun start --move`: a stopped instance whose zone has no capacity now moves to another zone with its
+disk (an image of it, a new instance, then the old one and the image go), keeping the cluster's name and its
+files; a kill at any step leaves nothing `status` / `down` does not see.
+
+The zone's refusal is injected into moto (`aws.fail_starts`); the harness boots an instance launched from an
+image of another instance with a copy of that instance's disk (tests/harness/proxy.py)."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.test_up_e2e import live, ok, state_of, status_ids, status_json, up
+
+NO_ROOM = "We currently do not have sufficient g4dn.xlarge capacity in the Availability Zone you requested."
+
+
+def stopped_with_a_file(cli, ec2, fleet) -> dict:
+    ok(up(cli))
+    (instance,) = live(ec2)
+    home = fleet.host_of(instance["InstanceId"]).home
+    (home / "before-stop.txt").write_text("weights of epoch 7\n")
+    ok(cli("stop"))
+    return instance
+
+
+def ours_in_the_cloud(ec2) -> tuple[list, list]:
+    images = ec2.describe_images(Owners=["self"])["Images"]
+    snapshots = ec2.describe_snapshots(Filters=[{"Name": "tag-key", "Values": ["awsrun:cluster"]}])["Snapshots"]
+    return images, snapshots
+
+
+def test_start_says_move_when_the_zone_is_full_and_move_keeps_the_disk(cli, aws, ec2, fleet):
+    old = stopped_with_a_file(cli, ec2, fleet)
+    zone = old["Placement"]["AvailabilityZone"]
+    aws.fail_starts("InsufficientInstanceCapacity", NO_ROOM, zone=zone)
+
+    refused = cli("start")
+    assert refused.exit_code != 0 and "Traceback" not in refused.stderr
+    assert "`awsrun start --move`" in refused.stderr and state_of(ec2, old["InstanceId"]) == "stopped"
+
+    ok(cli("start", "--move"))
+    (new,) = live(ec2)
+    assert new["InstanceId"] != old["InstanceId"] and new["Placement"]["AvailabilityZone"] != zone
+    assert new["InstanceType"] == old["InstanceType"]
+    tags = {t["Key"]: t["Value"] for t in new["Tags"]}
+    assert tags["awsrun:cluster"] == "default" and tags["awsrun:node"] == "0"
+    assert state_of(ec2, old["InstanceId"]) == "terminated"
+    assert ours_in_the_cloud(ec2) == ([], [])  # the image and its snapshot went once the new one answered
+    assert status_ids(status_json(cli)) == {new["InstanceId"]}
+    shown = ok(cli("ssh", "--", "cat", "before-stop.txt"))
+    assert shown.stdout == "weights of epoch 7\n"
+    assert fleet.host_of(new["InstanceId"]).name != fleet.host_of(old["InstanceId"]).name  # another machine
+    ok(cli("down", "--yes"))
+
+
+@pytest.mark.parametrize("phase", ["move-image", "before-launch", "move-answered"])
+def test_a_kill_during_a_move_leaves_nothing_unseen(cli, aws, ec2, fleet, phase):
+    stopped_with_a_file(cli, ec2, fleet)
+    aws.fail_starts("InsufficientInstanceCapacity", NO_ROOM, zone="us-east-1a")
+    process = subprocess.Popen(cli.argv("start", "--move"), cwd=cli.cwd,
+                               env=cli.environment({"AWSRUN_TEST_PAUSE_AT": phase}),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_pause(process, phase)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    launched = {i["InstanceId"] for i in live(ec2)}
+    assert launched <= status_ids(status_json(cli))
+    images, snapshots = ours_in_the_cloud(ec2)
+    assert len(images) == 1 and len(snapshots) == 1  # tagged as the cluster's: down finds them
+    ok(cli("down", "--yes"))
+    assert live(ec2) == [] and ours_in_the_cloud(ec2) == ([], [])
+
+
+def _wait_for_pause(process, phase: str) -> None:
+    import os
+    import select
+    import time
+
+    marker, seen, deadline = f"awsrun-test-pause: {phase}".encode(), b"", time.monotonic() + 60
+    while marker not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, f"no pause marker: {seen!r}"
+        ready, _, _ = select.select([process.stderr], [], [], 1.0)
+        if ready:
+            seen += os.read(process.stderr.fileno(), 65536)
+
+
+def test_up_on_a_stopped_cluster_whose_zone_is_full_names_start_move(cli, aws, ec2, fleet):
+    old = stopped_with_a_file(cli, ec2, fleet)
+    aws.fail_starts("InsufficientInstanceCapacity", NO_ROOM, zone=old["Placement"]["AvailabilityZone"])
+    refused = up(cli)
+    assert refused.exit_code != 0 and "Traceback" not in refused.stderr
+    assert "`awsrun start --cluster default --move`" in refused.stderr
+    assert [i["InstanceId"] for i in live(ec2)] == [old["InstanceId"]]  # nothing launched beside it
+
+
+def test_a_spot_instance_stopped_by_an_interruption_moves_the_same_way(cli, aws, ec2, fleet):
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    from tests.harness.ec2_endpoint import ACCOUNT_ID
+
+    ok(up(cli, "--spot"))
+    (old,) = live(ec2)
+    (fleet.host_of(old["InstanceId"]).home / "before-stop.txt").write_text("weights of epoch 7\n")
+    ok(cli("stop"))
+    instance = ec2_backends[ACCOUNT_ID]["us-east-1"].get_instance(old["InstanceId"])  # what EC2 records for one
+    instance.state_reason = StateReason("Server.SpotInstanceShutdown: Spot instance shutdown",
+                                        "Server.SpotInstanceShutdown")
+    starts = len(aws.launch_requests())
+
+    refused = cli("start")
+    assert refused.exit_code != 0 and "stopped by a spot interruption" in refused.stderr
+    assert "`awsrun start --move`" in refused.stderr
+
+    ok(cli("start", "--move"))
+    (new,) = live(ec2)
+    assert new["InstanceId"] != old["InstanceId"] and new.get("InstanceLifecycle") == "spot"
+    assert len(aws.launch_requests()) == starts + 1
+    assert ok(cli("ssh", "--", "cat", "before-stop.txt")).stdout == "weights of epoch 7\n"
+    assert state_of(ec2, old["InstanceId"]) == "terminated"
+    ok(cli("down", "--yes"))
