@@ -55,6 +55,7 @@ def awsruns_own_calls() -> dict[str, list[Request]]:
     key = req.import_key_pair_request("awsrun-default-k", "ssh-ed25519 AAAA", "default", OWNER)
     placement = req.placement_group_request("default", OWNER)
     role = req.create_role_request(ROLE, checkpoints.trust_policy(), BOUNDARY_ARN)
+    image = req.move_image_request("i-0123456789abcdef0", "default", OWNER)
     role_arn = f"arn:aws:iam::{ACCOUNT}:role/{ROLE}"
     on_role = {**WHO, "iam:PermissionsBoundary": role["PermissionsBoundary"]}
     instance = [Request("ec2:X", ec2_arn("instance"), TAGGED)]
@@ -91,6 +92,15 @@ def awsruns_own_calls() -> dict[str, list[Request]]:
                     request_tags(placement["TagSpecifications"], "placement-group")),
             Request("ec2:CreateTags", ec2_arn("placement-group"), {"ec2:CreateAction": "CreatePlacementGroup"}),
         ],
+        "create_image": [
+            Request("ec2:CreateImage", ec2_arn("instance"), TAGGED),
+            Request("ec2:CreateImage", ec2_arn("image", "ami-1"), request_tags(image["TagSpecifications"], "image")),
+            Request("ec2:CreateImage", ec2_arn("snapshot", "snap-1"),
+                    request_tags(image["TagSpecifications"], "snapshot")),
+            Request("ec2:CreateTags", ec2_arn("image", "ami-1"), {"ec2:CreateAction": "CreateImage"}),
+        ],
+        "deregister_image": [Request("ec2:DeregisterImage", ec2_arn("image", "ami-1"), TAGGED)],
+        "delete_snapshot": [Request("ec2:DeleteSnapshot", ec2_arn("snapshot", "snap-1"), TAGGED)],
         "start_instances": same("ec2:StartInstances", instance),
         "stop_instances": same("ec2:StopInstances", instance),
         "terminate_instances": same("ec2:TerminateInstances", instance),
@@ -128,7 +138,7 @@ def awsruns_own_calls() -> dict[str, list[Request]]:
     for operation in ("describe_instances", "describe_images", "describe_vpcs", "describe_availability_zones",
                       "describe_instance_types", "describe_instance_type_offerings", "describe_spot_price_history",
                       "describe_key_pairs", "describe_security_groups", "describe_placement_groups",
-                      "describe_iam_instance_profile_associations"):
+                      "describe_iam_instance_profile_associations", "get_spot_placement_scores"):
         calls[operation] = [Request("ec2:" + "".join(p.capitalize() for p in operation.split("_")), "*")]
     for operation, action in (("list_service_quotas", "ListServiceQuotas"),
                               ("list_aws_default_service_quotas", "ListAWSDefaultServiceQuotas"),
@@ -192,6 +202,10 @@ DENIED = {
     "closing another group": Request("ec2:RevokeSecurityGroupIngress", ec2_arn("security-group")),
     "deleting another group": Request("ec2:DeleteSecurityGroup", ec2_arn("security-group")),
     "deleting another key pair": Request("ec2:DeleteKeyPair", ec2_arn("key-pair")),
+    "imaging an instance awsrun did not make": Request("ec2:CreateImage", ec2_arn("instance")),
+    "an untagged image": Request("ec2:CreateImage", ec2_arn("image", "ami-1")),
+    "deregistering another image": Request("ec2:DeregisterImage", ec2_arn("image", "ami-1")),
+    "deleting another snapshot": Request("ec2:DeleteSnapshot", ec2_arn("snapshot", "snap-1")),
     "launching untagged": Request("ec2:RunInstances", ec2_arn("instance")),
     "launching with a volume untagged": Request("ec2:RunInstances", ec2_arn("volume"),
                                                 {"aws:RequestTag/Name": "x", "aws:TagKeys": ["Name"]}),
