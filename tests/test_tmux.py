@@ -52,43 +52,68 @@ def test_job_dir():
         tmux.job_dir("../x")
 
 
+SCRUB = " ".join(f"-u {name}" for name in tmux.SECRET_ENV)
+
+
 def test_launch_line():
     assert tmux.launch_line("work", "~/awsrun/my project") == (
-        "tmux -L awsrun new-session -d -s work -x 200 -y 50 -c ~/'awsrun/my project' bash -c "
-        + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work \\; set-option -gq exit-empty off"
+        f"env {SCRUB} tmux -L awsrun new-session -d -s work -x 200 -y 50 bash -c "
+        + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work ~/'awsrun/my project' "
+        "\\; set-option -gq exit-empty off"
     )
+    assert " -L awsrun-1 new-session " in tmux.launch_line("work", "~", "/j", socket="awsrun-1")
+
+
+def _locked(line: str, python: str = "python3", lock: str = "~/.awsrun/jobs/.work.lock") -> str:
+    """The script a start line runs under its lock, after checking the lock's words."""
+    words = shlex.split(line)
+    assert words[:5] == [python, "-c", tmux.LOCK_PROGRAM, lock, str(tmux.START_LOCK_WAIT_S)]
+    assert len(words) == 6 and line.startswith(f"{python} -c ")
+    return words[5]
+
+
+PRIVATE = "u=$(umask); umask 077; mkdir -p ~/.awsrun/jobs && chmod 700 ~/.awsrun ~/.awsrun/jobs || exit 1; "
 
 
 def test_start_job_plain():
     launch = tmux.launch_line("work", "~")
-    assert tmux.start_job("work", "~", ["python3", "-c", "print(1)"]) == (
-        "if tmux -L awsrun has-session -t =work 2>/dev/null; then "
+    assert _locked(tmux.start_job("work", "~", ["python3", "-c", "print(1)"])) == (
+        PRIVATE + "if tmux -L awsrun has-session -t =work 2>/dev/null; then "
         "if [ -e ~/.awsrun/jobs/work/exit_code ]; then tmux -L awsrun kill-session -t =work 2>/dev/null; "
         "else exit 17; fi; fi; "
         "rm -rf ~/.awsrun/jobs/work && mkdir -p ~/.awsrun/jobs/work && "
-        "printf '%s\\0' env PYTHONUNBUFFERED=1 python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
+        "printf '%s\\0' PYTHONUNBUFFERED=1 > ~/.awsrun/jobs/work/env && "
+        "printf '%s\\0' python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/work/launch && "
-        f"date +%s > ~/.awsrun/jobs/work/started_at && {launch}"
+        f"date +%s > ~/.awsrun/jobs/work/started_at && umask \"$u\" && {launch}"
     )
 
 
 def test_start_job_with_venv_output_dir_env_and_hostile_words():
     line = tmux.start_job("run-1", "~/awsrun/p q", ["python3", "train.py", *HOSTILE], {"K": "v; $(id)"},
-                          prefer="~/venvs/awsrun/bin/python", output_dir="runs/run-1")
-    launch = tmux.launch_line("run-1", "~/awsrun/p q")
+                          prefer="~/venvs/awsrun/bin/python", output_dir="runs/run-1", socket="awsrun-x",
+                          python="/usr/bin/python3", env_file="~/.awsrun/jobs/.run-1.env-ab")
+    launch = tmux.launch_line("run-1", "~/awsrun/p q", socket="awsrun-x")
     words = " ".join(shlex.quote(w) for w in ["train.py", *HOSTILE])
-    assert line == (
-        "if tmux -L awsrun has-session -t =run-1 2>/dev/null; then "
-        "if [ -e ~/.awsrun/jobs/run-1/exit_code ]; then tmux -L awsrun kill-session -t =run-1 2>/dev/null; "
+    assert _locked(line, "/usr/bin/python3", "~/.awsrun/jobs/.run-1.lock") == (
+        PRIVATE + "if tmux -L awsrun-x has-session -t =run-1 2>/dev/null; then "
+        "if [ -e ~/.awsrun/jobs/run-1/exit_code ]; then tmux -L awsrun-x kill-session -t =run-1 2>/dev/null; "
         "else exit 17; fi; fi; "
         "p=python3; if [ -x ~/venvs/awsrun/bin/python ]; then p=~/venvs/awsrun/bin/python; fi; "
-        "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 ~/'awsrun/p q/runs/run-1' && "
-        "printf '%s\\0' env PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' \"$p\" "
-        f"{words} > ~/.awsrun/jobs/run-1/argv && "
+        "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 && "
+        "( umask \"$u\"; mkdir -p ~/'awsrun/p q/runs/run-1' ) && "
+        "printf '%s\\0' PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' > ~/.awsrun/jobs/run-1/env && "
+        "cat ~/.awsrun/jobs/.run-1.env-ab >> ~/.awsrun/jobs/run-1/env && rm -f ~/.awsrun/jobs/.run-1.env-ab && "
+        f"printf '%s\\0' \"$p\" {words} > ~/.awsrun/jobs/run-1/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/run-1/launch && "
-        f"date +%s > ~/.awsrun/jobs/run-1/started_at && {launch}"
+        f"date +%s > ~/.awsrun/jobs/run-1/started_at && umask \"$u\" && {launch}"
     )
     assert words.split(" ")[:4] == ["train.py", "'a", "b'", "';"]  # each hostile word is one quoted word
+
+
+def test_each_awsrun_home_has_its_own_tmux_socket():
+    one, other = tmux.home_socket("/home/me/.awsrun"), tmux.home_socket("/home/me/other-home")
+    assert one != other and one.startswith("awsrun-") and one == tmux.home_socket("/home/me/.awsrun")
 
 
 def test_start_job_refuses_bad_names_and_empty_commands():
@@ -121,9 +146,9 @@ def test_attach_list_and_follow_builders():
         f"/usr/bin/python3 -c {shlex.quote(tmux.LIST_PROGRAM)} '/j k'"
     )
     assert tmux.follow_log("work", "python3", lines=5, follow=True) == (
-        f"python3 -c {shlex.quote(tmux.FOLLOW_PROGRAM)} ~/.awsrun/jobs/work work 5 1"
+        f"python3 -c {shlex.quote(tmux.FOLLOW_PROGRAM)} ~/.awsrun/jobs/work work 5 1 awsrun"
     )
-    assert tmux.follow_log("work", "python3").endswith(" ~/.awsrun/jobs/work work -1 0")
+    assert tmux.follow_log("work", "python3").endswith(" ~/.awsrun/jobs/work work -1 0 awsrun")
 
 
 # --- the lines, run ---------------------------------------------------------------------------------
@@ -162,9 +187,9 @@ def test_a_job_gets_its_argv_verbatim_records_pid_log_exit_code_and_refuses_a_se
     assert machine(line).returncode == 0
     assert machine(line).returncode == tmux.EXIT_RUNNING
     job = Path(machine.root) / "work"
-    assert (job / "argv").read_bytes().split(b"\0")[:-1] == [w.encode() for w in [
-        "env", "PYTHONUNBUFFERED=1", "AWSRUN_OUTPUT_DIR=runs/work", "K=v; $(id) 'q'", "NAP=0.5",
-        "python3", "-c", script, *HOSTILE]]
+    assert (job / "argv").read_bytes().split(b"\0")[:-1] == [w.encode() for w in ["python3", "-c", script, *HOSTILE]]
+    assert (job / "env").read_bytes().split(b"\0")[:-1] == [w.encode() for w in [
+        "PYTHONUNBUFFERED=1", "AWSRUN_OUTPUT_DIR=runs/work", "K=v; $(id) 'q'", "NAP=0.5"]]
     assert _listing(machine)["work"]["alive"] is True
     wait_for(lambda: (job / "exit_code").exists(), what="the exit code")
     lines = (job / "log").read_text().splitlines()
