@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from awsrun import autostop, aws_cluster, cluster_nodes, keys
+from awsrun import autostop, aws_cluster, cluster_nodes, keys, locks
 from awsrun.access import open_remote
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
 from awsrun.prices import SessionCost
@@ -106,7 +106,11 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
             raise ConfigError(f"cluster {name!r} already exists with provider {existing.provider!r}",
                               hint=f"pick another --cluster, or remove it first with `awsrun down --cluster {name}`")
         if provider == "aws":
-            result = _up_aws(run, request, existing)
+            # one `up` per cluster from its reconcile until its instances answer SSH: two at once would each
+            # see node 0 missing and launch it twice. The bootstrap, after, has its own lock on the node.
+            with locks.cluster_lock(home, name, "up", lambda pid: reporter.warn(
+                    f"another `awsrun up` of cluster {name!r} is running (pid {pid}): waiting for it")):
+                result = _up_aws(run, request, run.state.get_cluster(name))  # as the other one left it
         else:
             from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
 
