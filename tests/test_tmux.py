@@ -52,10 +52,8 @@ def test_job_dir():
         tmux.job_dir("../x")
 
 
-SCRUB = " ".join(f"-u {name}" for name in tmux.SECRET_ENV)
-
-
 def test_launch_line():
+    SCRUB = " ".join(f"-u {name}" for name in tmux.SECRET_ENV)
     assert tmux.launch_line("work", "~/awsrun/my project") == (
         f"env {SCRUB} tmux -L awsrun new-session -d -s work -x 200 -y 50 bash -c "
         + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work ~/'awsrun/my project' "
@@ -272,3 +270,69 @@ def test_kill_sends_ctrl_c_first_so_the_job_can_checkpoint(machine):
     assert (job / "log").read_text() == "training\ncheckpoint saved\n"
     assert (job / "exit_code").read_text() == "5\n" and (job / "killed_at").exists()
     assert machine(tmux.kill_job("k", machine.root)).returncode == tmux.EXIT_NOT_RUNNING
+
+
+def test_two_starts_of_one_name_at_once_start_one_job_and_never_delete_its_log(machine):
+    """Both lines run at the same moment, 20 rounds: one starts, the other finds it running (before the
+    start lock, both could reset the job dir: the running job's log was deleted, both said started)."""
+    script = "import sys, time; print('run', sys.argv[1], flush=True); time.sleep(60)"
+    job = Path(machine.root) / "race"
+    for round_ in range(20):
+        lines = {who: tmux.start_job("race", str(machine.workdir), ["python3", "-c", script, who],
+                                     jobs_root=machine.root) for who in "AB"}
+        racers = {who: subprocess.Popen(["bash", "-c", line], env=machine.env, cwd=machine.workdir,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                  for who, line in lines.items()}
+        codes = {who: process.wait(timeout=60) for who, process in racers.items()}
+        assert sorted(codes.values()) == [0, tmux.EXIT_RUNNING], (round_, codes)
+        winner = next(who for who, code in codes.items() if code == 0)
+        wait_for(lambda: (job / "log").exists() and f"run {winner}" in (job / "log").read_text(),
+                 what=f"round {round_}: the log of {winner}")
+        assert (job / "log").read_text() == f"run {winner}\n"
+        assert _listing(machine)["race"]["alive"] is True
+        assert machine(tmux.kill_job("race", machine.root, grace_s=0)).returncode == 0
+
+
+def test_a_start_directory_with_tmux_formats_is_taken_literally(machine, tmp_path):
+    """tmux expands #{...} and #(cmd) in `new-session -c`: the wrapper changes directory itself."""
+    for name in ("exp#S", "p#(touch pwned)", "q#{session_name}"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        line = tmux.start_job("fmt", str(workdir), ["python3", "-c", "import os; print(os.getcwd())"],
+                              jobs_root=machine.root)
+        assert machine(line).returncode == 0
+        job = Path(machine.root) / "fmt"
+        wait_for(lambda: (job / "exit_code").exists(), what=f"the job in {name}")
+        assert (job / "log").read_text() == f"{workdir}\n" and (job / "exit_code").read_text() == "0\n"
+    assert not list(tmp_path.rglob("pwned")) and not (Path.cwd() / "pwned").exists()
+
+
+def test_a_job_gets_no_aws_credential_from_whoever_started_its_tmux_server(machine):
+    secrets = {name: f"leak-{name.lower()}" for name in tmux.SECRET_ENV}
+    env = {**machine.env, **secrets, "AWS_REGION": "eu-west-1"}
+    line = tmux.start_job("env", str(machine.workdir), ["python3", "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+                          jobs_root=machine.root)
+    assert subprocess.run(["bash", "-c", line], env=env, cwd=machine.workdir).returncode == 0
+    job = Path(machine.root) / "env"
+    wait_for(lambda: (job / "exit_code").exists(), what="the job")
+    seen = json.loads((job / "log").read_text())
+    assert not set(secrets) & set(seen) and seen["AWS_REGION"] == "eu-west-1"  # settings pass, secrets do not
+    server = machine(shlex.join(tmux.tmux("show-environment", "-g"))).stdout
+    assert server and not [value for value in secrets.values() if value in server]
+
+
+def test_a_jobs_setup_is_private(machine, tmp_path):
+    """~/.awsrun 0700, the job dir 0700, its env file (--env values) and argv 0600, whatever the umask."""
+    dot = tmp_path / "dot-awsrun"
+    dot.mkdir(mode=0o755)
+    os.chmod(dot, 0o755)
+    root = str(dot / "jobs")
+    line = tmux.start_job("p", str(machine.workdir), ["sleep", "30"], {"TOKEN": "s3cret"}, jobs_root=root,
+                          output_dir="runs/p")
+    assert machine(f"umask 022; {line}").returncode == 0
+    job = dot / "jobs" / "p"
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (dot, dot / "jobs", job, job / "env", job / "argv")}
+    assert modes == {"dot-awsrun": 0o700, "jobs": 0o700, "p": 0o700, "env": 0o600, "argv": 0o600}
+    assert b"s3cret" not in (job / "argv").read_bytes() and b"TOKEN=s3cret\0" in (job / "env").read_bytes()
+    assert (machine.workdir / "runs" / "p").stat().st_mode & 0o777 == 0o755  # outputs keep the user's umask
+    assert machine(tmux.kill_job("p", root, grace_s=0)).returncode == 0
