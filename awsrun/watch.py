@@ -237,6 +237,8 @@ def serve(host: JobHost, spec: ServerSpec, workdir: str, pip_args: str = "",
     # `service`: the autostop agent does not count a server as work, so an idle instance still stops
     service = tmux.remote_path(tmux.job_dir(spec.session, host.jobs_root) + "/service")
     result = host.remote.run(f"mkdir -p {tmux.remote_path(workdir)} && {{ {start}; }} && : > {service}")
+    if not result.ok and env_file:  # the start never took the token into a job dir
+        host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
     if result.exit_code == tmux.EXIT_RUNNING:  # started by someone else since the probe
         return serve(host, spec, workdir, pip_args, progress)
     result.check(f"start {spec.kind} on {host.remote.name}")
