@@ -144,7 +144,8 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
         close_connections(home, name)
         if cluster.provider != "aws":
             if cluster.provider == "local":
-                subprocess.run(["sh", "-c", tmux.stop_idle_server()], capture_output=True)
+                subprocess.run(["sh", "-c", tmux.stop_idle_server(tmux.home_socket(str(home.root)))],
+                               capture_output=True)
             state.delete_cluster(name)
             return DownResult(name, cluster.provider)
         provider = aws(cluster.region)

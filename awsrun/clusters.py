@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from awsrun import autostop, aws_cluster, cluster_nodes, keys
+from awsrun import autostop, aws_cluster, cluster_nodes, keys, locks
 from awsrun.access import open_remote
 from awsrun.boot_keys import HOST_KEY_WAIT_S, await_boot_fingerprints
 from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
@@ -113,7 +113,11 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
         if provider == "aws":
             from awsrun.up_candidates import up_aws_candidates  # it builds on this module's Run and UpRequest
 
-            result = up_aws_candidates(run, request, existing, _up_aws)
+            # one `up` per cluster from its reconcile until its instances answer SSH: two at once would each
+            # see node 0 missing and launch it twice. The bootstrap, after, has its own lock on the node.
+            with locks.cluster_lock(home, name, "up", lambda pid: reporter.warn(
+                    f"another `awsrun up` of cluster {name!r} is running (pid {pid}): waiting for it")):
+                result = up_aws_candidates(run, request, run.state.get_cluster(name), _up_aws)  # as the other left it
         else:
             from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
 

@@ -43,6 +43,7 @@ class JobHost:
     venv_python: str     # the job's interpreter when it exists
     remote_dir: str      # projects are synced to remote_dir/<project directory name>
     pip_args: str = ""   # extra pip options for installing a job's requirements.txt
+    socket: str = tmux.SOCKET  # the tmux socket of jobs there (one per AWSRUN_HOME on this machine)
 
     def close(self) -> None:
         self.remote.close()
@@ -61,7 +62,8 @@ def open_host(home: Home, settings: Settings, *, node: int = 0) -> JobHost:
     if cluster.provider == "local":
         # this machine: the Python running awsrun is the fallback, so `pip install -e '.[jobs]'` suffices
         return JobHost(home, cluster, instance, remote, True, sys.executable, str(home.root / "jobs"),
-                       sys.executable, venv_python, settings.remote_dir, settings.pip_args)
+                       sys.executable, venv_python, settings.remote_dir, settings.pip_args,
+                       tmux.home_socket(str(home.root)))
     return JobHost(home, cluster, instance, remote, False, "python3", tmux.JOBS_ROOT, "python3",
                    venv_python, settings.remote_dir, settings.pip_args)
 
@@ -159,17 +161,25 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     directory = tmux.remote_path(tmux.job_dir(name, host.jobs_root))
     output_dir = f"runs/{name}"
     mirror = request.mirror
-    start = tmux.start_job(name, remote_root, argv, request.env, jobs_root=host.jobs_root,
+    # --env values may be secrets: they reach the target on stdin, into a 0600 file, never a command line
+    env_file = stage_env(host, name, request.env) if request.env else None
+    start = tmux.start_job(name, remote_root, argv, jobs_root=host.jobs_root, socket=host.socket,
+                           python=host.python, env_file=env_file,
                            prefer=host.venv_python if is_python else None, output_dir=output_dir,
                            mirror=checkpoints.follow_words(mirror, output_dir, f"{directory}/pid") if mirror else None)
     if mirror:
         start = f"{checkpoints.prepare_steps(mirror, f'{remote_root}/{output_dir}')}; {start}"
+    launch = start
+    install = None
     wanted = requirements.find(request.script, tree.entries) if is_python else None
     if wanted:
-        install = requirements.install_step(remote_root, wanted, requirements.digest(request.project_dir, wanted),
-                                            host.venv_python, host.job_python, host.pip_args)
-        start = f"{install}; {start}"
-    busy = f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null && [ ! -e {directory}/exit_code ]"
+        file_digest = requirements.digest(request.project_dir, wanted)
+        check = requirements.check_step(remote_root, wanted, file_digest, host.venv_python, host.job_python)
+        install = requirements.install_step(remote_root, wanted, file_digest, host.venv_python, host.job_python,
+                                            host.pip_args)
+        start = f"{check}; {start}"
+    busy = (f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name, socket=host.socket))} 2>/dev/null "
+            f"&& [ ! -e {directory}/exit_code ]")
     cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
     remembered = cache.load()
     remote_entries = None
@@ -182,7 +192,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
             f"if {busy}; then exit {tmux.EXIT_RUNNING}; fi; {checked} && {{ {start}; }}",
             stdin=pushcache.checked_input(tree, data)))
         if result.exit_code != pushcache.CHANGED:
-            return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
+            result = _install_then_launch(host, result, install, launch)
+            return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache, env_file)
         remote_entries = sync.parse_manifest(result.stdout, host.remote.name)
     if remote_entries is None:
         probe = f"if {busy}; then echo running; else echo free; fi; " + sync.manifest_command(remote_root, host.python)
@@ -190,6 +201,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
             f"read the file list of {remote_root} on {host.remote.name}")
         state_line, _, manifest = listing.stdout.partition("\n")
         if state_line.strip() == "running":
+            if env_file:
+                host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
             raise _running(name, host.cluster.name)
         remote_entries = sync.parse_manifest(manifest, host.remote.name)
     plan = sync.plan(tree.entries, remote_entries)
@@ -198,17 +211,41 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     if plan.send or plan.delete:
         data, raw = sync.payload(tree, plan, compress=not host.local)
         command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
-    result = host.remote.run(command, stdin=data)
-    return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
+    result = _install_then_launch(host, host.remote.run(command, stdin=data), install, launch)
+    return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache, env_file)
+
+
+def stage_env(host: JobHost, name: str, env: dict[str, str]) -> str:
+    path = f"{host.jobs_root.rstrip('/')}/.{name}.env-{os.urandom(6).hex()}"
+    host.remote.run(tmux.stage_env_command(path, host.jobs_root), stdin=tmux.env_payload(env)).check(
+        f"send the job's environment to {host.remote.name}")
+    return path
+
+
+def _install_then_launch(host: JobHost, result, install: str | None, launch: str):
+    """The launch round trip stopped before launching because the requirements changed: pip runs as a
+    step of its own, and only once it reported success does another step launch the job. A Ctrl-C (or a
+    lost connection) during pip ends this process, so nothing launches it."""
+    if install is None or result.exit_code != requirements.EXIT_NEEDS_INSTALL:
+        return result
+    installed = host.remote.run(install)
+    if not installed.ok:
+        return installed
+    return host.remote.run(launch)
 
 
 def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,
              tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, result,
-             cache: pushcache.ManifestCache) -> SubmitResult:
+             cache: pushcache.ManifestCache, env_file: str | None = None) -> SubmitResult:
     if result.exit_code == tmux.EXIT_RUNNING:
         raise _running(name, host.cluster.name)
+    if result.exit_code == tmux.EXIT_STARTING:
+        raise JobRunning(f"job {name!r} is being started by another submit on cluster {host.cluster.name!r}",
+                         hint=f"wait for it, then `awsrun jobs`; or pick another name (--name NAME)")
     if not result.ok:
         cache.forget()
+        if env_file:  # the start never took it into a job dir
+            host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
     if result.exit_code == checkpoints.EXIT_TOOLS_FAILED:
         raise RemoteError(f"installing boto3 for the checkpoint mirror on {host.remote.name} failed: "
                           f"{_tail(result.stderr)}", hint="check that python3-venv and pip work there (pip_args)")
@@ -304,7 +341,7 @@ def display_command(argv: list[str]) -> list[str]:
 
 
 def list_jobs(host: JobHost) -> list[JobStatus]:
-    result = _needs_python(host, host.remote.run(tmux.list_jobs(host.python, host.jobs_root))).check(
+    result = _needs_python(host, host.remote.run(tmux.list_jobs(host.python, host.jobs_root, host.socket))).check(
         f"list jobs on {host.remote.name}")
     try:
         data = json.loads(result.stdout)
@@ -340,7 +377,8 @@ def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool 
     name = tmux.validate_session_name(session)
     if lines is not None and lines < 0:
         raise ConfigError("-n must be 0 or more lines")
-    command = tmux.follow_log(name, host.python, lines=lines, follow=follow, jobs_root=host.jobs_root)
+    command = tmux.follow_log(name, host.python, lines=lines, follow=follow, jobs_root=host.jobs_root,
+                              socket=host.socket)
     if not follow:
         result = host.remote.run(command).check(f"read the log of {name!r} on {host.remote.name}")
         text, status = _split_status(result.stdout)
@@ -424,7 +462,7 @@ def pull(host: JobHost, project_dir: Path, session: str, *, to: Path | None = No
 
 def kill(host: JobHost, session: str, *, force: bool = False, grace_s: float = 10.0) -> None:
     name = tmux.validate_session_name(session)
-    result = host.remote.run(tmux.kill_job(name, host.jobs_root, 0.0 if force else grace_s))
+    result = host.remote.run(tmux.kill_job(name, host.jobs_root, 0.0 if force else grace_s, host.socket))
     if result.exit_code == tmux.EXIT_NOT_RUNNING:
         raise NotFoundError(f"no running job named {name!r} on cluster {host.cluster.name!r}",
                             hint="`awsrun jobs` lists them")
@@ -440,7 +478,7 @@ def attach_argv(host: JobHost, session: str) -> list[str]:
         detail = f"it {job.label}" if job else "there is no such job"
         raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: {detail}",
                             hint=f"`awsrun logs {name}` shows its output; `awsrun jobs` lists jobs")
-    return host.remote.interactive_argv(tmux.attach_job(name))
+    return host.remote.interactive_argv(tmux.attach_job(name, host.socket))
 
 
 def ssh_argv(host: JobHost, words: tuple[str, ...] | list[str], *, tty: bool) -> list[str]:

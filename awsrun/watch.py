@@ -23,7 +23,7 @@ from typing import Callable
 
 from awsrun import tmux
 from awsrun.errors import ConfigError, RemoteError
-from awsrun.jobs import JobHost
+from awsrun.jobs import JobHost, stage_env
 
 PORT_SPAN = 50           # how many ports from the asked one are tried, here and on the instance
 READY_TIMEOUT_S = 120.0  # a first start imports a lot (TensorBoard: ~5 s; Jupyter Lab: ~5-10 s)
@@ -47,9 +47,13 @@ class ServerSpec:
         if self.kind == "tensorboard":
             return [python, "-m", "tensorboard.main", "--logdir", self.logdir, "--host", "127.0.0.1",
                     "--port", str(port)]
-        # root dir: the job's working directory, the synced project (tmux new-session -c)
+        # root dir: the job's working directory, the synced project. The token is not a word here: every
+        # user of the instance can read a command line (ps); Jupyter takes it from JUPYTER_TOKEN (env()).
         return [python, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                "--port-retries=0", f"--IdentityProvider.token={self.token}"]
+                "--port-retries=0"]
+
+    def env(self) -> dict[str, str]:
+        return {"JUPYTER_TOKEN": self.token} if self.kind == "notebook" else {}
 
     def url(self, port: int, token: str = "") -> str:
         base = f"http://127.0.0.1:{port}/"
@@ -76,12 +80,13 @@ def check_port(port: int) -> int:
 
 # --- pure builders -----------------------------------------------------------------------------------
 
-def probe_command(spec: ServerSpec, job_python: str, venv_python: str, jobs_root: str = tmux.JOBS_ROOT) -> str:
+def probe_command(spec: ServerSpec, job_python: str, venv_python: str, jobs_root: str = tmux.JOBS_ROOT,
+                  socket: str = tmux.SOCKET) -> str:
     """One shell line printing `key=value` lines: python, venv (1 when it is the venv's), installed,
-    running (and the running server's argv, one `argv=` line per word), free (first free port from
-    spec.port on the target)."""
+    running (and the running server's argv, one `argv=` line per word, and its token from its 0600 env
+    file), free (first free port from spec.port on the target)."""
     directory = tmux.remote_path(tmux.job_dir(spec.session, jobs_root))
-    has = shlex.join(tmux.tmux("has-session", "-t", "=" + spec.session))
+    has = shlex.join(tmux.tmux("has-session", "-t", "=" + spec.session, socket=socket))
     find = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({spec.module!r}) is None)"
     return _bash(
         f"py={shlex.quote(job_python)}; venv=0; "
@@ -89,7 +94,9 @@ def probe_command(spec: ServerSpec, job_python: str, venv_python: str, jobs_root
         'echo "python=$py"; echo "venv=$venv"; '
         f'if "$py" -c {shlex.quote(find)} 2>/dev/null; then echo installed=1; else echo installed=0; fi; '
         f"if {has} 2>/dev/null && [ ! -e {directory}/exit_code ] && [ -e {directory}/argv ]; then "
-        f"echo running=1; tr '\\0' '\\n' < {directory}/argv | sed 's/^/argv=/'; else echo running=0; fi; "
+        f"echo running=1; tr '\\0' '\\n' < {directory}/argv | sed 's/^/argv=/'; "
+        f"tr '\\0' '\\n' < {directory}/env 2>/dev/null | sed -n 's/^JUPYTER_TOKEN=/token=/p'; "
+        "else echo running=0; fi; "
         f"p={spec.port}; while [ $p -lt {spec.port + PORT_SPAN} ] && "
         '(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p+1)); done; echo "free=$p"'
     )
@@ -103,6 +110,7 @@ class Probe:
     running: bool
     argv: tuple[str, ...]
     free_port: int
+    token: str = ""
 
 
 def parse_probe(stdout: str) -> Probe:
@@ -118,7 +126,7 @@ def parse_probe(stdout: str) -> Probe:
             values.setdefault(key, value)
     try:
         return Probe(values["python"], values["venv"] == "1", values["installed"] == "1",
-                     values["running"] == "1", tuple(argv), int(values["free"]))
+                     values["running"] == "1", tuple(argv), int(values["free"]), values.get("token", ""))
     except (KeyError, ValueError):
         raise RemoteError(f"the server probe's answer is unreadable: {stdout[:200]!r}") from None
 
@@ -143,11 +151,11 @@ def install_command(python: str, package: str, pip_args: str) -> list[str]:
 
 
 def wait_command(session: str, port: int, jobs_root: str = tmux.JOBS_ROOT, timeout_s: float = READY_TIMEOUT_S,
-                 log_lines: int = 20) -> str:
+                 log_lines: int = 20, socket: str = tmux.SOCKET) -> str:
     """Wait on the target until 127.0.0.1:PORT accepts a connection; exit EXIT_GONE with the log's tail
     when the server's session ends first, EXIT_SLOW after `timeout_s`."""
     directory = tmux.remote_path(tmux.job_dir(session, jobs_root))
-    has = shlex.join(tmux.tmux("has-session", "-t", "=" + session))
+    has = shlex.join(tmux.tmux("has-session", "-t", "=" + session, socket=socket))
     ticks = max(1, int(timeout_s * 5))
     return _bash(
         f"i=0; while [ $i -lt {ticks} ]; do "
@@ -195,10 +203,12 @@ def serve(host: JobHost, spec: ServerSpec, workdir: str, pip_args: str = "",
           progress: Callable[[str], None] = lambda message: None) -> Served:
     """Make sure the server runs on the instance (installing its package into the venv if needed, or
     reusing a running one) and answers on 127.0.0.1 there."""
-    probe = parse_probe(host.remote.run(probe_command(spec, host.job_python, host.venv_python, host.jobs_root))
+    probe = parse_probe(host.remote.run(probe_command(spec, host.job_python, host.venv_python, host.jobs_root,
+                                                      host.socket))
                         .check(f"look for {spec.kind} on {host.remote.name}").stdout)
     if probe.running:
         port, token = running_port_and_token(probe.argv)
+        token = probe.token or token  # in its env file; in the argv of a server an older awsrun started
         if port is None:
             raise RemoteError(f"a job named {spec.session!r} runs on cluster {host.cluster.name!r} but is not "
                               f"awsrun's {spec.kind}", hint=f"stop it first: awsrun kill {spec.session}")
@@ -221,10 +231,14 @@ def serve(host: JobHost, spec: ServerSpec, workdir: str, pip_args: str = "",
                           hint="pass --port PORT")
     if port != spec.port:
         progress(f"port {spec.port} is taken on {host.cluster.name}: {spec.kind} listens on {port} there")
-    start = tmux.start_job(spec.session, workdir, spec.argv(probe.python, port), jobs_root=host.jobs_root)
+    env_file = stage_env(host, spec.session, spec.env()) if spec.env() else None
+    start = tmux.start_job(spec.session, workdir, spec.argv(probe.python, port), jobs_root=host.jobs_root,
+                           socket=host.socket, python=host.python, env_file=env_file)
     # `service`: the autostop agent does not count a server as work, so an idle instance still stops
     service = tmux.remote_path(tmux.job_dir(spec.session, host.jobs_root) + "/service")
     result = host.remote.run(f"mkdir -p {tmux.remote_path(workdir)} && {{ {start}; }} && : > {service}")
+    if not result.ok and env_file:  # the start never took the token into a job dir
+        host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
     if result.exit_code == tmux.EXIT_RUNNING:  # started by someone else since the probe
         return serve(host, spec, workdir, pip_args, progress)
     result.check(f"start {spec.kind} on {host.remote.name}")
@@ -234,7 +248,7 @@ def serve(host: JobHost, spec: ServerSpec, workdir: str, pip_args: str = "",
 
 
 def _wait(host: JobHost, spec: ServerSpec, port: int) -> None:
-    result = host.remote.run(wait_command(spec.session, port, host.jobs_root))
+    result = host.remote.run(wait_command(spec.session, port, host.jobs_root, socket=host.socket))
     if result.exit_code == 0:
         return
     tail = " | ".join(line for line in result.stdout.strip().splitlines()[-5:] if line.strip()) or "no output"

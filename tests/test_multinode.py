@@ -252,8 +252,8 @@ def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, seco
         argv = (directory / "argv").read_bytes().split(b"\0")[:-1]
         assert argv[argv.index(b"--node-rank") + 1] == str(rank).encode()
         assert argv[argv.index(b"--rdzv-endpoint") + 1] == f"{head.address}:{port}".encode()
-        interpreter = next(word for word in argv[1:] if b"=" not in word)
-        assert b"GLOO_SOCKET_IFNAME=lo" in argv and interpreter == b"/home/ubuntu/venvs/awsrun/bin/python", argv
+        environment = (directory / "env").read_bytes().split(b"\0")[:-1]  # the job's env, 0600, apart
+        assert b"GLOO_SOCKET_IFNAME=lo" in environment and argv[0] == b"/home/ubuntu/venvs/awsrun/bin/python", argv
 
     # meanwhile: a single process on this machine, the reference
     reference = tmp_path / "single"

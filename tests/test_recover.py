@@ -249,8 +249,13 @@ while not pathlib.Path("go").exists():
 
 
 def test_on_the_local_provider_the_mirror_uses_this_machines_credentials_and_its_failures_reach_the_log(
-        cli, aws, local_cluster, s3, project):
+        cli, aws, local_cluster, s3, project, tmp_path):
     cli.env["AWSRUN_CHECKPOINT_EVERY"] = "0.3"
+    # this machine's credentials as a file: the credentials in awsrun's environment never reach the job's
+    # tmux server (awsrun.tmux.SECRET_ENV), so the mirror beside the job reads the shared credentials file
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    cli.env["AWS_SHARED_CREDENTIALS_FILE"] = str(credentials)
     (project / "job.py").write_text(WAITING_JOB)
     go = local_cluster.project(project) / "go"
 

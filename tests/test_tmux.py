@@ -53,42 +53,65 @@ def test_job_dir():
 
 
 def test_launch_line():
+    SCRUB = " ".join(f"-u {name}" for name in tmux.SECRET_ENV)
     assert tmux.launch_line("work", "~/awsrun/my project") == (
-        "tmux -L awsrun new-session -d -s work -x 200 -y 50 -c ~/'awsrun/my project' bash -c "
-        + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work \\; set-option -gq exit-empty off"
+        f"env {SCRUB} tmux -L awsrun new-session -d -s work -x 200 -y 50 bash -c "
+        + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work ~/'awsrun/my project' "
+        "\\; set-option -gq exit-empty off"
     )
+    assert " -L awsrun-1 new-session " in tmux.launch_line("work", "~", "/j", socket="awsrun-1")
+
+
+def _locked(line: str, python: str = "python3", lock: str = "~/.awsrun/jobs/.work.lock") -> str:
+    """The script a start line runs under its lock, after checking the lock's words."""
+    words = shlex.split(line)
+    assert words[:5] == [python, "-c", tmux.LOCK_PROGRAM, lock, str(tmux.START_LOCK_WAIT_S)]
+    assert len(words) == 6 and line.startswith(f"{python} -c ")
+    return words[5]
+
+
+PRIVATE = "u=$(umask); umask 077; mkdir -p ~/.awsrun/jobs && chmod 700 ~/.awsrun ~/.awsrun/jobs || exit 1; "
 
 
 def test_start_job_plain():
     launch = tmux.launch_line("work", "~")
-    assert tmux.start_job("work", "~", ["python3", "-c", "print(1)"]) == (
-        "if tmux -L awsrun has-session -t =work 2>/dev/null; then "
+    assert _locked(tmux.start_job("work", "~", ["python3", "-c", "print(1)"])) == (
+        PRIVATE + "if tmux -L awsrun has-session -t =work 2>/dev/null; then "
         "if [ -e ~/.awsrun/jobs/work/exit_code ]; then tmux -L awsrun kill-session -t =work 2>/dev/null; "
         "else exit 17; fi; fi; "
         "rm -rf ~/.awsrun/jobs/work && mkdir -p ~/.awsrun/jobs/work && "
-        "printf '%s\\0' env PYTHONUNBUFFERED=1 python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
+        "printf '%s\\0' PYTHONUNBUFFERED=1 > ~/.awsrun/jobs/work/env && "
+        "printf '%s\\0' python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/work/launch && "
-        f"date +%s > ~/.awsrun/jobs/work/started_at && {launch}"
+        f"date +%s > ~/.awsrun/jobs/work/started_at && umask \"$u\" && {launch}"
     )
 
 
 def test_start_job_with_venv_output_dir_env_and_hostile_words():
     line = tmux.start_job("run-1", "~/awsrun/p q", ["python3", "train.py", *HOSTILE], {"K": "v; $(id)"},
-                          prefer="~/venvs/awsrun/bin/python", output_dir="runs/run-1")
-    launch = tmux.launch_line("run-1", "~/awsrun/p q")
+                          prefer="~/venvs/awsrun/bin/python", output_dir="runs/run-1", socket="awsrun-x",
+                          python="/usr/bin/python3", env_file="~/.awsrun/jobs/.run-1.env-ab")
+    launch = tmux.launch_line("run-1", "~/awsrun/p q", socket="awsrun-x")
     words = " ".join(shlex.quote(w) for w in ["train.py", *HOSTILE])
-    assert line == (
-        "if tmux -L awsrun has-session -t =run-1 2>/dev/null; then "
-        "if [ -e ~/.awsrun/jobs/run-1/exit_code ]; then tmux -L awsrun kill-session -t =run-1 2>/dev/null; "
+    assert _locked(line, "/usr/bin/python3", "~/.awsrun/jobs/.run-1.lock") == (
+        PRIVATE + "if tmux -L awsrun-x has-session -t =run-1 2>/dev/null; then "
+        "if [ -e ~/.awsrun/jobs/run-1/exit_code ]; then tmux -L awsrun-x kill-session -t =run-1 2>/dev/null; "
         "else exit 17; fi; fi; "
         "p=python3; if [ -x ~/venvs/awsrun/bin/python ]; then p=~/venvs/awsrun/bin/python; fi; "
-        "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 ~/'awsrun/p q/runs/run-1' && "
-        "printf '%s\\0' env PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' \"$p\" "
-        f"{words} > ~/.awsrun/jobs/run-1/argv && "
+        "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 && "
+        "( umask \"$u\"; mkdir -p ~/'awsrun/p q/runs/run-1' ) && "
+        "printf '%s\\0' PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' > ~/.awsrun/jobs/run-1/env && "
+        "cat ~/.awsrun/jobs/.run-1.env-ab >> ~/.awsrun/jobs/run-1/env && rm -f ~/.awsrun/jobs/.run-1.env-ab && "
+        f"printf '%s\\0' \"$p\" {words} > ~/.awsrun/jobs/run-1/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/run-1/launch && "
-        f"date +%s > ~/.awsrun/jobs/run-1/started_at && {launch}"
+        f"date +%s > ~/.awsrun/jobs/run-1/started_at && umask \"$u\" && {launch}"
     )
     assert words.split(" ")[:4] == ["train.py", "'a", "b'", "';"]  # each hostile word is one quoted word
+
+
+def test_each_awsrun_home_has_its_own_tmux_socket():
+    one, other = tmux.home_socket("/home/me/.awsrun"), tmux.home_socket("/home/me/other-home")
+    assert one != other and one.startswith("awsrun-") and one == tmux.home_socket("/home/me/.awsrun")
 
 
 def test_start_job_refuses_bad_names_and_empty_commands():
@@ -121,9 +144,9 @@ def test_attach_list_and_follow_builders():
         f"/usr/bin/python3 -c {shlex.quote(tmux.LIST_PROGRAM)} '/j k'"
     )
     assert tmux.follow_log("work", "python3", lines=5, follow=True) == (
-        f"python3 -c {shlex.quote(tmux.FOLLOW_PROGRAM)} ~/.awsrun/jobs/work work 5 1"
+        f"python3 -c {shlex.quote(tmux.FOLLOW_PROGRAM)} ~/.awsrun/jobs/work work 5 1 awsrun"
     )
-    assert tmux.follow_log("work", "python3").endswith(" ~/.awsrun/jobs/work work -1 0")
+    assert tmux.follow_log("work", "python3").endswith(" ~/.awsrun/jobs/work work -1 0 awsrun")
 
 
 # --- the lines, run ---------------------------------------------------------------------------------
@@ -162,9 +185,9 @@ def test_a_job_gets_its_argv_verbatim_records_pid_log_exit_code_and_refuses_a_se
     assert machine(line).returncode == 0
     assert machine(line).returncode == tmux.EXIT_RUNNING
     job = Path(machine.root) / "work"
-    assert (job / "argv").read_bytes().split(b"\0")[:-1] == [w.encode() for w in [
-        "env", "PYTHONUNBUFFERED=1", "AWSRUN_OUTPUT_DIR=runs/work", "K=v; $(id) 'q'", "NAP=0.5",
-        "python3", "-c", script, *HOSTILE]]
+    assert (job / "argv").read_bytes().split(b"\0")[:-1] == [w.encode() for w in ["python3", "-c", script, *HOSTILE]]
+    assert (job / "env").read_bytes().split(b"\0")[:-1] == [w.encode() for w in [
+        "PYTHONUNBUFFERED=1", "AWSRUN_OUTPUT_DIR=runs/work", "K=v; $(id) 'q'", "NAP=0.5"]]
     assert _listing(machine)["work"]["alive"] is True
     wait_for(lambda: (job / "exit_code").exists(), what="the exit code")
     lines = (job / "log").read_text().splitlines()
@@ -247,3 +270,69 @@ def test_kill_sends_ctrl_c_first_so_the_job_can_checkpoint(machine):
     assert (job / "log").read_text() == "training\ncheckpoint saved\n"
     assert (job / "exit_code").read_text() == "5\n" and (job / "killed_at").exists()
     assert machine(tmux.kill_job("k", machine.root)).returncode == tmux.EXIT_NOT_RUNNING
+
+
+def test_two_starts_of_one_name_at_once_start_one_job_and_never_delete_its_log(machine):
+    """Both lines run at the same moment, 20 rounds: one starts, the other finds it running (before the
+    start lock, both could reset the job dir: the running job's log was deleted, both said started)."""
+    script = "import sys, time; print('run', sys.argv[1], flush=True); time.sleep(60)"
+    job = Path(machine.root) / "race"
+    for round_ in range(20):
+        lines = {who: tmux.start_job("race", str(machine.workdir), ["python3", "-c", script, who],
+                                     jobs_root=machine.root) for who in "AB"}
+        racers = {who: subprocess.Popen(["bash", "-c", line], env=machine.env, cwd=machine.workdir,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                  for who, line in lines.items()}
+        codes = {who: process.wait(timeout=60) for who, process in racers.items()}
+        assert sorted(codes.values()) == [0, tmux.EXIT_RUNNING], (round_, codes)
+        winner = next(who for who, code in codes.items() if code == 0)
+        wait_for(lambda: (job / "log").exists() and f"run {winner}" in (job / "log").read_text(),
+                 what=f"round {round_}: the log of {winner}")
+        assert (job / "log").read_text() == f"run {winner}\n"
+        assert _listing(machine)["race"]["alive"] is True
+        assert machine(tmux.kill_job("race", machine.root, grace_s=0)).returncode == 0
+
+
+def test_a_start_directory_with_tmux_formats_is_taken_literally(machine, tmp_path):
+    """tmux expands #{...} and #(cmd) in `new-session -c`: the wrapper changes directory itself."""
+    for name in ("exp#S", "p#(touch pwned)", "q#{session_name}"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        line = tmux.start_job("fmt", str(workdir), ["python3", "-c", "import os; print(os.getcwd())"],
+                              jobs_root=machine.root)
+        assert machine(line).returncode == 0
+        job = Path(machine.root) / "fmt"
+        wait_for(lambda: (job / "exit_code").exists(), what=f"the job in {name}")
+        assert (job / "log").read_text() == f"{workdir}\n" and (job / "exit_code").read_text() == "0\n"
+    assert not list(tmp_path.rglob("pwned")) and not (Path.cwd() / "pwned").exists()
+
+
+def test_a_job_gets_no_aws_credential_from_whoever_started_its_tmux_server(machine):
+    secrets = {name: f"leak-{name.lower()}" for name in tmux.SECRET_ENV}
+    env = {**machine.env, **secrets, "AWS_REGION": "eu-west-1"}
+    line = tmux.start_job("env", str(machine.workdir), ["python3", "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+                          jobs_root=machine.root)
+    assert subprocess.run(["bash", "-c", line], env=env, cwd=machine.workdir).returncode == 0
+    job = Path(machine.root) / "env"
+    wait_for(lambda: (job / "exit_code").exists(), what="the job")
+    seen = json.loads((job / "log").read_text())
+    assert not set(secrets) & set(seen) and seen["AWS_REGION"] == "eu-west-1"  # settings pass, secrets do not
+    server = machine(shlex.join(tmux.tmux("show-environment", "-g"))).stdout
+    assert server and not [value for value in secrets.values() if value in server]
+
+
+def test_a_jobs_setup_is_private(machine, tmp_path):
+    """~/.awsrun 0700, the job dir 0700, its env file (--env values) and argv 0600, whatever the umask."""
+    dot = tmp_path / "dot-awsrun"
+    dot.mkdir(mode=0o755)
+    os.chmod(dot, 0o755)
+    root = str(dot / "jobs")
+    line = tmux.start_job("p", str(machine.workdir), ["sleep", "30"], {"TOKEN": "s3cret"}, jobs_root=root,
+                          output_dir="runs/p")
+    assert machine(f"umask 022; {line}").returncode == 0
+    job = dot / "jobs" / "p"
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (dot, dot / "jobs", job, job / "env", job / "argv")}
+    assert modes == {"dot-awsrun": 0o700, "jobs": 0o700, "p": 0o700, "env": 0o600, "argv": 0o600}
+    assert b"s3cret" not in (job / "argv").read_bytes() and b"TOKEN=s3cret\0" in (job / "env").read_bytes()
+    assert (machine.workdir / "runs" / "p").stat().st_mode & 0o777 == 0o755  # outputs keep the user's umask
+    assert machine(tmux.kill_job("p", root, grace_s=0)).returncode == 0

@@ -47,11 +47,13 @@ def test_server_argv_url_and_install_command():
     assert board.url(16006) == "http://127.0.0.1:16006/"
     notebook = watch.notebook_spec(8888, token="t0k")
     assert notebook.argv("py", 8888) == ["py", "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", "--port=8888",
-                                         "--port-retries=0", "--IdentityProvider.token=t0k"]
+                                         "--port-retries=0"]
+    assert notebook.env() == {"JUPYTER_TOKEN": "t0k"} and board.env() == {}  # never a word of a command line
     assert notebook.url(8890, "t0k") == "http://127.0.0.1:8890/lab?token=t0k"
     assert len(watch.notebook_spec().token) == 48 and watch.notebook_spec().token != watch.notebook_spec().token
     assert watch.running_port_and_token(board.argv("p", 6010)) == (6010, "")
-    assert watch.running_port_and_token(notebook.argv("p", 8889)) == (8889, "t0k")
+    assert watch.running_port_and_token(notebook.argv("p", 8889)) == (8889, "")
+    assert watch.running_port_and_token(["p", "--port=8889", "--IdentityProvider.token=old"]) == (8889, "old")
     assert watch.running_port_and_token(["python", "train.py", "--port", "x"]) == (None, "")
     assert watch.install_command("/v/py", "tensorboard", "--no-index --find-links '/w h'") == [
         "/v/py", "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--progress-bar", "off",
@@ -70,6 +72,7 @@ def test_probe_answer_parsing():
     probe = watch.parse_probe("python=/h/v/bin/python\nvenv=1\ninstalled=0\nrunning=1\nargv=/h/v/bin/python\n"
                               "argv=-m\nargv=a=b\nfree=6007\n")
     assert probe == watch.Probe("/h/v/bin/python", True, False, True, ("/h/v/bin/python", "-m", "a=b"), 6007)
+    assert watch.parse_probe("python=p\nvenv=0\ninstalled=1\nrunning=1\ntoken=t0k\nfree=1\n").token == "t0k"
     with pytest.raises(RemoteError):
         watch.parse_probe("bash: python3: command not found\n")
 

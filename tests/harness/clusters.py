@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from awsrun import tmux
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from tests.harness.sshd import USER, SshHost
 
@@ -36,6 +37,7 @@ class JobCluster:
     key: Path | None = None
     name: str = NAME
     cleanup: list = field(default_factory=list)
+    socket: str = tmux.SOCKET     # the cluster's tmux socket: on this machine, one per AWSRUN_HOME
 
     def project(self, project: Path) -> Path:
         """The synced copy of a local project on the machine."""
@@ -45,7 +47,7 @@ class JobCluster:
         return self.jobs_dir / session
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
-        argv = ["env", *(f"{k}={v}" for k, v in self.tmux_env.items()), "tmux", "-L", "awsrun", *args]
+        argv = ["env", *(f"{k}={v}" for k, v in self.tmux_env.items()), "tmux", "-L", self.socket, *args]
         if self.provider == "ssh":
             argv = ["runuser", "-u", USER, "--", *argv]
         return subprocess.run(argv, capture_output=True, text=True)
@@ -118,7 +120,8 @@ def local_cluster_in(tmp_path: Path, awsrun_home: Path) -> JobCluster:
     machine = tmp_path / "machine"
     machine.mkdir()
     _record(awsrun_home, ClusterRecord(NAME, "local"), InstanceRecord("local", NAME, "running"))
-    cluster = JobCluster("local", machine / "awsrun", awsrun_home / "jobs", {"TMUX_TMPDIR": str(tmux_dir)})
+    cluster = JobCluster("local", machine / "awsrun", awsrun_home / "jobs", {"TMUX_TMPDIR": str(tmux_dir)},
+                         socket=tmux.home_socket(str(awsrun_home)))
     cluster.cleanup.append(lambda: shutil.rmtree(tmux_dir, ignore_errors=True))
     return cluster
 
