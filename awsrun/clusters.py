@@ -77,6 +77,7 @@ class DownResult:
     security_groups: tuple[str, ...] = ()
     key_pairs: tuple[str, ...] = ()
     costs: tuple[SessionCost, ...] = ()   # what the sessions that ended cost
+    ended_jobs: tuple[str, ...] = ()      # a local cluster's jobs that were still running
 
 
 @dataclass

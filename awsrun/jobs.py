@@ -127,6 +127,7 @@ class SubmitRequest:
     env: dict[str, str] = field(default_factory=dict)
     launcher: tuple[str, ...] = ()  # between the interpreter and the script: torchrun's words (awsrun.multinode)
     mirror: checkpoints.MirrorPlan | None = None  # mirror runs/SESSION to S3 (and restore it first)
+    fresh: bool = False             # set a previous run's runs/SESSION aside (runs/SESSION.N) so the job starts anew
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class SubmitResult:
     remote_dir: str
     command: list[str]
     sync: sync.SyncReport
+    set_aside: str | None = None    # where a previous run's outputs went (fresh submit), e.g. runs/work.1
 
 
 class JobRunning(AwsrunError):
@@ -160,7 +162,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     mirror = request.mirror
     start = tmux.start_job(name, remote_root, argv, request.env, jobs_root=host.jobs_root,
                            prefer=host.venv_python if is_python else None, output_dir=output_dir,
-                           mirror=checkpoints.follow_words(mirror, output_dir, f"{directory}/pid") if mirror else None)
+                           mirror=checkpoints.follow_words(mirror, output_dir, f"{directory}/pid") if mirror else None,
+                           fresh=request.fresh)
     if mirror:
         start = f"{checkpoints.prepare_steps(mirror, f'{remote_root}/{output_dir}')}; {start}"
     wanted = requirements.find(request.script, tree.entries) if is_python else None
@@ -223,7 +226,9 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
     report = sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
                              remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
-    return SubmitResult(name, host.cluster.name, remote_root, argv, report)
+    set_aside = next((line[len(tmux.SET_ASIDE_MARK):] for line in result.stdout.splitlines()
+                      if line.startswith(tmux.SET_ASIDE_MARK)), None)
+    return SubmitResult(name, host.cluster.name, remote_root, argv, report, set_aside)
 
 
 def _tail(stderr: str) -> str:

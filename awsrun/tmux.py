@@ -28,6 +28,7 @@ JOBS_ROOT = "~/.awsrun/jobs"
 EXIT_RUNNING = 17        # start_job: a live session of that name exists
 EXIT_NOT_RUNNING = 3     # kill_job: no live session of that name
 STATUS_MARK = "AWSRUN-STATUS "
+SET_ASIDE_MARK = "AWSRUN-SET-ASIDE "  # start_job(fresh=True): the previous outputs' new name follows
 _SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -121,13 +122,16 @@ def start_job(
     prefer: str | None = None,
     output_dir: str | None = None,
     mirror: str | None = None,
+    fresh: bool = False,
 ) -> str:
     """One shell line: refuse a running session of that name, reset its job dir, start it detached.
 
     Exit status 17 (EXIT_RUNNING) means a live session of that name exists. `prefer`: an executable
     (the venv's python) that replaces argv[0] when it exists on the target. `output_dir` (relative to
     `workdir`) is created and given to the job as AWSRUN_OUTPUT_DIR. `mirror`: shell words of a program
-    the wrapper runs beside the job (see WRAPPER).
+    the wrapper runs beside the job (see WRAPPER). `fresh`: a non-empty `output_dir` left by an earlier
+    run is renamed OUTPUT_DIR.N (the lowest free N) before the job starts, and the line
+    `SET_ASIDE_MARK OUTPUT_DIR.N` printed, so the job starts anew instead of resuming its checkpoints.
     """
     validate_session_name(name)
     if not argv:
@@ -147,7 +151,10 @@ def start_job(
         words = shlex.join(["env", *assignments, *argv])
     make = f"mkdir -p {directory}"
     if output_dir:
-        make += f" {remote_path(workdir.rstrip('/') + '/' + output_dir)}"
+        output_path = remote_path(workdir.rstrip('/') + '/' + output_dir)
+        make += f" {output_path}"
+        if fresh:
+            lines.append(_set_aside(output_path, output_dir))
     launch = launch_line(name, workdir, jobs_root)
     lines.append(
         f"rm -rf {directory} && {make} && "
@@ -158,6 +165,13 @@ def start_job(
         f"{launch}"
     )
     return "; ".join(lines)
+
+
+def _set_aside(output_path: str, output_dir: str) -> str:
+    """Shell: rename a non-empty OUTPUT to OUTPUT.N (N from 1, the first name free) and say so."""
+    return (f"o={output_path}; if [ -d \"$o\" ] && [ -n \"$(ls -A \"$o\" 2>/dev/null)\" ]; then n=1; "
+            'while [ -e "$o.$n" ]; do n=$((n+1)); done; '
+            f'mv "$o" "$o.$n" && printf \'%s\\n\' {shlex.quote(SET_ASIDE_MARK + output_dir)}."$n"; fi')
 
 
 def kill_job(name: str, jobs_root: str = JOBS_ROOT, grace_s: float = 10.0) -> str:

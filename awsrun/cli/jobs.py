@@ -70,6 +70,8 @@ def _open(app: AppContext, cluster: str | None):
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE", help="Environment for the job (repeatable).")
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends, pull its results, exit with its code.")
 @click.option("--pull-on-exit", is_flag=True, help="Wait for the job to end, then pull runs/SESSION.")
+@click.option("--resume", is_flag=True,
+              help="Continue the previous run in runs/SESSION (its checkpoints) instead of setting it aside.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was synced and started as JSON.")
 @click.option("--nodes", type=click.IntRange(min=1),
               help="Run SCRIPT under torchrun on nodes 0..N-1 (default: every node of a cluster of several).")
@@ -86,14 +88,18 @@ def _open(app: AppContext, cluster: str | None):
 @click.pass_obj
 def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], session: str | None,
                    cluster: str | None, workdir: Path | None, env_pairs: tuple[str, ...], follow: bool,
-                   pull_on_exit: bool, as_json: bool, nodes: int | None, nproc_per_node: int | None,
+                   pull_on_exit: bool, resume: bool, as_json: bool, nodes: int | None, nproc_per_node: int | None,
                    rdzv_port: int | None, checkpoint_bucket: str | None, recover: bool, no_bootstrap: bool) -> int:
     """Sync the project and run SCRIPT [ARGS]... in a detached tmux session on the cluster.
 
     SCRIPT is found relative to the current directory, then the project root, then its jobs/. Options
-    go before SCRIPT; everything after it is the script's. The job runs in the synced copy of the
+    go before SCRIPT; everything after it is the script's (one of submit's own options there gets a
+    warning; `SCRIPT -- ARGS...` passes them on without one). The job runs in the synced copy of the
     project with the venv's python (else python3), AWSRUN_OUTPUT_DIR=runs/SESSION, and outlives
     the connection: `awsrun logs`, `awsrun attach`, `awsrun pull` find it later.
+
+    Each submit is a new run: a previous run's runs/SESSION on the cluster is renamed runs/SESSION.N
+    first, unless --resume asks to continue it (from its checkpoints).
 
     On a cluster of several nodes the job runs on every node (or --nodes N) under torchrun; `logs`
     shows the head's log (--node I another's), `pull` takes the head's (rank 0's) outputs.
@@ -104,21 +110,23 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
     from awsrun import jobs, multinode, sync, tmux
 
     if recover:
-        if script is not None or follow or pull_on_exit or nodes or nproc_per_node or rdzv_port or env_pairs:
+        if script is not None or follow or pull_on_exit or nodes or nproc_per_node or rdzv_port or env_pairs \
+                or resume:
             raise ConfigError("--recover resubmits the jobs as they were submitted: it takes no SCRIPT, "
-                              "--env, --follow or node options", hint="awsrun submit --recover [--name SESSION]")
+                              "--env, --follow, --resume or node options (it always resumes)", hint="awsrun submit --recover [--name SESSION]")
         return _recover(app, cluster, session, checkpoint_bucket, not no_bootstrap, as_json)
     if no_bootstrap:
         raise ConfigError("--no-bootstrap goes with --recover (`awsrun up --no-bootstrap` for a new cluster)")
     if script is None:
         raise ConfigError("submit needs a SCRIPT to run", hint="awsrun submit train_stn.py [ARGS]...")
+    args = _script_args(script, args)
     settings = app.settings(cluster=cluster, checkpoint_bucket=checkpoint_bucket)
     name = tmux.validate_session_name(settings.session if session is None else session)
     env = tmux.validate_env(env_pairs)
     project = jobs.check_project_dir(workdir if workdir is not None else app.project_dir)
     relative = jobs.resolve_script(script, app.cwd, project)
     tree = sync.scan(project)
-    request = jobs.SubmitRequest(project, relative, tuple(args), name, env)
+    request = jobs.SubmitRequest(project, relative, tuple(args), name, env, fresh=not resume)
     if nodes is None:
         nodes = multinode.node_count(app.home, settings.cluster)
     if (nodes > 1 or nproc_per_node or rdzv_port) and settings.checkpoint_bucket:
@@ -150,12 +158,36 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
         ui.say(f"sync: {_plural(report.files_sent, 'file')} sent ({_size(report.bytes_raw)}, "
                f"{_size(report.bytes_sent)} on the wire), {report.deleted} deleted, {report.unchanged} unchanged "
                f"-> {result.remote_dir}")
+        _say_set_aside(name, result.set_aside)
         ui.say(f"started job {name!r} on cluster {result.cluster!r}: "
                f"{' '.join(jobs.display_command(result.command))}")
         if not (follow or pull_on_exit):
             ui.say(f"  awsrun logs {name} -f  |  awsrun attach {name}  |  awsrun pull {name}")
             return 0
         return _follow_and_pull(host, project, name, follow)
+
+
+def _script_args(script: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    """The script's arguments: a leading `--` (pass what follows on as is) is dropped; otherwise a word
+    that is one of submit's own options gets a warning, since it goes to the script, not to awsrun."""
+    if args[:1] == ("--",):
+        return args[1:]
+    own = {name for param in click.get_current_context().command.params if isinstance(param, click.Option)
+           for name in (*param.opts, *param.secondary_opts)}
+    misplaced = list(dict.fromkeys(word.split("=", 1)[0] for word in args
+                                   if word.split("=", 1)[0] in own and word.startswith("-")))
+    if misplaced:
+        which = ", ".join(misplaced)
+        _warn([f"{which} after {script} {'goes' if len(misplaced) == 1 else 'go'} to the script, not to "
+               f"awsrun submit: put {'it' if len(misplaced) == 1 else 'them'} before {script}, or write "
+               f"`awsrun submit {script} -- ARGS...` to pass {'it' if len(misplaced) == 1 else 'them'} on on purpose"])
+    return args
+
+
+def _say_set_aside(name: str, set_aside: str | None, where: str = "") -> None:
+    if set_aside:
+        ui.say(f"{where}the previous run's runs/{name} is kept as {set_aside}; this run starts anew "
+               "(--resume continues a run)")
 
 
 def _recover(app: AppContext, cluster: str | None, session: str | None, checkpoint_bucket: str | None,
@@ -186,6 +218,7 @@ def _submit_nodes(app: AppContext, settings, request, tree, as_json: bool) -> No
     def said(node: int, result) -> None:
         report = result.sync
         _warn(report.warnings)
+        _say_set_aside(result.session, result.set_aside, f"node {node}: ")
         ui.say(f"node {node}: sync: {_plural(report.files_sent, 'file')} sent ({_size(report.bytes_raw)}), "
                f"{report.unchanged} unchanged -> {result.remote_dir}; started")
 
