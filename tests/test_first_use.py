@@ -88,3 +88,33 @@ def test_down_without_running_jobs_says_the_same_in_the_refusal_and_the_prompt(c
     assert gone.exit_code == 0, gone
     assert gone.stderr.splitlines()[-1] == ("cluster 'default' is forgotten: awsrun launched nothing for it, "
                                             "so nothing was terminated")
+
+
+def test_up_on_a_local_cluster_says_it_is_this_machine_and_how_to_get_an_ec2_one(cli):
+    first = cli("up", "--local", "--no-bootstrap")
+    assert first.exit_code == 0, first
+    assert "warning" not in first.stderr  # jobs using this Python's torch is the expected case, no fault
+    assert "cluster 'default' (this machine) is ready" in first.stderr
+
+    again = cli("up", "--no-bootstrap")  # no --local: the default cluster is still this machine
+    assert again.exit_code == 0, again
+    assert ("cluster 'default' is this machine (made by `awsrun up --local`), not EC2; for an EC2 cluster: "
+            "`awsrun up --cluster NAME`") in again.stderr
+    assert "cluster 'default' (this machine) is ready" in again.stderr
+    assert cli("down", "--yes").exit_code == 0
+
+
+OFFLINE = {"AWSRUN_CALLER_IP_URL": "http://127.0.0.1:9/"}  # nothing listens there: the lookup fails
+
+
+def test_up_checks_region_and_credentials_before_looking_up_the_callers_address(cli):
+    no_region = cli("up", env={**OFFLINE, "AWS_REGION": "", "AWS_DEFAULT_REGION": ""})
+    assert no_region.exit_code == 2, no_region
+    assert no_region.stderr.startswith("error: no AWS region is configured"), no_region
+
+    no_credentials = cli("up", env={**OFFLINE, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+                                    "AWS_SESSION_TOKEN": ""})
+    assert no_credentials.exit_code != 0, no_credentials
+    error = [line for line in no_credentials.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "credentials" in error[0], no_credentials
+    assert "127.0.0.1:9" not in no_credentials.stderr

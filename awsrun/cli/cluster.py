@@ -85,9 +85,12 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
         ui.say(f"  node {record.node}: " + " ".join(w for w in words if w))
     for instance_id, detail in result.agents:
         ui.say(f"  agent on {instance_id}: {detail}")
+    for note in result.notes:
+        ui.say(f"  {note}")
     name = result.cluster.name
     flag = "" if name == "default" else f" --cluster {name}"
-    ui.say(f"cluster {name!r} is ready. Next: `awsrun submit SCRIPT{flag}`; "
+    kind = {"local": " (this machine)", "ssh": " (your hosts)"}.get(result.cluster.provider, "")
+    ui.say(f"cluster {name!r}{kind} is ready. Next: `awsrun submit SCRIPT{flag}`; "
            f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
 
 
