@@ -101,7 +101,9 @@ def resolve_script(script: str, cwd: Path, project_dir: Path) -> str:
         raise ConfigError(f"{script} is outside the project {project}, which is what gets synced",
                           hint="move it into the project, or pass --workdir DIR")
     places = ", ".join(dict.fromkeys(str(Path(os.path.abspath(c)).parent) for c in candidates))
-    raise NotFoundError(f"no script {script!r} in {places}")
+    raise NotFoundError(f"no script {script!r} in {places}",
+                        hint="SCRIPT is a path from the current directory, the project root or its jobs/, "
+                             "e.g. `awsrun submit train_stn.py` from awsrun's own checkout")
 
 
 def job_argv(script: str, args: tuple[str, ...] | list[str], python: str,
@@ -440,11 +442,26 @@ def attach_argv(host: JobHost, session: str) -> list[str]:
     name = tmux.validate_session_name(session)
     jobs = {job.name: job for job in list_jobs(host)}
     job = jobs.get(name)
-    if job is None or job.state != "running":
-        detail = f"it {job.label}" if job else "there is no such job"
-        raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: {detail}",
+    if job is None:
+        raise NotFoundError(f"no job named {name!r} on cluster {host.cluster.name!r}",
+                            hint=_nearest(name, [j for j in jobs.values() if j.state == "running"] or list(jobs.values())))
+    if job.state != "running":
+        raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: it {job.label}",
                             hint=f"`awsrun logs {name}` shows its output; `awsrun jobs` lists jobs")
     return host.remote.interactive_argv(tmux.attach_job(name))
+
+
+def _nearest(name: str, candidates: list[JobStatus]) -> str:
+    """A hint for a job name that does not exist: the closest one (a typo), and where the list is."""
+    import difflib
+
+    names = [job.name for job in candidates]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}? `awsrun jobs` lists them all"
+    if names:
+        return f"`awsrun jobs` lists them ({', '.join(repr(n) for n in names[:5])}{', ...' if len(names) > 5 else ''})"
+    return "no job was submitted to it yet: `awsrun submit SCRIPT` starts one"
 
 
 def ssh_argv(host: JobHost, words: tuple[str, ...] | list[str], *, tty: bool) -> list[str]:

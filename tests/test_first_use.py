@@ -2,6 +2,9 @@
 truth, errors with hints (issue 20)."""
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
 from pathlib import Path
 
 from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
@@ -118,3 +121,72 @@ def test_up_checks_region_and_credentials_before_looking_up_the_callers_address(
     error = [line for line in no_credentials.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "credentials" in error[0], no_credentials
     assert "127.0.0.1:9" not in no_credentials.stderr
+
+
+def test_every_error_a_new_user_meets_has_a_hint(cli, project):
+    make_project(project)
+    cases = {
+        ("submit", "nonexistent.py"): (7, "error: no script 'nonexistent.py' in "),
+        ("up", "--frob"): (2, "error: No such option '--frob'."),
+        ("frob",): (2, "error: No such command 'frob'."),
+    }
+    for args, (code, first) in cases.items():
+        result = cli(*args)
+        lines = result.stderr.splitlines()
+        assert (result.exit_code, len(lines)) == (code, 2), result
+        assert lines[0].startswith(first) and lines[1].startswith("  hint: "), result
+    assert cli("up", "--frob").stderr.splitlines()[1] == "  hint: `awsrun up --help` lists its options"
+    assert cli("frob").stderr.splitlines()[1] == "  hint: `awsrun --help` lists its commands"
+
+    for name, value, hint in [("AWSRUN_VOLUME_GB", "abc", "export AWSRUN_VOLUME_GB=100"),
+                              ("AWSRUN_SPOT", "maybe", "export AWSRUN_SPOT=true")]:
+        result = cli("config", env={name: value})
+        assert result.exit_code == 2, result
+        assert result.stderr.splitlines() == [
+            f"error: {name}: {name[7:].lower()} must be {'a whole number' if value == 'abc' else 'true or false'}, "
+            f"got {value!r}",
+            f"  hint: e.g. `{hint}`, or `unset {name}` for the default"]
+    (project / "awsrun.toml").write_text("volume_gb = 'big'\n")
+    in_file = cli("config")
+    assert in_file.stderr.splitlines()[1] == ("  hint: fix `volume_gb` in awsrun.toml, e.g. `volume_gb = 100` "
+                                              "(`awsrun config` shows every setting)"), in_file
+
+
+def test_ctrl_c_on_logs_follow_is_no_error_and_attach_to_a_typo_suggests_the_nearest_job(cli, project, local_cluster):
+    make_project(project, ticker=TICKER)
+    assert cli("submit", "--name", "train-a", "ticker.py").exit_code == 0
+    follower = cli.popen("logs", "-f", "train-a", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert follower.stdout.readline().startswith(b"tick ")
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 130
+    assert err.decode().splitlines() == ["stopped following; job 'train-a' goes on: `awsrun logs train-a -f` "
+                                         "follows it again, `awsrun kill train-a` stops it"]
+
+    typo = cli("attach", "train_a")
+    assert typo.exit_code == 7, typo
+    assert typo.stderr.splitlines() == ["error: no job named 'train_a' on cluster 'default'",
+                                        "  hint: did you mean 'train-a'? `awsrun jobs` lists them all"]
+    far = cli("attach", "zzz")
+    assert far.stderr.splitlines()[1] == "  hint: `awsrun jobs` lists them ('train-a')"
+    assert cli("kill", "--force", "train-a").exit_code == 0
+
+
+def test_doctor_without_a_region_lists_it_first_and_still_says_whether_credentials_exist(cli):
+    no_region = {"AWS_REGION": "", "AWS_DEFAULT_REGION": ""}
+    found = cli("doctor", "--json", env=no_region)
+    assert found.exit_code == 8, found
+    checks = json.loads(found.stdout)["checks"]
+    assert [c["name"] for c in checks[:3]] == ["endpoint", "region", "credentials"]
+    assert (checks[1]["ok"], checks[1]["detail"]) == (False, "no AWS region set")
+    assert checks[2]["detail"] == "found (env) but not verified: STS needs a region"
+
+    missing = cli("doctor", "--json", env={**no_region, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+                                           "AWS_SESSION_TOKEN": ""})
+    credentials = json.loads(missing.stdout)["checks"][2]
+    assert credentials["detail"] == "no AWS credentials found (and no region set: STS was not asked)"
+    assert "aws configure" in credentials["fix"]

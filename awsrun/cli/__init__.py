@@ -81,7 +81,10 @@ def _main(args: list[str]) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         message = " ".join(exc.format_message().split())
-        click.echo(f"error: {message} (see 'awsrun --help')", err=True)
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "awsrun"
+        click.echo(f"error: {message}", err=True)
+        click.echo(f"  hint: `{where} --help` lists its {'commands' if where == 'awsrun' else 'options'}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)

@@ -245,11 +245,18 @@ def _follow_and_pull(host, project: Path, name: str, follow: bool) -> int:
             with ui.phase(f"waiting for job {name!r} to end"):
                 _, end = jobs.logs(host, name, lines=0, follow=True, on_line=lambda line: None)
     except KeyboardInterrupt:
-        raise Interrupted(f"stopped following; job {name!r} goes on",
-                          hint=f"`awsrun logs {name} -f` follows it again, `awsrun kill {name}` stops it") from None
+        return _stopped_following(name)
     ui.say(f"job {name!r} {_end_label(end)}")
     _render_pull(jobs.pull(host, project, name))
     return end.status
+
+
+def _stopped_following(name: str) -> int:
+    """Ctrl-C while following a log: what the user asked for, not an error; the exit status still says
+    the job did not end (130, as for any Ctrl-C)."""
+    ui.say(f"stopped following; job {name!r} goes on: `awsrun logs {name} -f` follows it again, "
+           f"`awsrun kill {name}` stops it")
+    return Interrupted.exit_code
 
 
 def _end_label(end) -> str:
@@ -324,7 +331,7 @@ def logs_command(app: AppContext, session: str | None, follow: bool, lines: int 
         try:
             text, end = jobs.logs(host, name, lines=lines, follow=follow, on_line=ui.out if follow else None)
         except KeyboardInterrupt:
-            raise Interrupted(f"stopped following; job {name!r} goes on") from None
+            return _stopped_following(name)
     if text:
         ui.out(text[:-1] if text.endswith("\n") else text)
     if follow:
