@@ -190,3 +190,29 @@ def test_doctor_without_a_region_lists_it_first_and_still_says_whether_credentia
     credentials = json.loads(missing.stdout)["checks"][2]
     assert credentials["detail"] == "no AWS credentials found (and no region set: STS was not asked)"
     assert "aws configure" in credentials["fix"]
+
+
+NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": ""}
+
+
+def test_prices_without_credentials_or_region_shows_the_dated_list_prices_and_says_why_no_spot(cli):
+    from awsrun import catalog
+
+    shipped = catalog.load_catalog()
+    offline = cli("prices", "--gpu", "T4", "--json", env={**NO_CREDENTIALS, "AWS_REGION": "", "AWS_DEFAULT_REGION": ""})
+    assert offline.exit_code == 0, offline
+    table = json.loads(offline.stdout)
+    assert (table["region"], table["live_spot_prices"]) == ("us-east-1", False)
+    assert table["on_demand_prices_as_of"] == shipped.prices_as_of
+    assert table["on_demand_prices_origin"] == shipped.prices_origin
+    assert {t["instance_type"]: t["on_demand_usd"] for t in table["types"]} == {
+        name: catalog.on_demand_price(name, "us-east-1") for name in ("g4dn.xlarge", "g4dn.2xlarge", "g4dn.12xlarge")}
+    assert all(t["spot_usd"] == [] for t in table["types"])
+    assert table["notes"][0].startswith("no spot prices: live spot prices need AWS credentials")
+    assert "no AWS region set: list prices for us-east-1" in table["notes"][1]
+
+    readable = cli("prices", "--region", "eu-west-1", env=NO_CREDENTIALS)
+    assert readable.exit_code == 0, readable
+    assert readable.stdout.splitlines()[0] == (f"# eu-west-1: on-demand list prices as of {shipped.prices_as_of} "
+                                               f"({shipped.prices_origin}); no spot prices")
+    assert "credentials" in readable.stderr and "error" not in readable.stderr
