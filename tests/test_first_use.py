@@ -216,3 +216,21 @@ def test_prices_without_credentials_or_region_shows_the_dated_list_prices_and_sa
     assert readable.stdout.splitlines()[0] == (f"# eu-west-1: on-demand list prices as of {shipped.prices_as_of} "
                                                f"({shipped.prices_origin}); no spot prices")
     assert "credentials" in readable.stderr and "error" not in readable.stderr
+
+
+def test_help_shows_each_commands_summary_whole(cli):
+    result = cli("--help", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result
+    listing = result.stdout.split("Commands:\n", 1)[1]
+    summaries: dict[str, str] = {}
+    for line in listing.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            name, _, text = line.strip().partition(" ")
+            summaries[name] = text.strip()
+        elif line.strip():
+            summaries[name] += " " + line.strip()
+    assert {"submit", "ssh", "tunnel", "up", "down"} <= set(summaries)
+    cut = {name: text for name, text in summaries.items() if text.endswith("...") or not text.endswith((".", ")"))}
+    assert cut == {}
+    assert summaries["ssh"] == "A shell on the cluster's head node, or `awsrun ssh -- CMD...` to run one command."
+    assert summaries["submit"] == "Sync the project and run SCRIPT [ARGS] in a detached tmux session on the cluster."

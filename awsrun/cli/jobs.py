@@ -60,7 +60,8 @@ def _open(app: AppContext, cluster: str | None):
     return settings, open_host(app.home, settings)
 
 
-@click.command("submit", context_settings=PASSTHROUGH)
+@click.command("submit", context_settings=PASSTHROUGH,
+               short_help="Sync the project and run SCRIPT [ARGS] in a detached tmux session on the cluster.")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--name", "session", help="tmux session name (default: setting `session`, 'work').")
@@ -450,7 +451,8 @@ def ssh_command(app: AppContext, cluster: str | None, command: tuple[str, ...]) 
     os.execvp(argv[0], argv)
 
 
-@click.command("tunnel")
+@click.command("tunnel", short_help="Forward localhost:PORT to the instance's 127.0.0.1:PORT until Ctrl-C "
+                                    "(6006 TensorBoard, 8888 Jupyter).")
 @click.argument("ports", nargs=-1, required=True)
 @CLUSTER
 @click.pass_obj
