@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
@@ -234,3 +235,15 @@ def test_help_shows_each_commands_summary_whole(cli):
     assert cut == {}
     assert summaries["ssh"] == "A shell on the cluster's head node, or `awsrun ssh -- CMD...` to run one command."
     assert summaries["submit"] == "Sync the project and run SCRIPT [ARGS] in a detached tmux session on the cluster."
+
+
+def test_status_cached_imports_none_of_the_cloud_code(cli):
+    """What keeps `status --cached` near `import click` (bench/cli_startup.py measures it)."""
+    assert cli("up", "--local", "--no-bootstrap").exit_code == 0
+    probe = ("import sys; from awsrun.cli import cli; import click.testing as t; "
+             "r = t.CliRunner().invoke(cli, ['status', '--cached']); assert r.exit_code == 0, r.output; "
+             "print(sorted(m for m in sys.modules if m in ('awsrun.clusters', 'awsrun.aws_cluster', 'awsrun.autostop', "
+             "'awsrun.keys', 'awsrun.access') or m.startswith(('awsrun.providers', 'boto3', 'botocore', 'paramiko'))))")
+    out = subprocess.run([sys.executable, "-c", probe], env=cli.environment(), cwd=cli.cwd, capture_output=True,
+                         text=True)
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out
