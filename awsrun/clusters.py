@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from awsrun import autostop, aws_cluster, cluster_nodes, keys
 from awsrun.access import open_remote
-from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
+from awsrun.caller_ip import SshCidr, looks_up_address, resolve_ssh_cidr
 from awsrun.prices import SessionCost
 from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
 from awsrun.home import Home
@@ -154,6 +154,8 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
                           hint="leave out --region, or pick another --cluster")
     recorded_key = (cluster.config.get("ssh_key") if cluster else None) or None
     key = keys.resolve_key(run.home, settings.ssh_key or recorded_key)
+    cidr_required = cluster is None or not cluster.config.get("security_group_id")
+    cidr = None if looks_up_address(settings) else _ssh_cidr(settings, required=cidr_required)  # local: now
     if settings.max_price is not None and not settings.spot:
         reporter.warn("max_price applies to spot launches only; this one is on-demand")
     provider = run.aws(cluster.region if cluster else settings.region)
@@ -164,9 +166,9 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
         found = aws_cluster.reconcile(state, provider, cluster, owner)
         if fresh and found.described:  # adopted what a lost state had launched
             state.put_cluster(cluster)
-    # the caller's address is looked up on the network only once region and credentials are known good:
-    # offline, that lookup's error would hide theirs
-    cidr = _ssh_cidr(settings, required=not cluster.config.get("security_group_id"))
+    if looks_up_address(settings):
+        # on the network: only once region and credentials are known good, or offline its error hides theirs
+        cidr = _ssh_cidr(settings, required=cidr_required)
     if cidr and cidr.warning:
         reporter.warn(cidr.warning)
     live = found.live
