@@ -114,7 +114,8 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
         if script is not None or follow or pull_on_exit or nodes or nproc_per_node or rdzv_port or env_pairs \
                 or resume:
             raise ConfigError("--recover resubmits the jobs as they were submitted: it takes no SCRIPT, "
-                              "--env, --follow, --resume or node options (it always resumes)", hint="awsrun submit --recover [--name SESSION]")
+                              "--env, --follow, --resume or node options (it always resumes)",
+                              hint="awsrun submit --recover [--name SESSION]")
         return _recover(app, cluster, session, checkpoint_bucket, not no_bootstrap, as_json)
     if no_bootstrap:
         raise ConfigError("--no-bootstrap goes with --recover (`awsrun up --no-bootstrap` for a new cluster)")
@@ -178,10 +179,9 @@ def _script_args(script: str, args: tuple[str, ...]) -> tuple[str, ...]:
     misplaced = list(dict.fromkeys(word.split("=", 1)[0] for word in args
                                    if word.split("=", 1)[0] in own and word.startswith("-")))
     if misplaced:
-        which = ", ".join(misplaced)
-        _warn([f"{which} after {script} {'goes' if len(misplaced) == 1 else 'go'} to the script, not to "
-               f"awsrun submit: put {'it' if len(misplaced) == 1 else 'them'} before {script}, or write "
-               f"`awsrun submit {script} -- ARGS...` to pass {'it' if len(misplaced) == 1 else 'them'} on on purpose"])
+        goes, it = ("goes", "it") if len(misplaced) == 1 else ("go", "them")
+        _warn([f"{', '.join(misplaced)} after {script} {goes} to the script, not to awsrun submit: put {it} "
+               f"before {script}, or write `awsrun submit {script} -- ARGS...` to pass {it} on on purpose"])
     return args
 
 
