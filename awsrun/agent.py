@@ -56,6 +56,9 @@ def describe_duration(seconds: int | None) -> str:
     return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
+CONFIG_KEY = "autostop"  # where a cluster's record (awsrun.state) keeps its Autostop.as_config()
+
+
 @dataclass(frozen=True)
 class Autostop:
     """A cluster's autostop setting, as recorded in its config (`autostop`) and sent to the agent."""

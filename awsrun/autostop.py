@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
-from awsrun.agent import AgentInstall, Autostop, agent_status, install_agent, parse_duration
+from awsrun.agent import CONFIG_KEY, AgentInstall, Autostop, agent_status, install_agent, parse_duration
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
 from awsrun.progress import Reporter
@@ -23,7 +23,6 @@ from awsrun.state import ClusterRecord, InstanceRecord
 if TYPE_CHECKING:
     from awsrun.clusters import Run, UpRequest
 
-CONFIG_KEY = "autostop"
 
 
 def recorded(cluster: ClusterRecord | None) -> Autostop | None:

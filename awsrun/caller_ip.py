@@ -22,6 +22,12 @@ class SshCidr:
     warning: str | None = None
 
 
+def looks_up_address(settings: Settings) -> bool:
+    """Whether resolve_ssh_cidr asks the network (no ssh_cidr given, the lookup on): callers check local
+    configuration, region and credentials first, so that offline this error never hides theirs."""
+    return not settings.ssh_cidr and settings.caller_ip_url.strip().lower() not in _OFF
+
+
 def resolve_ssh_cidr(settings: Settings, fetch: Callable[[str], str] | None = None) -> SshCidr:
     if settings.ssh_cidr:
         cidr = parse_cidr(settings.ssh_cidr)
@@ -31,7 +37,7 @@ def resolve_ssh_cidr(settings: Settings, fetch: Callable[[str], str] | None = No
                        "only key login is allowed, but prefer your own address (the default)")
         return SshCidr(cidr, "ssh_cidr", warning)
     url = settings.caller_ip_url.strip()
-    if url.lower() in ("off", "", "none"):
+    if url.lower() in _OFF:
         raise ConfigError(
             "no --ssh-cidr given and looking up your address is off (caller_ip_url = off)",
             hint="pass --ssh-cidr YOUR.ADDRESS/32 (or set ssh_cidr in awsrun.toml)",
@@ -43,6 +49,9 @@ def resolve_ssh_cidr(settings: Settings, fetch: Callable[[str], str] | None = No
         raise ConfigError(f"{url} did not answer with an IP address: {text.strip()[:60]!r}",
                           hint="pass --ssh-cidr YOUR.ADDRESS/32") from None
     return SshCidr(str(ipaddress.ip_network(address)), f"your address according to {url}")
+
+
+_OFF = ("off", "", "none")
 
 
 def _fetch(url: str) -> str:

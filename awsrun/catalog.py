@@ -73,6 +73,7 @@ class Catalog:
     source: str
     regions: tuple[str, ...]
     instances: Mapping[str, InstanceSpec]
+    prices_origin: str = ""   # a few words: where the list prices come from and whether they were checked
 
 
 def _spec(name: str, raw: dict) -> InstanceSpec:
@@ -105,6 +106,7 @@ def load_catalog() -> Catalog:
         source=doc["source"],
         regions=tuple(doc["regions"]),
         instances=MappingProxyType(instances),
+        prices_origin=doc.get("prices_origin", ""),
     )
 
 

@@ -28,6 +28,18 @@ def recorded(home: Home, name: str) -> tuple[ClusterRecord | None, list[Instance
         state.close()
 
 
+def running_jobs(home: Home, settings: Settings) -> list[str]:
+    """The jobs running on a local cluster (this machine): `down` ends them or refuses, never leaves
+    them running unseen. Other clusters: none to check here (EC2's end with their instance)."""
+    from awsrun import jobs
+
+    record = recorded(home, settings.cluster)[0]
+    if record is None or record.provider != "local":
+        return []
+    with jobs.open_host(home, settings) as host:
+        return jobs.running_sessions(host)
+
+
 def stop(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws) -> ActionResult:
     return _act(home, settings, reporter, aws, "stop")
 
@@ -135,19 +147,23 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
     return ids
 
 
-def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws) -> DownResult:
-    """Terminate the cluster's instances, delete what awsrun created for it, forget it."""
+def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws, *,
+         end_jobs: bool = False) -> DownResult:
+    """Terminate the cluster's instances, delete what awsrun created for it, forget it. A local cluster's
+    running jobs are ended first with `end_jobs` (as `awsrun kill` does), else refused."""
     name = validate_cluster_name(settings.cluster)
     state = open_state(home)
     try:
         cluster = state.get_cluster(name) or _from_cloud(state, settings, name, aws)
-        close_connections(home, name)
         if cluster.provider != "aws":
+            ended = _end_local_jobs(home, settings, reporter, end_jobs) if cluster.provider == "local" else ()
+            close_connections(home, name)
             if cluster.provider == "local":
                 subprocess.run(["sh", "-c", tmux.stop_idle_server(tmux.home_socket(str(home.root)))],
                                capture_output=True)
             state.delete_cluster(name)
-            return DownResult(name, cluster.provider)
+            return DownResult(name, cluster.provider, ended_jobs=ended)
+        close_connections(home, name)
         provider = aws(cluster.region)
         owner = provider.caller_arn()
         with reporter.phase(f"checking cluster {name!r} in {provider.region}"):
@@ -162,6 +178,33 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
                           hint=f"`awsrun down --cluster {name}` again finishes the clean-up") from None
     finally:
         state.close()
+
+
+def _end_local_jobs(home: Home, settings: Settings, reporter: Reporter, end_jobs: bool) -> tuple[str, ...]:
+    from awsrun import jobs
+
+    names = running_jobs(home, settings)
+    if names and not end_jobs:
+        raise ConfigError(f"cluster {settings.cluster!r} (this machine) still runs {running_label(names)}: "
+                          "forgetting it would leave them running unseen",
+                          hint=f"`awsrun down --yes --cluster {settings.cluster}` ends them first; or "
+                               f"`awsrun kill {names[0]}`, or wait for them (`awsrun jobs`)")
+    if names:
+        with reporter.phase(f"ending {running_label(names)}"), jobs.open_host(home, settings) as host:
+            for job in names:
+                try:
+                    jobs.kill(host, job)
+                except NotFoundError:
+                    pass  # it ended on its own meanwhile
+    return tuple(names)
+
+
+def jobs_label(names: list[str] | tuple[str, ...]) -> str:
+    return f"job{'s' if len(names) != 1 else ''} {', '.join(repr(n) for n in names)}"
+
+
+def running_label(names: list[str] | tuple[str, ...]) -> str:
+    return f"running {jobs_label(names)}"
 
 
 def _from_cloud(state: State, settings: Settings, name: str, aws: AwsFactory) -> ClusterRecord:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 from awsrun import autostop, aws_cluster, cluster_nodes, keys, locks
 from awsrun.access import open_remote
 from awsrun.boot_keys import HOST_KEY_WAIT_S, await_boot_fingerprints
-from awsrun.caller_ip import SshCidr, resolve_ssh_cidr
+from awsrun.caller_ip import SshCidr, looks_up_address, resolve_ssh_cidr
 from awsrun.prices import SessionCost
 from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
 from awsrun.home import Home
@@ -63,6 +63,7 @@ class UpResult:
     bootstrap_logs: tuple[Path, ...] = ()
     agents: tuple[tuple[str, str], ...] = ()  # (instance id, what the agent install did)
     attempts: tuple["failover.Attempt", ...] = ()  # where a new cluster was tried, in order
+    notes: tuple[str, ...] = ()               # facts worth a line that are no fault (plain, not warnings)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class DownResult:
     security_groups: tuple[str, ...] = ()
     key_pairs: tuple[str, ...] = ()
     costs: tuple[SessionCost, ...] = ()   # what the sessions that ended cost
+    ended_jobs: tuple[str, ...] = ()      # a local cluster's jobs that were still running
 
 
 @dataclass
@@ -123,12 +125,16 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
 
             autostop.refuse_for_machines(run, request, provider)
             result = up_machines(run, request, existing, provider)
+        notes = []
+        if existing and provider == "local" and not request.local:
+            notes.append(f"cluster {name!r} is this machine (made by `awsrun up --local`), not EC2; "
+                         "for an EC2 cluster: `awsrun up --cluster NAME`")
         if provider == "local" and _runs_jobs_already():
-            reporter.warn("local: this Python already has torch; jobs use it (`awsrun bootstrap` makes a venv)")
+            notes.append("jobs run with this Python, which has torch (`awsrun bootstrap` makes a venv instead)")
             bootstrap = None
         logs = tuple(_bootstrap(run, result, bootstrap)) if bootstrap else ()
         agents = tuple(autostop.configure_agents(run, result.cluster, result.instances)) if provider == "aws" else ()
-        return dataclasses.replace(result, bootstrap_logs=logs, agents=agents)
+        return dataclasses.replace(result, bootstrap_logs=logs, agents=agents, notes=tuple(notes))
     except KeyboardInterrupt:
         raise _interrupted(name, run) from None
     finally:
@@ -159,9 +165,8 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
                           hint="leave out --region, or pick another --cluster")
     recorded_key = (cluster.config.get("ssh_key") if cluster else None) or None
     key = keys.resolve_key(run.home, settings.ssh_key or recorded_key)
-    cidr = _ssh_cidr(settings, required=cluster is None or not cluster.config.get("security_group_id"))
-    if cidr and cidr.warning:
-        reporter.warn(cidr.warning)
+    cidr_required = cluster is None or not cluster.config.get("security_group_id")
+    cidr = None if looks_up_address(settings) else _ssh_cidr(settings, required=cidr_required)  # local: now
     if settings.max_price is not None and not settings.spot:
         reporter.warn("max_price applies to spot launches only; this one is on-demand")
     provider = run.aws(cluster.region if cluster else settings.region)
@@ -172,6 +177,11 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
         found = aws_cluster.reconcile(state, provider, cluster, owner)
         if fresh and found.described:  # adopted what a lost state had launched
             state.put_cluster(cluster)
+    if looks_up_address(settings):
+        # on the network: only once region and credentials are known good, or offline its error hides theirs
+        cidr = _ssh_cidr(settings, required=cidr_required)
+    if cidr and cidr.warning:
+        reporter.warn(cidr.warning)
     live = found.live
     if live and recorded_key and key.private_path != Path(recorded_key):
         reporter.warn(f"cluster {name!r} was set up with key {recorded_key}; --ssh-key ignored")

@@ -7,7 +7,7 @@
       "ok": true | false,              # false when any check failed; warnings do not fail
       "checks": [
         {
-          "name": "credentials",       # stable identifiers, in this order: endpoint, credentials, region,
+          "name": "region",            # stable identifiers, in this order: endpoint, region, credentials,
                                        # offering, quota, [candidates], tool.ssh, tool.rsync, tool.tmux,
                                        # keys, ssh-config
           "ok": true | false,
@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from awsrun import quota as quotas
-from awsrun.providers.aws_clients import AwsClients, chain_region
+from awsrun.providers.aws_clients import AwsClients, chain_region, credentials_source
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
 
 SCHEMA = 1
 # "candidates" comes after "quota" only when `up` has several candidates (types x regions) to try.
-CHECK_NAMES = ("endpoint", "credentials", "region", "offering", "quota",
+CHECK_NAMES = ("endpoint", "region", "credentials", "offering", "quota",
                "tool.ssh", "tool.rsync", "tool.tmux", "keys", "ssh-config")
 
 
@@ -105,6 +105,21 @@ def check_credentials(sts: Any) -> Check:
                      data={"error": quotas.aws_error_code(exc) or type(exc).__name__})
     account, arn = identity.get("Account", "?"), identity.get("Arn", "?")
     return Check("credentials", True, f"account {account} as {arn}", data={"account": account, "arn": arn})
+
+
+def check_credentials_present(source: Callable[[], str | None]) -> Check:
+    """Without a region STS cannot be asked; whether the chain has credentials at all is known locally."""
+    try:
+        found = source()
+    except AwsrunError as exc:
+        return Check("credentials", False, exc.message, fix=exc.hint)
+    if found is None:
+        return Check("credentials", False, "no AWS credentials found (and no region set: STS was not asked)",
+                     fix="`aws configure` (or `aws sso login --profile NAME` and export AWS_PROFILE=NAME), or set "
+                         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    return Check("credentials", False, f"found ({found}) but not verified: STS needs a region",
+                 fix="set the region (see the region check above); `awsrun doctor` then verifies them",
+                 data={"source": found})
 
 
 def check_region(region: str | None, source: str) -> Check:
@@ -305,6 +320,8 @@ def run_checks(
         resolved, chain, region_error = region, None, exc
     region_flag = region if region and region != chain else None
 
+    checks.append(check_region(resolved, source) if region_error is None else
+                  Check("region", False, region_error.message, fix=region_error.hint))
     clients = clients_for(resolved) if resolved else None
     if clients is not None:
         try:
@@ -314,10 +331,8 @@ def run_checks(
     elif region_error is not None:
         credentials = Check("credentials", False, region_error.message, fix=region_error.hint)
     else:
-        credentials = _not_checked("credentials", "STS needs a region")
+        credentials = check_credentials_present(credentials_source)
     checks.append(credentials)
-    checks.append(check_region(resolved, source) if region_error is None else
-                  Check("region", False, region_error.message, fix=region_error.hint))
 
     if clients is None or not credentials.ok:
         why = "no region" if clients is None else "the credentials do not work"

@@ -104,7 +104,9 @@ def resolve_script(script: str, cwd: Path, project_dir: Path) -> str:
         raise ConfigError(f"{script} is outside the project {project}, which is what gets synced",
                           hint="move it into the project, or pass --workdir DIR")
     places = ", ".join(dict.fromkeys(str(Path(os.path.abspath(c)).parent) for c in candidates))
-    raise NotFoundError(f"no script {script!r} in {places}")
+    raise NotFoundError(f"no script {script!r} in {places}",
+                        hint="SCRIPT is a path from the current directory, the project root or its jobs/, "
+                             "e.g. `awsrun submit train_stn.py` from awsrun's own checkout")
 
 
 def job_argv(script: str, args: tuple[str, ...] | list[str], python: str,
@@ -130,6 +132,7 @@ class SubmitRequest:
     env: dict[str, str] = field(default_factory=dict)
     launcher: tuple[str, ...] = ()  # between the interpreter and the script: torchrun's words (awsrun.multinode)
     mirror: checkpoints.MirrorPlan | None = None  # mirror runs/SESSION to S3 (and restore it first)
+    fresh: bool = False             # set a previous run's runs/SESSION aside (runs/SESSION.N) so the job starts anew
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class SubmitResult:
     remote_dir: str
     command: list[str]
     sync: sync.SyncReport
+    set_aside: str | None = None    # where a previous run's outputs went (fresh submit), e.g. runs/work.1
 
 
 class JobRunning(AwsrunError):
@@ -166,7 +170,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     start = tmux.start_job(name, remote_root, argv, jobs_root=host.jobs_root, socket=host.socket,
                            python=host.python, env_file=env_file,
                            prefer=host.venv_python if is_python else None, output_dir=output_dir,
-                           mirror=checkpoints.follow_words(mirror, output_dir, f"{directory}/pid") if mirror else None)
+                           mirror=checkpoints.follow_words(mirror, output_dir, f"{directory}/pid") if mirror else None,
+                           fresh=request.fresh)
     if mirror:
         start = f"{checkpoints.prepare_steps(mirror, f'{remote_root}/{output_dir}')}; {start}"
     launch = start
@@ -261,7 +266,9 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
     report = sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
                              remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
-    return SubmitResult(name, host.cluster.name, remote_root, argv, report)
+    set_aside = next((line[len(tmux.SET_ASIDE_MARK):] for line in result.stdout.splitlines()
+                      if line.startswith(tmux.SET_ASIDE_MARK)), None)
+    return SubmitResult(name, host.cluster.name, remote_root, argv, report, set_aside)
 
 
 def _tail(stderr: str) -> str:
@@ -474,11 +481,26 @@ def attach_argv(host: JobHost, session: str) -> list[str]:
     name = tmux.validate_session_name(session)
     jobs = {job.name: job for job in list_jobs(host)}
     job = jobs.get(name)
-    if job is None or job.state != "running":
-        detail = f"it {job.label}" if job else "there is no such job"
-        raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: {detail}",
+    if job is None:
+        raise NotFoundError(f"no job named {name!r} on cluster {host.cluster.name!r}",
+                            hint=_nearest(name, [j for j in jobs.values() if j.state == "running"] or list(jobs.values())))
+    if job.state != "running":
+        raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: it {job.label}",
                             hint=f"`awsrun logs {name}` shows its output; `awsrun jobs` lists jobs")
     return host.remote.interactive_argv(tmux.attach_job(name, host.socket))
+
+
+def _nearest(name: str, candidates: list[JobStatus]) -> str:
+    """A hint for a job name that does not exist: the closest one (a typo), and where the list is."""
+    import difflib
+
+    names = [job.name for job in candidates]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}? `awsrun jobs` lists them all"
+    if names:
+        return f"`awsrun jobs` lists them ({', '.join(repr(n) for n in names[:5])}{', ...' if len(names) > 5 else ''})"
+    return "no job was submitted to it yet: `awsrun submit SCRIPT` starts one"
 
 
 def ssh_argv(host: JobHost, words: tuple[str, ...] | list[str], *, tty: bool) -> list[str]:

@@ -7,6 +7,7 @@ since the instance last started times today's price (spot prices move; EC2 bills
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -134,9 +135,12 @@ class PriceTable:
     rows: tuple[TypePrices, ...]
     prices_as_of: str       # the catalog's list prices
     notes: tuple[str, ...] = ()
+    prices_origin: str = ""  # where the list prices come from (the catalog's prices_origin)
+    live_spot: bool = True   # False: EC2 could not be asked (no credentials, offline): list prices only
 
     def to_json(self) -> dict[str, Any]:
         return {"region": self.region, "on_demand_prices_as_of": self.prices_as_of,
+                "on_demand_prices_origin": self.prices_origin, "live_spot_prices": self.live_spot,
                 "types": [row.as_dict() for row in self.rows], "notes": list(self.notes)}
 
 
@@ -175,7 +179,47 @@ def price_table(provider, gpu: str | None = None) -> PriceTable:
     missing = [r.instance_type for r in rows if not r.spot_usd]
     if missing:
         notes.append(f"no spot price published in {provider.region} for {', '.join(missing)}")
-    return PriceTable(provider.region, tuple(rows), catalog.load_catalog().prices_as_of, tuple(notes))
+    book = catalog.load_catalog()
+    return PriceTable(provider.region, tuple(rows), book.prices_as_of, tuple(notes), book.prices_origin)
+
+
+DEFAULT_REGION = "us-east-1"  # whose list prices `prices` shows when no region is set at all
+
+
+def list_price_table(region: str, gpu: str | None, why_no_spot: str) -> PriceTable:
+    """The catalog's on-demand list prices alone, for when EC2 cannot be asked for spot prices."""
+    book = catalog.load_catalog()
+    rows = [TypePrices(name, spec.gpu_model or "", spec.gpu_count, spec.gpu_memory_gib, spec.price(region))
+            for name in catalog_types(gpu) for spec in [catalog.lookup(name)]]
+    rows.sort(key=lambda r: (r.best_usd_per_gpu if r.best_usd_per_gpu is not None else math.inf, r.instance_type))
+    notes = [f"no spot prices: live spot prices need AWS credentials and a connection to EC2 ({why_no_spot})"]
+    if region not in book.regions:
+        notes.append(f"the catalog has no on-demand list prices for {region} (it has {', '.join(book.regions)})")
+    return PriceTable(region, tuple(rows), book.prices_as_of, tuple(notes), book.prices_origin, live_spot=False)
+
+
+def prices_for(region: str | None, gpu: str | None, provider_for: Callable[[str | None], Any]) -> PriceTable:
+    """`awsrun prices`: list and live spot prices; without credentials, a region or a network, the
+    list prices shipped in the catalog, saying why spot prices are missing."""
+    catalog_types(gpu)  # an unknown model fails before AWS is asked
+    try:
+        return price_table(provider_for(region), gpu)
+    except AwsrunError as exc:
+        shown = region or _chain_region()
+        table = list_price_table(shown or DEFAULT_REGION, gpu, exc.message)
+        if shown is None:
+            table = dataclasses.replace(table, notes=table.notes + (
+                f"no AWS region set: list prices for {DEFAULT_REGION} (--region R for another)",))
+        return table
+
+
+def _chain_region() -> str | None:
+    from awsrun.providers.aws_clients import chain_region
+
+    try:
+        return chain_region() or None  # an empty AWS_DEFAULT_REGION reads as ''
+    except AwsrunError:
+        return None
 
 
 def cheapest_zones(spot: dict[str, float], offered: Iterable[str] | None) -> list[str]:

@@ -127,7 +127,18 @@ def _check_regions(value: str, source: str) -> None:
 
 def _check_ssh_address(value: str, source: str) -> None:
     if value not in _SSH_ADDRESSES:
-        raise ConfigError(f"{source}: ssh_address must be one of {', '.join(_SSH_ADDRESSES)}, got {value!r}")
+        raise ConfigError(f"{source}: ssh_address must be one of {', '.join(_SSH_ADDRESSES)}, got {value!r}",
+                          hint=_fix_hint(source, "ssh_address", _SSH_ADDRESSES[0]))
+
+
+def _fix_hint(source: str, name: str, example: str, *, quoted: bool = True) -> str:
+    """Where to correct a bad value, by where it came from: the variable, the flag or the file."""
+    if source.startswith("AWSRUN_"):
+        return f"e.g. `export {source}={example}`, or `unset {source}` for the default"
+    if source.startswith("--"):
+        return f"e.g. `{source} {example}`"
+    value = f'"{example}"' if quoted else example
+    return f"fix `{name}` in {source}, e.g. `{name} = {value}` (`awsrun config` shows every setting)"
 
 
 def _check_checkpoint_bucket(value: str, source: str) -> None:
@@ -217,7 +228,9 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     base = kind.replace(" | None", "")
 
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: {f.name} must be {expected}, got {value!r}")
+        example = "true" if base == "bool" else f.default if f.default not in (None, dataclasses.MISSING) else "..."
+        return ConfigError(f"{source}: {f.name} must be {expected}, got {value!r}",
+                           hint=_fix_hint(source, f.name, str(example), quoted=base not in ("bool", "int", "float")))
 
     if value is None:
         return None

@@ -42,6 +42,7 @@ SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
               "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
               "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE")
 STATUS_MARK = "AWSRUN-STATUS "
+SET_ASIDE_MARK = "AWSRUN-SET-ASIDE "  # start_job(fresh=True): the previous outputs' new name follows
 _SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -169,6 +170,7 @@ def start_job(
     socket: str = SOCKET,
     python: str = "python3",
     env_file: str | None = None,
+    fresh: bool = False,
 ) -> str:
     """One shell line: under the target's start lock for NAME, refuse a running session of that name,
     reset its job dir (under umask 077), start it detached.
@@ -179,7 +181,9 @@ def start_job(
     (relative to `workdir`) is created and given to the job as AWSRUN_OUTPUT_DIR. `env` reaches the
     job through its 0600 `env` file, but its values are words of this line: secrets go in `env_file`
     instead, a file already on the target (NUL-separated NAME=VALUE) that is moved into the job dir.
-    `mirror`: shell words of a program the wrapper runs beside the job (see WRAPPER).
+    `mirror`: shell words of a program the wrapper runs beside the job (see WRAPPER). `fresh`: a non-empty `output_dir` left by an earlier run
+    is renamed OUTPUT_DIR.N (the lowest free N) before the job starts, and the line `SET_ASIDE_MARK
+    OUTPUT_DIR.N` printed, so the job starts anew instead of resuming its checkpoints.
     """
     validate_session_name(name)
     if not argv:
@@ -204,7 +208,10 @@ def start_job(
         words = shlex.join(list(argv))
     make = f"mkdir -p {directory}"
     if output_dir:  # the job's outputs keep the user's own umask
-        make += f" && ( umask \"$u\"; mkdir -p {remote_path(workdir.rstrip('/') + '/' + output_dir)} )"
+        output_path = remote_path(workdir.rstrip('/') + '/' + output_dir)
+        make += f" && ( umask \"$u\"; mkdir -p {output_path} )"
+        if fresh:
+            lines.append(_set_aside(output_path, output_dir))
     launch = launch_line(name, workdir, jobs_root, socket)
     lines.append(
         f"rm -rf {directory} && {make} && "
@@ -219,6 +226,13 @@ def start_job(
     script = "; ".join(lines)
     lock = remote_path(f"{root}/.{name}.lock")
     return f"{shlex.quote(python)} -c {shlex.quote(LOCK_PROGRAM)} {lock} {START_LOCK_WAIT_S} {shlex.quote(script)}"
+
+
+def _set_aside(output_path: str, output_dir: str) -> str:
+    """Shell: rename a non-empty OUTPUT to OUTPUT.N (N from 1, the first name free) and say so."""
+    return (f"o={output_path}; if [ -d \"$o\" ] && [ -n \"$(ls -A \"$o\" 2>/dev/null)\" ]; then n=1; "
+            'while [ -e "$o.$n" ]; do n=$((n+1)); done; '
+            f'mv "$o" "$o.$n" && printf \'%s\\n\' {shlex.quote(SET_ASIDE_MARK + output_dir)}."$n"; fi')
 
 
 def stage_env_command(path: str, jobs_root: str = JOBS_ROOT) -> str:

@@ -82,7 +82,7 @@ def main() -> None:
             Case("awsrun status --cached", awsrun("status", "--cached")),
         ], args.runs)
         table(f"CLI start (median of {args.runs})", start_rows, "python -c 'import click'",
-              {"awsrun --help": "<= 2x", "awsrun --version": "<= 2x", "awsrun status --cached": "<= 3x"})
+              {"awsrun --help": "<= 1.5x", "awsrun --version": "<= 1.5x", "awsrun status --cached": "<= 2x"})
 
         resubmit_rows = interleaved_medians([
             Case("by hand: rsync -az + ssh tmux new, fresh connections", box.rsync_and_tmux(project, "fresh", "f"), edit),

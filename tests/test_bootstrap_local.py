@@ -46,20 +46,21 @@ def _can_run():
         pytest.fail(problem, pytrace=False)
 
 
-def fake_torch_wheel(directory: Path, version: str = "2.13.0+cpu") -> Path:
+def fake_torch_wheel(directory: Path, version: str = "2.13.0+cpu", tag: str = "py3-none-any",
+                     origin: str = "the test") -> Path:
     """A wheel named torch that installs in a second: torch/__init__.py and valid metadata."""
     files = {
-        "torch/__init__.py": f'__version__ = "{version}"\n',
+        "torch/__init__.py": f'__version__ = "{version}"\nORIGIN = "{origin}"\n',
         f"torch-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n",
         f"torch-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: awsrun-tests\n"
-                                            "Root-Is-Purelib: true\nTag: py3-none-any\n",
+                                            f"Root-Is-Purelib: true\nTag: {tag}\n",
     }
     record = []
     for name, text in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
         record.append(f"{name},sha256={digest},{len(text.encode())}")
     files[f"torch-{version}.dist-info/RECORD"] = "\n".join([*record, f"torch-{version}.dist-info/RECORD,,"]) + "\n"
-    path = directory / f"torch-{version}-py3-none-any.whl"
+    path = directory / f"torch-{version}-{tag}.whl"
     with zipfile.ZipFile(path, "w") as archive:
         for name, text in files.items():
             archive.writestr(name, text)
@@ -109,7 +110,10 @@ class Host:
         path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
         if path_prefix:
             path = f"{path_prefix}:{path}"
-        environment = {"HOME": f"/home/{USER}", "PATH": path, "LANG": "C.UTF-8", **(env or {})}
+        # PIP_CONFIG_FILE=/dev/null: pip reads no configuration file (/etc/pip.conf, /etc/xdg/pip, ~/.config/pip),
+        # so a machine's find-links holding a real torch never wins over the test's fake wheel
+        environment = {"HOME": f"/home/{USER}", "PATH": path, "LANG": "C.UTF-8", "PIP_CONFIG_FILE": "/dev/null",
+                       **(env or {})}
         argv = ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in environment.items()),
                 "bash", str(self.script), "--state-dir", str(state or self.state), *args]
         start = time.monotonic()
@@ -176,6 +180,24 @@ def test_a_torch_install_cut_off_before_its_record_is_redone(host, small_venv):
     assert "Successfully installed torch-2.13.0+cpu" in log, log
     assert record.exists()
     assert host.run(*small_venv["args"], "--only", "torch").event("torch") == "skip"
+
+
+def test_the_machines_pip_configuration_never_reaches_the_torch_step(host, small_venv):
+    # a machine whose pip configuration has a find-links with a torch of the same version and a more
+    # specific tag (a real wheel is cp3X-...-linux_x86_64): pip would prefer it over the test's fake one
+    machine = host.mkdir("machine-wheels")
+    fake_torch_wheel(machine, tag="py3-none-linux_x86_64", origin="the machine's pip configuration")
+    config = host.mkdir("machine-config")
+    (config / "pip").mkdir()
+    (config / "pip" / "pip.conf").write_text(f"[global]\nfind-links = {machine}\n")
+    shutil.chown(config / "pip", USER, USER)
+    venv = host.path("venv-isolated")
+    args = ("--venv", str(venv), *small_venv["args"][2:])
+    run = host.run(*args, "--only", "venv", "--only", "torch", state=host.mkdir("state-isolated"),
+                   env={"XDG_CONFIG_HOME": str(config), "XDG_CONFIG_DIRS": str(config)})
+    assert run.rc == 0 and run.event("torch") == "done", run
+    (installed,) = venv.glob("lib/python3*/site-packages/torch/__init__.py")
+    assert 'ORIGIN = "the test"' in installed.read_text()
 
 
 def test_changed_requirements_file_redoes_the_step(host, small_venv):

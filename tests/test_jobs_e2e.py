@@ -460,6 +460,7 @@ def test_ctrl_c_stops_following_never_the_job(cli, project, job_cluster):
             follower.kill()
     assert follower.returncode == 130, err
     assert b"stopped following; job 'work' goes on" in err and b"awsrun logs work -f" in err
+    assert b"error" not in err  # the user asked to stop following: no fault
     assert state_of(cli, "work") == "running"
     (job_cluster.project(project) / "stop").write_text("")
     wait_for(lambda: state_of(cli, "work") == "exited 0", what="the job to end on its own")
@@ -497,4 +498,4 @@ def test_attach_without_a_name_lists_the_running_jobs_when_there_are_several(cli
     assert several.exit_code == 2, several
     assert "2 jobs are running: one, two" in several.stderr and "awsrun attach SESSION" in several.stderr
     finished = cli("attach", "nope")
-    assert finished.exit_code == 7 and "there is no such job" in finished.stderr
+    assert finished.exit_code == 7 and "no job named 'nope'" in finished.stderr

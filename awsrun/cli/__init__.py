@@ -29,6 +29,17 @@ class _Commands(click.Group):
         self._load()
         return super().list_commands(ctx)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's whole first sentence, wrapped (Click cuts it to the line with '...')."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def _load(self, until: str | None = None) -> None:
         while self.loaded < len(COMMAND_MODULES) and (until is None or until not in self.commands):
             module = importlib.import_module(f"awsrun.cli.{COMMAND_MODULES[self.loaded]}")
@@ -81,7 +92,10 @@ def _main(args: list[str]) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         message = " ".join(exc.format_message().split())
-        click.echo(f"error: {message} (see 'awsrun --help')", err=True)
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "awsrun"
+        click.echo(f"error: {message}", err=True)
+        click.echo(f"  hint: `{where} --help` lists its {'commands' if where == 'awsrun' else 'options'}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)

@@ -115,9 +115,12 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
         ui.say(f"  node {record.node}: " + " ".join(w for w in words if w))
     for instance_id, detail in result.agents:
         ui.say(f"  agent on {instance_id}: {detail}")
+    for note in result.notes:
+        ui.say(f"  {note}")
     name = result.cluster.name
     flag = "" if name == "default" else f" --cluster {name}"
-    ui.say(f"cluster {name!r} is ready. Next: `awsrun submit SCRIPT{flag}`; "
+    kind = {"local": " (this machine)", "ssh": " (your hosts)"}.get(result.cluster.provider, "")
+    ui.say(f"cluster {name!r}{kind} is ready. Next: `awsrun submit SCRIPT{flag}`; "
            f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
 
 
@@ -239,15 +242,28 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
     from awsrun import cluster_ops
 
     settings = app.settings(**_given(cluster=cluster))
+    record, instances = cluster_ops.recorded(app.home, settings.cluster)
+    running = cluster_ops.running_jobs(app.home, settings)
+    name = settings.cluster
+    if record is None or record.provider == "aws":
+        what = f"terminate the instances of cluster {name!r} and delete its security group and key pair"
+    else:
+        where = "this machine is" if record.provider == "local" else "its machines are"
+        what = f"forget cluster {name!r} ({where} left alone)"
+    if running:
+        what += f" and end its {cluster_ops.running_label(running)}"
     if not yes:
-        record, instances = cluster_ops.recorded(app.home, settings.cluster)
         if not sys.stdin.isatty():
-            raise ConfigError(f"`awsrun down` would terminate cluster {settings.cluster!r}: confirm with --yes")
+            raise ConfigError(f"`awsrun down` would {what}: confirm with --yes",
+                              hint=f"awsrun down --yes --cluster {name}")
         ids = ", ".join(i.id for i in instances) or "no instances recorded"
-        what = "terminate its instances and delete its security group and key pair" \
-            if record is None or record.provider == "aws" else "forget it (the machines are left alone)"
-        click.confirm(f"cluster {settings.cluster!r} ({ids}): {what}?", abort=True, err=True)
-    result = cluster_ops.down(app.home, settings, UiReporter())
+        click.confirm(f"{what} ({ids})?", abort=True, err=True)
+    result = cluster_ops.down(app.home, settings, UiReporter(), end_jobs=True)
+    if result.provider != "aws":
+        ended = f"; ended {cluster_ops.jobs_label(result.ended_jobs)}" if result.ended_jobs else ""
+        ui.say(f"cluster {result.cluster!r} is forgotten: awsrun launched nothing for it, so nothing was "
+               f"terminated{ended}")
+        return
     parts = [f"terminated {', '.join(result.terminated)}" if result.terminated else "",
              f"deleted security group {', '.join(result.security_groups)}" if result.security_groups else "",
              f"deleted key pair {', '.join(result.key_pairs)}" if result.key_pairs else ""]

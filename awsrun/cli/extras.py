@@ -20,14 +20,14 @@ def prices_command(app: AppContext, gpu: str | None, region: str | None, as_json
     """GPU instance types with their on-demand and current spot price per zone, cheapest $/GPU-hour first.
 
     \b
-    On-demand: the catalog's list price. Spot: EC2's current price in each zone of the region
-    (describe_spot_price_history). `awsrun up --spot` launches in the cheapest zone.
+    On-demand: the catalog's list price (dated; shown also offline or without credentials). Spot:
+    EC2's current price in each zone of the region (describe_spot_price_history; needs credentials).
+    `awsrun up --spot` launches in the cheapest zone.
     """
     from awsrun.clusters import default_aws
-    from awsrun.prices import catalog_types, price_table
+    from awsrun.prices import prices_for
 
-    catalog_types(gpu)  # an unknown model fails before AWS is asked
-    table = price_table(default_aws(app.settings(region=region).region), gpu)
+    table = prices_for(app.settings(region=region).region, gpu, default_aws)
     if as_json:
         ui.emit_json(table.to_json())
         return
@@ -40,7 +40,8 @@ def prices_command(app: AppContext, gpu: str | None, region: str | None, as_json
                      others))
     ui.table(["type", "gpu", "gpus", "GiB/gpu", "on-demand $/h", "$/gpu-h", "spot $/h", "cheapest zone",
               "spot $/gpu-h", "other zones $/h"], rows,
-             title=f"{table.region}: on-demand list prices as of {table.prices_as_of}; spot prices now")
+             title=f"{table.region}: on-demand list prices as of {table.prices_as_of} "
+                   f"({table.prices_origin or 'awsrun catalog'}); " + ("spot prices now" if table.live_spot else "no spot prices"))
     for note in table.notes:
         ui.say(f"note: {note}")
 

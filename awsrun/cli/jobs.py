@@ -60,7 +60,8 @@ def _open(app: AppContext, cluster: str | None):
     return settings, open_host(app.home, settings)
 
 
-@click.command("submit", context_settings=PASSTHROUGH)
+@click.command("submit", context_settings=PASSTHROUGH,
+               short_help="Sync the project and run SCRIPT [ARGS] in a detached tmux session on the cluster.")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--name", "session", help="tmux session name (default: setting `session`, 'work').")
@@ -70,6 +71,8 @@ def _open(app: AppContext, cluster: str | None):
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE", help="Environment for the job (repeatable).")
 @click.option("-f", "--follow", is_flag=True, help="Stream the log until the job ends, pull its results, exit with its code.")
 @click.option("--pull-on-exit", is_flag=True, help="Wait for the job to end, then pull runs/SESSION.")
+@click.option("--resume", is_flag=True,
+              help="Continue the previous run in runs/SESSION (its checkpoints) instead of setting it aside.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was synced and started as JSON.")
 @click.option("--nodes", type=click.IntRange(min=1),
               help="Run SCRIPT under torchrun on nodes 0..N-1 (default: every node of a cluster of several).")
@@ -86,14 +89,18 @@ def _open(app: AppContext, cluster: str | None):
 @click.pass_obj
 def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], session: str | None,
                    cluster: str | None, workdir: Path | None, env_pairs: tuple[str, ...], follow: bool,
-                   pull_on_exit: bool, as_json: bool, nodes: int | None, nproc_per_node: int | None,
+                   pull_on_exit: bool, resume: bool, as_json: bool, nodes: int | None, nproc_per_node: int | None,
                    rdzv_port: int | None, checkpoint_bucket: str | None, recover: bool, no_bootstrap: bool) -> int:
     """Sync the project and run SCRIPT [ARGS]... in a detached tmux session on the cluster.
 
     SCRIPT is found relative to the current directory, then the project root, then its jobs/. Options
-    go before SCRIPT; everything after it is the script's. The job runs in the synced copy of the
+    go before SCRIPT; everything after it is the script's (one of submit's own options there gets a
+    warning; `SCRIPT -- ARGS...` passes them on without one). The job runs in the synced copy of the
     project with the venv's python (else python3), AWSRUN_OUTPUT_DIR=runs/SESSION, and outlives
     the connection: `awsrun logs`, `awsrun attach`, `awsrun pull` find it later.
+
+    Each submit is a new run: a previous run's runs/SESSION on the cluster is renamed runs/SESSION.N
+    first, unless --resume asks to continue it (from its checkpoints).
 
     On a cluster of several nodes the job runs on every node (or --nodes N) under torchrun; `logs`
     shows the head's log (--node I another's), `pull` takes the head's (rank 0's) outputs.
@@ -104,21 +111,24 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
     from awsrun import jobs, multinode, sync, tmux
 
     if recover:
-        if script is not None or follow or pull_on_exit or nodes or nproc_per_node or rdzv_port or env_pairs:
+        if script is not None or follow or pull_on_exit or nodes or nproc_per_node or rdzv_port or env_pairs \
+                or resume:
             raise ConfigError("--recover resubmits the jobs as they were submitted: it takes no SCRIPT, "
-                              "--env, --follow or node options", hint="awsrun submit --recover [--name SESSION]")
+                              "--env, --follow, --resume or node options (it always resumes)",
+                              hint="awsrun submit --recover [--name SESSION]")
         return _recover(app, cluster, session, checkpoint_bucket, not no_bootstrap, as_json)
     if no_bootstrap:
         raise ConfigError("--no-bootstrap goes with --recover (`awsrun up --no-bootstrap` for a new cluster)")
     if script is None:
         raise ConfigError("submit needs a SCRIPT to run", hint="awsrun submit train_stn.py [ARGS]...")
+    args = _script_args(script, args)
     settings = app.settings(cluster=cluster, checkpoint_bucket=checkpoint_bucket)
     name = tmux.validate_session_name(settings.session if session is None else session)
     env = tmux.validate_env(env_pairs)
     project = jobs.check_project_dir(workdir if workdir is not None else app.project_dir)
     relative = jobs.resolve_script(script, app.cwd, project)
     tree = sync.scan(project)
-    request = jobs.SubmitRequest(project, relative, tuple(args), name, env)
+    request = jobs.SubmitRequest(project, relative, tuple(args), name, env, fresh=not resume)
     if nodes is None:
         nodes = multinode.node_count(app.home, settings.cluster)
     if (nodes > 1 or nproc_per_node or rdzv_port) and settings.checkpoint_bucket:
@@ -150,12 +160,35 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
         ui.say(f"sync: {_plural(report.files_sent, 'file')} sent ({_size(report.bytes_raw)}, "
                f"{_size(report.bytes_sent)} on the wire), {report.deleted} deleted, {report.unchanged} unchanged "
                f"-> {result.remote_dir}")
+        _say_set_aside(name, result.set_aside)
         ui.say(f"started job {name!r} on cluster {result.cluster!r}: "
                f"{' '.join(jobs.display_command(result.command))}")
         if not (follow or pull_on_exit):
             ui.say(f"  awsrun logs {name} -f  |  awsrun attach {name}  |  awsrun pull {name}")
             return 0
         return _follow_and_pull(host, project, name, follow)
+
+
+def _script_args(script: str, args: tuple[str, ...]) -> tuple[str, ...]:
+    """The script's arguments: a leading `--` (pass what follows on as is) is dropped; otherwise a word
+    that is one of submit's own options gets a warning, since it goes to the script, not to awsrun."""
+    if args[:1] == ("--",):
+        return args[1:]
+    own = {name for param in click.get_current_context().command.params if isinstance(param, click.Option)
+           for name in (*param.opts, *param.secondary_opts)}
+    misplaced = list(dict.fromkeys(word.split("=", 1)[0] for word in args
+                                   if word.split("=", 1)[0] in own and word.startswith("-")))
+    if misplaced:
+        goes, it = ("goes", "it") if len(misplaced) == 1 else ("go", "them")
+        _warn([f"{', '.join(misplaced)} after {script} {goes} to the script, not to awsrun submit: put {it} "
+               f"before {script}, or write `awsrun submit {script} -- ARGS...` to pass {it} on on purpose"])
+    return args
+
+
+def _say_set_aside(name: str, set_aside: str | None, where: str = "") -> None:
+    if set_aside:
+        ui.say(f"{where}the previous run's runs/{name} is kept as {set_aside}; this run starts anew "
+               "(--resume continues a run)")
 
 
 def _recover(app: AppContext, cluster: str | None, session: str | None, checkpoint_bucket: str | None,
@@ -186,6 +219,7 @@ def _submit_nodes(app: AppContext, settings, request, tree, as_json: bool) -> No
     def said(node: int, result) -> None:
         report = result.sync
         _warn(report.warnings)
+        _say_set_aside(result.session, result.set_aside, f"node {node}: ")
         ui.say(f"node {node}: sync: {_plural(report.files_sent, 'file')} sent ({_size(report.bytes_raw)}), "
                f"{report.unchanged} unchanged -> {result.remote_dir}; started")
 
@@ -212,11 +246,18 @@ def _follow_and_pull(host, project: Path, name: str, follow: bool) -> int:
             with ui.phase(f"waiting for job {name!r} to end"):
                 _, end = jobs.logs(host, name, lines=0, follow=True, on_line=lambda line: None)
     except KeyboardInterrupt:
-        raise Interrupted(f"stopped following; job {name!r} goes on",
-                          hint=f"`awsrun logs {name} -f` follows it again, `awsrun kill {name}` stops it") from None
+        return _stopped_following(name)
     ui.say(f"job {name!r} {_end_label(end)}")
     _render_pull(jobs.pull(host, project, name))
     return end.status
+
+
+def _stopped_following(name: str) -> int:
+    """Ctrl-C while following a log: what the user asked for, not an error; the exit status still says
+    the job did not end (130, as for any Ctrl-C)."""
+    ui.say(f"stopped following; job {name!r} goes on: `awsrun logs {name} -f` follows it again, "
+           f"`awsrun kill {name}` stops it")
+    return Interrupted.exit_code
 
 
 def _end_label(end) -> str:
@@ -291,7 +332,7 @@ def logs_command(app: AppContext, session: str | None, follow: bool, lines: int 
         try:
             text, end = jobs.logs(host, name, lines=lines, follow=follow, on_line=ui.out if follow else None)
         except KeyboardInterrupt:
-            raise Interrupted(f"stopped following; job {name!r} goes on") from None
+            return _stopped_following(name)
     if text:
         ui.out(text[:-1] if text.endswith("\n") else text)
     if follow:
@@ -410,7 +451,8 @@ def ssh_command(app: AppContext, cluster: str | None, command: tuple[str, ...]) 
     os.execvp(argv[0], argv)
 
 
-@click.command("tunnel")
+@click.command("tunnel", short_help="Forward localhost:PORT to the instance's 127.0.0.1:PORT until Ctrl-C "
+                                    "(6006 TensorBoard, 8888 Jupyter).")
 @click.argument("ports", nargs=-1, required=True)
 @CLUSTER
 @click.pass_obj

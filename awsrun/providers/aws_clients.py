@@ -72,6 +72,13 @@ def chain_region() -> str | None:
     return requested_region(None) or _session().region_name
 
 
+def credentials_source() -> str | None:
+    """Where boto3's chain finds credentials (e.g. 'env', 'shared-credentials-file'), or None: read
+    locally, with no call to AWS and no region needed."""
+    found = _session().get_credentials()
+    return getattr(found, "method", None) or "unknown" if found is not None else None
+
+
 def region_flag_for(explicit: str | None) -> str | None:
     """The region to write into commands shown to the user: `explicit` when boto3's default differs."""
     return explicit if explicit and explicit != chain_region() else None

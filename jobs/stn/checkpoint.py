@@ -81,5 +81,6 @@ def check_resumable(saved: dict, current: dict, keys: tuple[str, ...], path: str
     if differences:
         raise ResumeError(
             f"refusing to resume from {path}: it was made with {', '.join(differences)}; "
-            "use the same flags or another --out"
+            "use the same flags or another --out (under awsrun: submit without --resume, or with "
+            "another --name)"
         )

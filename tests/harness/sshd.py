@@ -35,7 +35,7 @@ UsePAM no
 PermitRootLogin no
 AllowUsers {user}
 StrictModes yes
-SetEnv TMUX_TMPDIR={root}/tmux PIP_NO_INDEX=1 PIP_FIND_LINKS={wheelhouse}
+SetEnv TMUX_TMPDIR={root}/tmux PIP_NO_INDEX=1 PIP_FIND_LINKS={wheelhouse} PIP_CONFIG_FILE=/dev/null
 AllowTcpForwarding yes
 X11Forwarding no
 PrintMotd no
