@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import checkpoints, pushcache, requirements, sync, tmux
+from awsrun import checkpoints, pushcache, requirements, sync, tmux, transfer
 from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -66,7 +66,13 @@ def open_host(home: Home, settings: Settings, *, node: int = 0) -> JobHost:
 
 
 def project_remote_dir(remote_dir: str, project_dir: Path) -> str:
-    return f"{remote_dir.rstrip('/') or '/'}/{project_dir.name}"
+    """remote_dir/NAME-HASH: the project's directory name and a short hash of its absolute path, so that
+    two projects of the same name from different places never share (and delete) each other's files."""
+    import hashlib
+
+    absolute = os.path.abspath(project_dir)
+    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:8]
+    return f"{remote_dir.rstrip('/') or '/'}/{Path(absolute).name}-{digest}"
 
 
 def check_project_dir(project_dir: Path) -> Path:
@@ -147,7 +153,8 @@ def _running(name: str, cluster: str) -> JobRunning:
                       hint=f"pick another name (--name NAME), or stop it first: awsrun kill {name}")
 
 
-def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = None) -> SubmitResult:
+def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = None,
+           on_progress: transfer.Progress | None = None) -> SubmitResult:
     name = tmux.validate_session_name(request.session)
     tree = tree if tree is not None else sync.scan(request.project_dir)
     if request.script not in tree.entries:
@@ -170,6 +177,17 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         start = f"{install}; {start}"
     busy = f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name))} 2>/dev/null && [ ! -e {directory}/exit_code ]"
     cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
+    try:  # rsync over the same connection: the files first, then the launch
+        report = transfer.push(host.remote, tree, remote_root, busy=busy, on_progress=on_progress)
+    except transfer.JobBusy:
+        raise _running(name, host.cluster.name) from None
+    except transfer.RsyncMissing:
+        report = None  # awsrun's own transfer below
+    if report is not None:
+        cache.forget()  # what the target holds is rsync's doing now: never plan against an old manifest
+        links = transfer.link_steps(tree, remote_root)
+        result = _needs_python(host, host.remote.run(f"{links} && {{ {start}; }}" if links else start))
+        return _started(host, request, name, argv, remote_root, tree, report, result, None)
     remembered = cache.load()
     remote_entries = None
     if remembered is not None:
@@ -181,7 +199,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
             f"if {busy}; then exit {tmux.EXIT_RUNNING}; fi; {checked} && {{ {start}; }}",
             stdin=pushcache.checked_input(tree, data)))
         if result.exit_code != pushcache.CHANGED:
-            return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
+            return _started(host, request, name, argv, remote_root, tree, _report(tree, plan, data, raw, remote_root,
+                                                                                   result), result, cache)
         remote_entries = sync.parse_manifest(result.stdout, host.remote.name)
     if remote_entries is None:
         probe = f"if {busy}; then echo running; else echo free; fi; " + sync.manifest_command(remote_root, host.python)
@@ -198,15 +217,23 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         data, raw = sync.payload(tree, plan, compress=not host.local)
         command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
     result = host.remote.run(command, stdin=data)
-    return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache)
+    return _started(host, request, name, argv, remote_root, tree, _report(tree, plan, data, raw, remote_root, result),
+                    result, cache)
+
+
+def _report(tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, remote_root: str,
+            result) -> sync.SyncReport:
+    sent = len(data or b"") if plan.send or plan.delete else 0
+    return sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
+                           remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
 
 
 def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,
-             tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, result,
-             cache: pushcache.ManifestCache) -> SubmitResult:
+             tree: sync.LocalTree, report: sync.SyncReport, result,
+             cache: pushcache.ManifestCache | None) -> SubmitResult:
     if result.exit_code == tmux.EXIT_RUNNING:
         raise _running(name, host.cluster.name)
-    if not result.ok:
+    if not result.ok and cache is not None:
         cache.forget()
     if result.exit_code == checkpoints.EXIT_TOOLS_FAILED:
         raise RemoteError(f"installing boto3 for the checkpoint mirror on {host.remote.name} failed: "
@@ -218,10 +245,8 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
         raise RemoteError(f"installing the job's requirements on {host.remote.name} failed: {_tail(result.stderr)}",
                           hint="fix requirements.txt (or pip_args), then submit again")
     result.check(f"start job {name!r} on {host.remote.name}")
-    cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
-    sent = len(data or b"") if plan.send or plan.delete else 0
-    report = sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
-                             remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
+    if cache is not None:
+        cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
     return SubmitResult(name, host.cluster.name, remote_root, argv, report)
 
@@ -413,10 +438,20 @@ def pull_paths(project_dir: Path, remote_root: str, session: str, *, to: Path | 
 
 
 def pull(host: JobHost, project_dir: Path, session: str, *, to: Path | None = None,
-         remote_path: str | None = None) -> sync.PullReport:
+         remote_path: str | None = None, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+         on_plan: Callable[[transfer.PullPlan], None] | None = None,
+         on_progress: transfer.Progress | None = None) -> sync.PullReport:
+    """rsync when both sides have it (streams, resumes, sends deltas), else awsrun's own transfer."""
     remote_root = project_remote_dir(host.remote_dir, project_dir)
     source, destination = pull_paths(project_dir, remote_root, session, to=to, remote_path=remote_path)
-    return sync.pull(host.remote, source, destination, host.python)
+    try:
+        return transfer.pull(host.remote, source, destination, include=include, exclude=exclude,
+                             on_plan=on_plan, on_progress=on_progress)
+    except transfer.RsyncMissing:
+        if include or exclude:
+            raise ConfigError("pull --include/--exclude need rsync, here and on the instance",
+                              hint="install rsync (apt-get install rsync), or pull without them") from None
+        return sync.pull(host.remote, source, destination, host.python)
 
 
 # --- kill, attach, ssh, tunnel ------------------------------------------------------------------------

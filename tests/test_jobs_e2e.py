@@ -231,7 +231,7 @@ def test_script_is_found_from_inside_jobs_and_runs_in_the_synced_project(cli, pr
     result = cli("submit", "--follow", "where.py", cwd=project / "jobs")
     assert result.exit_code == 0, result
     synced = job_cluster.project(project)
-    expected = "/home/ubuntu/awsrun/project" if job_cluster.provider == "ssh" else str(synced)
+    expected = f"/home/ubuntu/awsrun/{synced.name}" if job_cluster.provider == "ssh" else str(synced)
     assert result.stdout.splitlines() == [expected, "runs/work"]
     assert (synced / "runs" / "work").is_dir()
 
