@@ -451,7 +451,8 @@ def pull(remote: Remote, source: str, destination: Path, *, include: Sequence[st
     elif run.code != 0:
         _fail(run, f"pull {source} from {remote.name}", remote)
     stats = _stats(run.lines)
-    received = stats.get("Total bytes received", 0)
+    # what came to the receiver: for a copy on this machine, rsync's own process is the sender
+    received = stats.get("Total bytes received" if shell.ssh is not None else "Total bytes sent", 0)
     fetched = [line.split(" ", 1)[1] for line in run.lines if line.startswith(">f") and " " in line]
     for name in list(fetched):
         path = destination / name
