@@ -248,7 +248,41 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
     if cache is not None:
         cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
+    remember_project(host.home, remote_root, request.project_dir)
     return SubmitResult(name, host.cluster.name, remote_root, argv, report)
+
+
+def remember_project(home: Home, remote_root: str, project_dir: Path) -> None:
+    """Note which local project a remote directory holds (AWSRUN_HOME/projects/NAME-HASH), for `jobs`."""
+    import tempfile
+
+    directory = home.root / "projects"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".project-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.path.abspath(project_dir))
+        os.replace(temp, directory / PurePosixPath(remote_root).name)
+    except OSError:
+        pass  # only a label for `jobs`
+
+
+def job_projects(home: Home, cluster: str) -> dict[str, str]:
+    """session -> `NAME-HASH (local path)` of the project its last submit from here synced."""
+    state = State.open(home.state_db)
+    try:
+        records = state.jobs(cluster)
+    finally:
+        state.close()
+    out = {}
+    for record in records:
+        name = PurePosixPath(record.workdir).name
+        try:
+            local = (home.root / "projects" / name).read_text()
+        except (OSError, ValueError):
+            local = ""
+        out[record.session] = f"{name} ({local})" if local else name
+    return out
 
 
 def _tail(stderr: str) -> str:

@@ -223,6 +223,13 @@ def escape(path: str) -> str:
     return re.sub(r"([*?\[\\])", r"\\\1", path) if re.search(r"[*?\[]", path) else path
 
 
+def rsync_glob(glob: str) -> str:
+    """A gitignore glob as rsync reads it: rsync takes `\\` as an escape only in a pattern with a wildcard."""
+    if re.search(r"[*?\[]", glob):
+        return glob
+    return re.sub(r"\\(.)", r"\1", glob)
+
+
 def filter_rules(tree: LocalTree) -> list[str]:
     """The walker's decision as rsync filter rules, first match wins: the symlinks that leave the project
     (excluded by name), then the tiers, highest first, each tier's last rule first."""
@@ -230,6 +237,7 @@ def filter_rules(tree: LocalTree) -> list[str]:
     rules += [f"- /{escape(path)}" for path in absolute_links(tree)]
     for tier in tree.patterns:
         for base, glob, negate, dir_only, basename_only in reversed(tier):
+            glob = rsync_glob(glob)
             sign, slash = ("+" if negate else "-"), ("/" if dir_only else "")
             prefix = "/" + escape(base) + "/" if base else "/"
             if basename_only and not base:

@@ -190,7 +190,7 @@ def jobs_table(cli) -> dict[str, list[str]]:
     result = cli("jobs")
     assert result.exit_code == 0, result
     rows = [line.split("\t") for line in result.stdout.splitlines() if line and not line.startswith("#")]
-    assert rows[0] == ["session", "state", "started", "duration", "command"], result
+    assert rows[0] == ["session", "state", "started", "duration", "command", "project"], result
     return {row[0]: row for row in rows[1:]}
 
 
