@@ -196,6 +196,22 @@ def test_files_that_vanish_while_a_pull_runs_are_warnings_and_the_rest_arrives(t
     assert not (tmp_path / "dest" / "ckpt-1.pt").exists()
 
 
+def test_a_file_that_arrives_far_bigger_than_the_bytes_sent_is_removed(tmp_path, monkeypatch):
+    """What a hostile sender's rsync could make the receiver write (a sparse 1 GiB from a few bytes, or one
+    basis block repeated): whatever wrote it, a file bigger than the bytes on the wire and the file it
+    replaced allow does not stay."""
+    source = tree(tmp_path / "src", {"huge.bin": "tiny", "ok.txt": "fine"})
+    dest = tmp_path / "dest"
+    inflating = tmp_path / "rsync-inflating"
+    inflating.write_text(f"#!/bin/sh\nrsync \"$@\"; code=$?\ncase \"$*\" in *files-from*) "
+                         f"truncate -s 1G {dest}/huge.bin;; esac\nexit $code\n")
+    inflating.chmod(0o755)
+    monkeypatch.setattr(transfer, "RSYNC", str(inflating))
+    report = transfer.pull(LocalRemote(), str(source), dest)
+    assert report.warnings == ("not pulled: 'huge.bin': it came bigger than the bytes sent allow (removed)",)
+    assert report.files == 1 and not (dest / "huge.bin").exists() and (dest / "ok.txt").read_text() == "fine"
+
+
 def test_pull_include_and_exclude_leave_the_rest_behind(tmp_path):
     source = tree(tmp_path / "src", {"summary.json": "{}", "curves.png": "p", "checkpoints/c1.pt": "c",
                                      "sub/metrics.json": "[]"})
@@ -239,3 +255,34 @@ def test_the_remote_directory_is_the_name_and_a_hash_of_the_absolute_path(tmp_pa
     a, b = jobs.project_remote_dir("~/awsrun", tmp_path / "x" / "proj"), jobs.project_remote_dir("~/awsrun/", tmp_path / "y" / "proj")
     assert a.startswith("~/awsrun/proj-") and b.startswith("~/awsrun/proj-") and a != b
     assert a == jobs.project_remote_dir("~/awsrun", tmp_path / "x" / "." / "proj")
+
+
+# --- what the user sees ---------------------------------------------------------------------------------
+
+def test_rsync_progress_reaches_the_caller_and_shows_as_plain_lines_when_not_a_terminal(tmp_path, capsys):
+    from awsrun import ui
+
+    source = tree(tmp_path / "src", {"weights.bin": os.urandom(3 * MB)})
+    seen = []
+    transfer.pull(LocalRemote(), str(source), tmp_path / "dest", on_progress=lambda *report: seen.append(report))
+    assert seen and seen[-1][0] == 3 * MB and seen[-1][1] == 100  # bytes, percent (then rate and ETA)
+
+    progress = ui.TransferProgress("pulling")
+    progress(1000, 1, "1.00MB/s", "0:00:09")       # the first second: nothing
+    progress.started -= 2
+    progress(2_500_000, 50, "2.50MB/s", "0:00:01")
+    progress(5_000_000, 100, "2.50MB/s", "0:00:00")
+    progress.close()
+    assert capsys.readouterr().err.splitlines() == ["  pulling: 2.5 MB (50%), 2.50MB/s, ETA 0:00:01",
+                                                    "  pulling: 5.0 MB (100%), 2.50MB/s, ETA 0:00:00"]
+
+
+def test_a_large_pull_says_how_much_it_is_about_to_fetch(tmp_path, capsys):
+    from awsrun.cli.jobs import LARGE_PULL, _say_plan
+
+    entries, _ = transfer.parse_listing([f"-rw-r--r-- {LARGE_PULL:,} 2026/12/04 16:00:00 ckpt.pt",
+                                         "-rw-r--r--          5 2026/12/04 16:00:00 small.json"])
+    _say_plan(transfer.pull_plan(entries, tmp_path, []))
+    _say_plan(transfer.pull_plan(entries[1:], tmp_path, []))
+    assert capsys.readouterr().err.splitlines() == [
+        "fetching up to 100.0 MB (2 files new or changed; leave some behind with --exclude PATTERN)"]
