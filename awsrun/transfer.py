@@ -428,7 +428,7 @@ def pull(remote: Remote, source: str, destination: Path, *, include: Sequence[st
                         shell.location(source) + "/"], shell)
     _check_missing(listed, shell)
     if listed.code != 0:
-        if any("No such file or directory" in line and "change_dir" in line or "link_stat" in line
+        if any("No such file or directory" in line and ("change_dir" in line or "link_stat" in line)
                for line in listed.errors):
             raise NotFoundError(f"{source} does not exist on {remote.name}",
                                 hint="the job has written no output yet, or the path is wrong (`awsrun ssh -- ls`)")

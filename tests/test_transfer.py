@@ -13,7 +13,7 @@ import pytest
 
 from awsrun import jobs, sync, transfer
 from awsrun.remote.local import LocalRemote
-from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster  # noqa: F401 (fixtures)
+from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
 
 MB = 1 << 20
 
@@ -137,6 +137,21 @@ def test_a_pull_over_ssh_sends_the_appended_bytes_and_resumes_an_interrupted_fil
     assert resumed.files == 1 and resumed.bytes_received < 2 * MB  # the missing MB, not the 4
     assert (dest / "new.bin").read_bytes() == (remote / "runs/work/new.bin").read_bytes()
     assert not part.parent.exists()
+
+
+def test_without_rsync_on_the_instance_submit_and_pull_use_awsrun_own_transfer(ssh_cluster, fleet, awsrun_home,
+                                                                                project, monkeypatch, cli, tmp_path):
+    monkeypatch.setattr(transfer, "REMOTE_RSYNC", "rsync-not-installed")
+    tree(project, {"pyproject.toml": "", "job.py": "import os\nopen(os.environ['AWSRUN_OUTPUT_DIR'] + '/r.txt', 'w')"
+                                                   ".write('done')\n"})
+    with host_for(ssh_cluster, fleet, awsrun_home, project, monkeypatch, cli) as host:
+        with pytest.raises(transfer.RsyncMissing):
+            transfer.push(host.remote, sync.scan(project), jobs.project_remote_dir(host.remote_dir, project))
+        result = jobs.submit(host, jobs.SubmitRequest(project, "job.py"))
+        assert result.sync.files_sent == 2
+        wait_for(lambda: (ssh_cluster.job("work") / "exit_code").exists(), timeout=30, what="the job to end")
+        report = jobs.pull(host, project, "work", to=tmp_path / "back")
+    assert report.files == 1 and (tmp_path / "back" / "r.txt").read_text() == "done"
 
 
 class host_for:
