@@ -1,4 +1,6 @@
-"""Incremental file transfer between the project and an instance, over the command's one connection.
+"""The project as it is synced (scan: ignore rules, symlinks), and awsrun's own incremental transfer, used
+where rsync (awsrun.transfer) is missing here or on the instance. It holds a push's payload and a pull's
+archive in memory: big files want rsync.
 
 Push (`submit`): the local tree is walked (ignore rules applied, symlinks never followed), the target's
 tree is read in ONE remote command (the same walker, shipped with the same rules, prints a JSON

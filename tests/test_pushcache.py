@@ -1,4 +1,4 @@
-"""Submit in one round trip (awsrun.pushcache): after a first submit the remembered manifest lets the next
+"""Without rsync, submit in one round trip (awsrun.pushcache): after a first submit the remembered manifest lets the next
 one check + sync + launch in a single remote command; anything changed on the target sends it back to
 two; a running job of that name refuses before a file is written. Counted on the local provider (the
 same jobs.submit code as over SSH) with a wrapper that records each remote command."""
