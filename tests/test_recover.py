@@ -18,6 +18,7 @@ from typing import Callable
 import boto3
 import pytest
 
+from awsrun.jobs import project_remote_dir
 from tests.harness.clusters import local_cluster, wait_for  # noqa: F401 (a fixture)
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS
@@ -151,7 +152,7 @@ def interrupt_and_recover(cli, aws, fleet, instance_side, s3, submit_args: tuple
     wait_for(lambda: (job_dir / "exit_code").exists(), timeout=timeout, what="the resumed job to finish")
     log = (job_dir / "log").read_text()
     assert (job_dir / "exit_code").read_text().strip() == "0", log
-    outputs = second.home / "awsrun" / cli.cwd.name / "runs" / "work"
+    outputs = second.home / "awsrun" / project_remote_dir("/", cli.cwd).lstrip("/") / "runs" / "work"
     return Recovery(first, second, stopped_log, log, outputs, mirrored)
 
 
