@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import checkpoints, pushcache, requirements, sync, tmux, transfer
+from awsrun import checkpoints, pushcache, requirements, sync, tmux, transfer, transfer_pull
 from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -475,13 +475,13 @@ def pull_paths(project_dir: Path, remote_root: str, session: str, *, to: Path | 
 
 def pull(host: JobHost, project_dir: Path, session: str, *, to: Path | None = None,
          remote_path: str | None = None, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
-         on_plan: Callable[[transfer.PullPlan], None] | None = None,
+         on_plan: Callable[[transfer_pull.PullPlan], None] | None = None,
          on_progress: transfer.Progress | None = None) -> sync.PullReport:
     """rsync when both sides have it (streams, resumes, sends deltas), else awsrun's own transfer."""
     remote_root = project_remote_dir(host.remote_dir, project_dir)
     source, destination = pull_paths(project_dir, remote_root, session, to=to, remote_path=remote_path)
     try:
-        return transfer.pull(host.remote, source, destination, include=include, exclude=exclude,
+        return transfer_pull.pull(host.remote, source, destination, include=include, exclude=exclude,
                              on_plan=on_plan, on_progress=on_progress)
     except transfer.RsyncMissing:
         if include or exclude:

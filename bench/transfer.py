@@ -46,13 +46,13 @@ def open_host(project: Path):
 
 def child(verb: str, project: Path, remote: str, local: str) -> None:
     """One push or pull as a command does it, in this fresh process; prints its report and peak RSS."""
-    from awsrun import sync, transfer
+    from awsrun import sync, transfer, transfer_pull
 
     with open_host(project) as host:
         if verb == "push":
             report = transfer.push(host.remote, sync.scan(project), remote).as_dict()
         else:
-            report = transfer.pull(host.remote, remote, Path(local)).as_dict()
+            report = transfer_pull.pull(host.remote, remote, Path(local)).as_dict()
     report["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     report["rss_children_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps(report))
@@ -100,7 +100,7 @@ def main() -> None:
     if args.child:
         return child(args.child[0], Path(args.child[1]), args.child[2], args.child[3])
 
-    from awsrun import jobs, sync, transfer
+    from awsrun import jobs, sync, transfer, transfer_pull
 
     with loopback() as box, tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as scratch:
         scratch = Path(scratch)
@@ -201,14 +201,14 @@ def main() -> None:
         with open_host(delta) as dhost:
             transfer.push(dhost.remote, sync.scan(delta), "~/delta")
             pulled = scratch / "delta-back"
-            transfer.pull(dhost.remote, "~/delta", pulled)
+            transfer_pull.pull(dhost.remote, "~/delta", pulled)
             with open(big, "ab") as handle:
                 handle.write(os.urandom(1_000_000))
             pushed = transfer.push(dhost.remote, sync.scan(delta), "~/delta")
-            transfer.pull(dhost.remote, "~/delta", pulled)  # level again
+            transfer_pull.pull(dhost.remote, "~/delta", pulled)  # level again
             with open(home / "delta" / "metrics.bin", "ab") as handle:
                 handle.write(os.urandom(1_000_000))
-            back = transfer.pull(dhost.remote, "~/delta", pulled)
+            back = transfer_pull.pull(dhost.remote, "~/delta", pulled)
         print(f"\ndelta: {args.delta_mb} MB file, 1 MB appended")
         print(f"{'push: bytes on the wire':58} {pushed.bytes_sent / 1e6:10.2f} MB")
         print(f"{'pull: bytes on the wire':58} {back.bytes_received / 1e6:10.2f} MB")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import jobs, sync, transfer
+from awsrun import jobs, sync, transfer, transfer_pull
 from awsrun.remote.local import LocalRemote
 from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
 
@@ -189,8 +189,8 @@ def test_listing_lines_that_are_no_entry_and_names_that_cannot_be_written_are_pe
              "lrwxrwxrwx         11 2026/12/04 16:00:00 passwd -> /etc/passwd",
              "crw-r--r--          0 2026/12/04 16:00:00 tty",
              "prw-r--r--          0 2026/12/04 16:00:00 pipe"]
-    entries, warnings = transfer.parse_listing(lines)
-    plan = transfer.pull_plan(entries, tmp_path, warnings)
+    entries, warnings = transfer_pull.parse_listing(lines)
+    plan = transfer_pull.pull_plan(entries, tmp_path, warnings)
     assert [e.name for e in plan.fetch] == ["ok.txt"]
     assert len(plan.warnings) == 9 and all(w.startswith("not pulled: ") for w in plan.warnings)
     assert "not pulled: 'new\\nline': its name holds a control character (newline, tab, ...)" in plan.warnings
@@ -205,7 +205,7 @@ def test_files_that_vanish_while_a_pull_runs_are_warnings_and_the_rest_arrives(t
     rotating.write_text(f"#!/bin/sh\ncase \"$*\" in *files-from*) rm -f {source}/ckpt-1.pt;; esac\nexec rsync \"$@\"\n")
     rotating.chmod(0o755)
     monkeypatch.setattr(transfer, "RSYNC", str(rotating))
-    report = transfer.pull(LocalRemote(), str(source), tmp_path / "dest")
+    report = transfer_pull.pull(LocalRemote(), str(source), tmp_path / "dest")
     assert report.files == 1 and (tmp_path / "dest" / "metrics.jsonl").read_text() == "m"
     assert len(report.warnings) == 1 and "ckpt-1.pt" in report.warnings[0], report.warnings
     assert not (tmp_path / "dest" / "ckpt-1.pt").exists()
@@ -222,7 +222,7 @@ def test_a_file_that_arrives_far_bigger_than_the_bytes_sent_is_removed(tmp_path,
                          f"truncate -s 1G {dest}/huge.bin;; esac\nexit $code\n")
     inflating.chmod(0o755)
     monkeypatch.setattr(transfer, "RSYNC", str(inflating))
-    report = transfer.pull(LocalRemote(), str(source), dest)
+    report = transfer_pull.pull(LocalRemote(), str(source), dest)
     assert report.warnings == ("not pulled: 'huge.bin': it came bigger than the bytes sent allow (removed)",)
     assert report.files == 1 and not (dest / "huge.bin").exists() and (dest / "ok.txt").read_text() == "fine"
 
@@ -230,10 +230,10 @@ def test_a_file_that_arrives_far_bigger_than_the_bytes_sent_is_removed(tmp_path,
 def test_pull_include_and_exclude_leave_the_rest_behind(tmp_path):
     source = tree(tmp_path / "src", {"summary.json": "{}", "curves.png": "p", "checkpoints/c1.pt": "c",
                                      "sub/metrics.json": "[]"})
-    left = transfer.pull(LocalRemote(), str(source), tmp_path / "a", exclude=["checkpoints/"])
+    left = transfer_pull.pull(LocalRemote(), str(source), tmp_path / "a", exclude=["checkpoints/"])
     assert sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file()) == \
         ["curves.png", "sub/metrics.json", "summary.json"] and left.files == 3
-    only = transfer.pull(LocalRemote(), str(source), tmp_path / "b", include=["*.json"])
+    only = transfer_pull.pull(LocalRemote(), str(source), tmp_path / "b", include=["*.json"])
     assert sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*") if p.is_file()) == \
         ["sub/metrics.json", "summary.json"] and only.files == 2
 
@@ -241,7 +241,8 @@ def test_pull_include_and_exclude_leave_the_rest_behind(tmp_path):
 def test_pull_exclude_through_the_cli_leaves_checkpoints_behind(cli, project, local_cluster):
     (project / "pyproject.toml").write_text("")
     (project / "w.py").write_text("import os\no = os.environ['AWSRUN_OUTPUT_DIR']\nos.makedirs(o + '/checkpoints')\n"
-                                  "open(o + '/checkpoints/c.pt', 'w').write('c')\nopen(o + '/s.json', 'w').write('{}')\n")
+                                  "open(o + '/checkpoints/c.pt', 'w').write('c')\n"
+                                  "open(o + '/s.json', 'w').write('{}')\n")
     assert cli("submit", "--pull-on-exit", "w.py").exit_code == 0
     subprocess.run(["rm", "-r", str(project / "runs")], check=True)
     result = cli("pull", "--exclude", "checkpoints/")
@@ -267,7 +268,8 @@ def test_two_projects_of_the_same_name_never_share_a_directory_on_the_instance(c
 
 
 def test_the_remote_directory_is_the_name_and_a_hash_of_the_absolute_path(tmp_path):
-    a, b = jobs.project_remote_dir("~/awsrun", tmp_path / "x" / "proj"), jobs.project_remote_dir("~/awsrun/", tmp_path / "y" / "proj")
+    a = jobs.project_remote_dir("~/awsrun", tmp_path / "x" / "proj")
+    b = jobs.project_remote_dir("~/awsrun/", tmp_path / "y" / "proj")
     assert a.startswith("~/awsrun/proj-") and b.startswith("~/awsrun/proj-") and a != b
     assert a == jobs.project_remote_dir("~/awsrun", tmp_path / "x" / "." / "proj")
 
@@ -279,7 +281,7 @@ def test_rsync_progress_reaches_the_caller_and_shows_as_plain_lines_when_not_a_t
 
     source = tree(tmp_path / "src", {"weights.bin": os.urandom(3 * MB)})
     seen = []
-    transfer.pull(LocalRemote(), str(source), tmp_path / "dest", on_progress=lambda *report: seen.append(report))
+    transfer_pull.pull(LocalRemote(), str(source), tmp_path / "dest", on_progress=lambda *report: seen.append(report))
     assert seen and seen[-1][0] == 3 * MB and seen[-1][1] == 100  # bytes, percent (then rate and ETA)
 
     progress = ui.TransferProgress("pulling")
@@ -295,9 +297,9 @@ def test_rsync_progress_reaches_the_caller_and_shows_as_plain_lines_when_not_a_t
 def test_a_large_pull_says_how_much_it_is_about_to_fetch(tmp_path, capsys):
     from awsrun.cli.jobs import LARGE_PULL, _say_plan
 
-    entries, _ = transfer.parse_listing([f"-rw-r--r-- {LARGE_PULL:,} 2026/12/04 16:00:00 ckpt.pt",
+    entries, _ = transfer_pull.parse_listing([f"-rw-r--r-- {LARGE_PULL:,} 2026/12/04 16:00:00 ckpt.pt",
                                          "-rw-r--r--          5 2026/12/04 16:00:00 small.json"])
-    _say_plan(transfer.pull_plan(entries, tmp_path, []))
-    _say_plan(transfer.pull_plan(entries[1:], tmp_path, []))
+    _say_plan(transfer_pull.pull_plan(entries, tmp_path, []))
+    _say_plan(transfer_pull.pull_plan(entries[1:], tmp_path, []))
     assert capsys.readouterr().err.splitlines() == [
         "fetching up to 100.0 MB (2 files new or changed; leave some behind with --exclude PATTERN)"]
