@@ -129,7 +129,8 @@ def run_rsync(argv: list[str], shell: Shell, stdin: bytes = b"", on_progress: Pr
             _take(pending.decode(errors="replace"), lines, on_progress)
         code = process.wait()
     finally:
-        if process.poll() is None:  # Ctrl-C: rsync got the signal too; let it park its partial file
+        if process.poll() is None:  # Ctrl-C (or any error here): rsync parks its partial file and ends
+            process.terminate()
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

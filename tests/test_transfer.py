@@ -303,3 +303,40 @@ def test_a_large_pull_says_how_much_it_is_about_to_fetch(tmp_path, capsys):
     _say_plan(transfer_pull.pull_plan(entries[1:], tmp_path, []))
     assert capsys.readouterr().err.splitlines() == [
         "fetching up to 100.0 MB (2 files new or changed; leave some behind with --exclude PATTERN)"]
+
+
+def test_an_interrupted_pull_leaves_no_file_under_a_final_name_and_the_next_one_completes(tmp_path):
+    """Ctrl-C while a big file is on its way: rsync parks it in the partial directory, nothing partial sits
+    under the file's own name or a temporary one, and the next pull finishes it."""
+    import signal
+    import threading
+    import time
+
+    source = tree(tmp_path / "src", {"a.txt": "a", "big.bin": os.urandom(256 * MB)})
+    dest = tmp_path / "dest"
+
+    def ctrl_c_once_big_bin_is_on_its_way():
+        while _temp_size(dest, ".big.bin.") <= MB:
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=ctrl_c_once_big_bin_is_on_its_way, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        transfer_pull.pull(LocalRemote(), str(source), dest)
+        watcher.join()  # the Ctrl-C lands while this waits, if the pull was faster than the watcher
+    big = dest / "big.bin"
+    assert not big.exists()
+    assert not [p for p in dest.rglob("*") if p.name.startswith(".big.bin.")]  # no rsync temp left behind
+    assert 0 < (dest / transfer.PARTIAL_DIR / "big.bin").stat().st_size < 256 * MB
+    transfer_pull.pull(LocalRemote(), str(source), dest)
+    assert big.read_bytes() == (source / "big.bin").read_bytes() and (dest / "a.txt").read_text() == "a"
+    assert not (dest / transfer.PARTIAL_DIR).exists()
+
+
+def _temp_size(directory: Path, prefix: str) -> int:
+    """The size of rsync's temporary file named `prefix...` in `directory` (0 while there is none)."""
+    try:
+        return max((p.stat().st_size for p in directory.iterdir() if p.name.startswith(prefix)), default=0)
+    except OSError:
+        return 0
