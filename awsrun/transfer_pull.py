@@ -124,6 +124,7 @@ def pull(remote: Remote, source: str, destination: Path, *, include: Sequence[st
          exclude: Sequence[str] = (), on_plan: Callable[[PullPlan], None] | None = None,
          on_progress: Progress | None = None) -> PullReport:
     shell = shell_of(remote)
+    destination = Path(os.path.abspath(destination))  # rsync may run elsewhere (a long socket path's directory)
     filters = [f"--exclude={p}" for p in exclude] + [f"--include={p}" for p in include]
     if include:
         filters += ["--include=*/", "--exclude=*", "--prune-empty-dirs"]
