@@ -78,6 +78,13 @@ def glob_regex(pattern: str) -> str:
 
 def parse_ignore(text: str, base: str = "") -> list[list]:
     """Rules of one ignore file in directory `base`: [base, regex, negate, dir_only, basename_only]."""
+    return [[b, glob_regex(glob), negate, dir_only, basename_only]
+            for b, glob, negate, dir_only, basename_only in parse_patterns(text, base)]
+
+
+def parse_patterns(text: str, base: str = "") -> list[list]:
+    """Rules of one ignore file as globs: [base, glob, negate, dir_only, basename_only] (awsrun.transfer
+    hands them to rsync, whose wildcards are gitignore's)."""
     rules = []
     for line in text.splitlines():
         while line.endswith(" ") and not line.endswith("\\ "):
@@ -92,7 +99,7 @@ def parse_ignore(text: str, base: str = "") -> list[list]:
         if not line:
             continue
         anchored = "/" in line
-        rules.append([base, glob_regex(line.lstrip("/")), negate, dir_only, not anchored])
+        rules.append([base, line.lstrip("/"), negate, dir_only, not anchored])
     return rules
 
 

@@ -1,9 +1,11 @@
 """Job use cases: submit, list, logs, pull, kill, and the argv for attach / ssh / tunnel.
 
 Every function takes a JobHost: the command's one connection to the cluster's head node, plus where
-things live on it. A submit is one round trip when the target confirms it holds the manifest awsrun
-last pushed there (awsrun.pushcache: check + payload + launch in one shell line), else two (manifest +
-running-check; then payload + launch); listing, logs, pull and kill are one each.
+things live on it. Files move with rsync over that connection (awsrun.transfer): a submit is rsync
+(whose remote side first refuses when the job runs) then the launch; a pull is a listing then the
+transfer. Where rsync is missing, awsrun's own transfer: a submit is one round trip when the target
+confirms it holds the manifest awsrun last pushed there (awsrun.pushcache), else two. Listing, logs and
+kill are one round trip each.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import checkpoints, pushcache, requirements, sync, tmux
+from awsrun import checkpoints, pushcache, requirements, sync, tmux, transfer, transfer_pull
 from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -69,7 +71,13 @@ def open_host(home: Home, settings: Settings, *, node: int = 0) -> JobHost:
 
 
 def project_remote_dir(remote_dir: str, project_dir: Path) -> str:
-    return f"{remote_dir.rstrip('/') or '/'}/{project_dir.name}"
+    """remote_dir/NAME-HASH: the project's directory name and a short hash of its absolute path, so that
+    two projects of the same name from different places never share (and delete) each other's files."""
+    import hashlib
+
+    absolute = os.path.abspath(project_dir)
+    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:8]
+    return f"{remote_dir.rstrip('/') or '/'}/{Path(absolute).name}-{digest}"
 
 
 def check_project_dir(project_dir: Path) -> Path:
@@ -154,7 +162,8 @@ def _running(name: str, cluster: str) -> JobRunning:
                       hint=f"pick another name (--name NAME), or stop it first: awsrun kill {name}")
 
 
-def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = None) -> SubmitResult:
+def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = None,
+           on_progress: transfer.Progress | None = None) -> SubmitResult:
     name = tmux.validate_session_name(request.session)
     tree = tree if tree is not None else sync.scan(request.project_dir)
     if request.script not in tree.entries:
@@ -186,6 +195,18 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
     busy = (f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name, socket=host.socket))} 2>/dev/null "
             f"&& [ ! -e {directory}/exit_code ]")
     cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
+    try:  # rsync over the same connection: the files first, then the launch
+        report = transfer.push(host.remote, tree, remote_root, busy=busy, on_progress=on_progress)
+    except transfer.JobBusy:
+        raise _running(name, host.cluster.name) from None
+    except transfer.RsyncMissing:
+        report = None  # awsrun's own transfer below
+    if report is not None:
+        cache.forget()  # what the target holds is rsync's doing now: never plan against an old manifest
+        links = transfer.link_steps(tree, remote_root)
+        result = _needs_python(host, host.remote.run(f"{links} && {{ {start}; }}" if links else start))
+        result = _install_then_launch(host, result, install, launch)
+        return _started(host, request, name, argv, remote_root, tree, report, result, None, env_file)
     remembered = cache.load()
     remote_entries = None
     if remembered is not None:
@@ -198,7 +219,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
             stdin=pushcache.checked_input(tree, data)))
         if result.exit_code != pushcache.CHANGED:
             result = _install_then_launch(host, result, install, launch)
-            return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache, env_file)
+            return _started(host, request, name, argv, remote_root, tree,
+                            _report(tree, plan, data, raw, remote_root, result), result, cache, env_file)
         remote_entries = sync.parse_manifest(result.stdout, host.remote.name)
     if remote_entries is None:
         probe = f"if {busy}; then echo running; else echo free; fi; " + sync.manifest_command(remote_root, host.python)
@@ -217,7 +239,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         data, raw = sync.payload(tree, plan, compress=not host.local)
         command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
     result = _install_then_launch(host, host.remote.run(command, stdin=data), install, launch)
-    return _started(host, request, name, argv, remote_root, tree, plan, data, raw, result, cache, env_file)
+    return _started(host, request, name, argv, remote_root, tree, _report(tree, plan, data, raw, remote_root, result),
+                    result, cache, env_file)
 
 
 def stage_env(host: JobHost, name: str, env: dict[str, str]) -> str:
@@ -239,16 +262,24 @@ def _install_then_launch(host: JobHost, result, install: str | None, launch: str
     return host.remote.run(launch)
 
 
+def _report(tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, remote_root: str,
+            result) -> sync.SyncReport:
+    sent = len(data or b"") if plan.send or plan.delete else 0
+    return sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
+                           remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
+
+
 def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,
-             tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, result,
-             cache: pushcache.ManifestCache, env_file: str | None = None) -> SubmitResult:
+             tree: sync.LocalTree, report: sync.SyncReport, result,
+             cache: pushcache.ManifestCache | None, env_file: str | None = None) -> SubmitResult:
     if result.exit_code == tmux.EXIT_RUNNING:
         raise _running(name, host.cluster.name)
     if result.exit_code == tmux.EXIT_STARTING:
         raise JobRunning(f"job {name!r} is being started by another submit on cluster {host.cluster.name!r}",
-                         hint=f"wait for it, then `awsrun jobs`; or pick another name (--name NAME)")
+                         hint="wait for it, then `awsrun jobs`; or pick another name (--name NAME)")
     if not result.ok:
-        cache.forget()
+        if cache is not None:
+            cache.forget()
         if env_file:  # the start never took it into a job dir
             host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
     if result.exit_code == checkpoints.EXIT_TOOLS_FAILED:
@@ -261,14 +292,46 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
         raise RemoteError(f"installing the job's requirements on {host.remote.name} failed: {_tail(result.stderr)}",
                           hint="fix requirements.txt (or pip_args), then submit again")
     result.check(f"start job {name!r} on {host.remote.name}")
-    cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
-    sent = len(data or b"") if plan.send or plan.delete else 0
-    report = sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
-                             remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
+    if cache is not None:
+        cache.save(tree.entries)  # what the target holds now (each file written with its mtime_ns and mode)
     _record(host, JobRecord(host.cluster.name, name, argv, remote_root, time.time()))
+    remember_project(host.home, remote_root, request.project_dir)
     set_aside = next((line[len(tmux.SET_ASIDE_MARK):] for line in result.stdout.splitlines()
                       if line.startswith(tmux.SET_ASIDE_MARK)), None)
     return SubmitResult(name, host.cluster.name, remote_root, argv, report, set_aside)
+
+
+def remember_project(home: Home, remote_root: str, project_dir: Path) -> None:
+    """Note which local project a remote directory holds (AWSRUN_HOME/projects/NAME-HASH), for `jobs`."""
+    import tempfile
+
+    directory = home.root / "projects"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".project-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.path.abspath(project_dir))
+        os.replace(temp, directory / PurePosixPath(remote_root).name)
+    except OSError:
+        pass  # only a label for `jobs`
+
+
+def job_projects(home: Home, cluster: str) -> dict[str, str]:
+    """session -> `NAME-HASH (local path)` of the project its last submit from here synced."""
+    state = State.open(home.state_db)
+    try:
+        records = state.jobs(cluster)
+    finally:
+        state.close()
+    out = {}
+    for record in records:
+        name = PurePosixPath(record.workdir).name
+        try:
+            local = (home.root / "projects" / name).read_text()
+        except (OSError, ValueError):
+            local = ""
+        out[record.session] = f"{name} ({local})" if local else name
+    return out
 
 
 def _tail(stderr: str) -> str:
@@ -459,10 +522,20 @@ def pull_paths(project_dir: Path, remote_root: str, session: str, *, to: Path | 
 
 
 def pull(host: JobHost, project_dir: Path, session: str, *, to: Path | None = None,
-         remote_path: str | None = None) -> sync.PullReport:
+         remote_path: str | None = None, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+         on_plan: Callable[[transfer_pull.PullPlan], None] | None = None,
+         on_progress: transfer.Progress | None = None) -> sync.PullReport:
+    """rsync when both sides have it (streams, resumes, sends deltas), else awsrun's own transfer."""
     remote_root = project_remote_dir(host.remote_dir, project_dir)
     source, destination = pull_paths(project_dir, remote_root, session, to=to, remote_path=remote_path)
-    return sync.pull(host.remote, source, destination, host.python)
+    try:
+        return transfer_pull.pull(host.remote, source, destination, include=include, exclude=exclude,
+                             on_plan=on_plan, on_progress=on_progress)
+    except transfer.RsyncMissing:
+        if include or exclude:
+            raise ConfigError("pull --include/--exclude need rsync, here and on the instance",
+                              hint="install rsync (apt-get install rsync), or pull without them") from None
+        return sync.pull(host.remote, source, destination, host.python)
 
 
 # --- kill, attach, ssh, tunnel ------------------------------------------------------------------------

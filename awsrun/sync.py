@@ -1,4 +1,6 @@
-"""Incremental file transfer between the project and an instance, over the command's one connection.
+"""The project as it is synced (scan: ignore rules, symlinks), and awsrun's own incremental transfer, used
+where rsync (awsrun.transfer) is missing here or on the instance. It holds a push's payload and a pull's
+archive in memory: big files want rsync.
 
 Push (`submit`): the local tree is walked (ignore rules applied, symlinks never followed), the target's
 tree is read in ONE remote command (the same walker, shipped with the same rules, prints a JSON
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from awsrun.errors import AwsrunError, NotFoundError, RemoteError
-from awsrun.ignore import DEFAULT_IGNORE, compile_tiers, parse_ignore
+from awsrun.ignore import DEFAULT_IGNORE, compile_tiers, parse_ignore, parse_patterns
 from awsrun.remote import apply_push, list_manifest, pull_send, walker
 from awsrun.remote.base import Remote
 from awsrun.remote.walker import is_ignored, walk_tree  # noqa: F401 (is_ignored: the rule check, for callers)
@@ -55,6 +57,8 @@ class LocalTree:
     entries: dict[str, list]
     tiers: list[list[list]]                 # raw rules, highest tier first (JSON for the target)
     warnings: list[str] = field(default_factory=list)
+    patterns: list[list[list]] = field(default_factory=list)  # the same rules as globs (for rsync)
+    dropped: list[str] = field(default_factory=list)          # symlinks that lead out: never sent
 
 
 def scan(root: Path) -> LocalTree:
@@ -62,6 +66,7 @@ def scan(root: Path) -> LocalTree:
     root = root.resolve()
     raw = {"awsrun": [], "git": [], "default": parse_ignore(DEFAULT_IGNORE)}
     compiled = {name: compile_tiers([rules])[0] for name, rules in raw.items()}
+    globs = {"awsrun": [], "git": [], "default": parse_patterns(DEFAULT_IGNORE)}
     tiers = [compiled["awsrun"], compiled["git"], compiled["default"]]
     warnings: list[str] = []
 
@@ -75,6 +80,7 @@ def scan(root: Path) -> LocalTree:
                     warnings.append(f"cannot read {rel + '/' if rel else ''}{file_name}: {exc.strerror}")
                     continue
                 rules = parse_ignore(text, rel)
+                globs[tier].extend(parse_patterns(text, rel))
                 raw[tier].extend(rules)
                 compiled[tier].extend(compile_tiers([rules])[0])
 
@@ -82,6 +88,7 @@ def scan(root: Path) -> LocalTree:
         warnings.append(f"not synced: {rel!r} is not a regular file, directory or symlink")
 
     entries = walk_tree(str(root), tiers, on_dir=read_rules, on_other=other)
+    dropped = []
     for rel, entry in list(entries.items()):
         if entry[0] != "l":
             continue
@@ -89,9 +96,11 @@ def scan(root: Path) -> LocalTree:
         if target is None:
             warnings.append(f"not synced: symlink {rel!r} -> {entry[1]!r} leads outside the project")
             del entries[rel]
+            dropped.append(rel)
         else:
             entry[1] = target
-    return LocalTree(root, entries, [raw["awsrun"], raw["git"], raw["default"]], warnings)
+    return LocalTree(root, entries, [raw["awsrun"], raw["git"], raw["default"]], warnings,
+                     [globs["awsrun"], globs["git"], globs["default"]], dropped)
 
 
 def _link_inside(root: Path, rel: str, target: str) -> str | None:

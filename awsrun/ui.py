@@ -91,3 +91,52 @@ class Phase:
             self._status.stop()
         outcome = "done" if ok else "stopped"
         click.echo(f"{self.label}: {outcome} after {time.monotonic() - self.started:.1f}s", err=True)
+
+
+class TransferProgress:
+    """rsync's progress (bytes, percent, rate, ETA) for a transfer that lasts over a second: one rich status
+    line on a terminal, a plain line every few seconds otherwise. Call it with what rsync reports."""
+
+    QUIET_S = 1.0      # shorter transfers show nothing
+    PLAIN_EVERY_S = 5.0
+
+    def __init__(self, label: str):
+        self.label = label
+        self.started = time.monotonic()
+        self._status = None
+        self._printed = 0.0
+
+    def __call__(self, done: int, percent: int, rate: str, eta: str) -> None:
+        now = time.monotonic()
+        if now - self.started < self.QUIET_S:
+            return
+        text = f"{self.label}: {_bytes(done)} ({percent}%), {rate}, ETA {eta}"
+        if sys.stderr.isatty():
+            if self._status is None:
+                from rich.console import Console
+
+                self._status = Console(stderr=True).status(text)
+                self._status.start()
+            self._status.update(text)
+        elif now - self._printed >= self.PLAIN_EVERY_S or percent == 100:
+            self._printed = now
+            click.echo(f"  {text}", err=True)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def __enter__(self) -> "TransferProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

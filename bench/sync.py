@@ -2,10 +2,11 @@
 sshd host of the test harness, in the same run (cases interleaved), medians of N:
 
     rsync -az, fresh ssh            a new process and SSH connection, as typed by hand
-    awsrun sync, fresh process      python + imports + SSH handshake + manifest + payload (what a
-                                    command pays; `awsrun submit` does this, then starts the job)
+    awsrun sync, fresh process      python + imports + SSH handshake + rsync with the project's filter
+                                    rules (what a command pays; `awsrun submit` does this, then starts
+                                    the job)
     rsync -az, ControlMaster        ssh multiplexed over an already open master connection
-    awsrun sync, open connection    the same two round trips on a connection already open
+    awsrun sync, open connection    the same on a connection already open
 
 Projects: 200 files / 5 MB and 2,000 files / 5 MB (nine in ten Python-like text). Needs root.
 
@@ -28,13 +29,13 @@ from loopback_host import Case, interleaved_medians, loopback, make_project, pri
 
 def child(project: Path, remote_root: str) -> None:
     """One sync as a command would do it, in this fresh process."""
-    from awsrun import jobs, sync
+    from awsrun import jobs, sync, transfer
     from awsrun.home import Home
     from awsrun.settings import load_settings
 
     tree = sync.scan(project)
     with jobs.open_host(Home.from_env(), load_settings(project)) as host:
-        report = sync.push(host.remote, tree, remote_root, host.python)
+        report = transfer.push(host.remote, tree, remote_root)
     print(json.dumps(report.as_dict()))
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     if args.child:
         return child(Path(args.child[0]), args.child[1])
 
-    from awsrun import jobs, sync
+    from awsrun import jobs, sync, transfer
     from awsrun.home import Home
     from awsrun.settings import load_settings
 
@@ -78,7 +79,7 @@ def main() -> None:
             open_host = jobs.open_host(Home(box.awsrun_home), settings)
 
             def awsrun_open(i: int) -> None:
-                sync.push(open_host.remote, sync.scan(project), f"~/a-open-{files}", open_host.python)
+                transfer.push(open_host.remote, sync.scan(project), f"~/a-open-{files}")
 
             cases = [
                 Case(f"rsync -az, fresh ssh ({files} files)", rsync(f"r-fresh-{files}"), edit),

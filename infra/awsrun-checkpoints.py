@@ -213,10 +213,20 @@ def pull(url: S3Url, local_dir: Path, state_path: Path, region: str | None, owne
                 warn(f"skipped s3://{url.bucket}/{key}: it would land outside {local_dir}")
                 refused += 1
                 continue
+            if any(ord(c) < 32 or ord(c) == 127 for c in relative):
+                warn(f"skipped s3://{url.bucket}/{key!r}: its name holds a control character")
+                refused += 1
+                continue
             if target.is_file() and target.stat().st_size == size:
                 kept += 1
                 continue
-            download(client, url.bucket, key, target)
+            try:
+                download(client, url.bucket, key, target)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                # `a` and `a/b` both keys: one of them cannot be a file here
+                warn(f"skipped s3://{url.bucket}/{key}: a file or directory of that name is in the way")
+                refused += 1
+                continue
             info = target.stat()
             state.files[relative] = [info.st_size, info.st_mtime_ns]
             pulled, pulled_bytes = pulled + 1, pulled_bytes + info.st_size

@@ -110,6 +110,7 @@ def test_pull_cut_mid_transfer_writes_nothing_and_the_rerun_completes(cli, proje
 
     again = cli("pull", "work", env=cut_env(fleet, tmp_path, down=3 * MB))
     assert again.exit_code == 0, again
+    assert (local / "weights.bin").exists(), (again, failed, list(local.rglob("*")))
     assert (local / "weights.bin").read_bytes() == written
     assert not temp_files(project)
 
@@ -126,7 +127,7 @@ def _in_host_namespace(host, *argv: str) -> subprocess.CompletedProcess:
 def small_disk(ssh_cluster, project):
     """A 1 MB tmpfs where the project lands on the instance: the disk that fills up."""
     host = ssh_cluster.host
-    target = f"/home/ubuntu/awsrun/{project.name}"
+    target = f"/home/ubuntu/awsrun/{ssh_cluster.project(project).name}"
     made = _in_host_namespace(host, "sh", "-c", f"mkdir -p {target} && chown -R ubuntu: /home/ubuntu/awsrun && "
                               f"mount -t tmpfs -o size=1m,mode=0755,uid=$(id -u ubuntu),gid=$(id -g ubuntu) "
                               f"awsrun-small-disk {target}")

@@ -9,6 +9,7 @@ import pytest
 
 from awsrun import clusters
 from awsrun.home import Home
+from awsrun.jobs import project_remote_dir
 from awsrun.progress import Silent
 from awsrun.providers.aws import AwsProvider
 from awsrun.providers.aws_errors import CapacityError
@@ -278,7 +279,7 @@ def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, seco
     assert "done: test error" in head_log and "done: test error" not in node1_log
 
     # rank 0 (node 0) wrote the checkpoint and the artifacts; node 1 wrote none
-    remote_runs = [host.home / "awsrun" / project.name / "runs" / "work" for host in (head, second)]
+    remote_runs = [host.home / "awsrun" / project_remote_dir("/", project).lstrip("/") / "runs" / "work" for host in (head, second)]
     assert [p.name for p in (remote_runs[0] / "checkpoints").iterdir()] == [f"ckpt-{STEPS:08d}.pt"]
     assert not remote_runs[1].exists() or not any(remote_runs[1].iterdir())
     ok(cli("pull", "work"))

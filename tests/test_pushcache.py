@@ -1,4 +1,4 @@
-"""Submit in one round trip (awsrun.pushcache): after a first submit the remembered manifest lets the next
+"""Without rsync, submit in one round trip (awsrun.pushcache): after a first submit the remembered manifest lets the next
 one check + sync + launch in a single remote command; anything changed on the target sends it back to
 two; a running job of that name refuses before a file is written. Counted on the local provider (the
 same jobs.submit code as over SSH) with a wrapper that records each remote command."""
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import jobs, sync
+from awsrun import jobs, sync, transfer
 from awsrun.home import Home
 from awsrun.settings import load_settings
 from tests.harness.clusters import _env_for, local_cluster, wait_for  # noqa: F401 (fixture)
@@ -45,7 +45,9 @@ def submit(host, project: Path, session: str, *args: str) -> jobs.SubmitResult:
     return jobs.submit(host, jobs.SubmitRequest(project, "job.py", args, session))
 
 
-def test_second_submit_is_one_round_trip_and_a_change_on_the_target_falls_back(host, project, local_cluster):
+def test_without_rsync_a_second_submit_is_one_round_trip_and_a_change_on_the_target_falls_back(
+        host, project, local_cluster, monkeypatch):
+    monkeypatch.setattr(transfer, "RSYNC", "rsync-not-installed")  # awsrun's own transfer, with its cache
     first = submit(host, project, "a")
     assert len(host.remote.commands) == 2 and first.sync.files_sent == 22
     (project / "m3.py").write_text("x = 'edited'\n")

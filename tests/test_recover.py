@@ -18,6 +18,7 @@ from typing import Callable
 import boto3
 import pytest
 
+from awsrun.jobs import project_remote_dir
 from tests.harness.clusters import local_cluster, wait_for  # noqa: F401 (a fixture)
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS
@@ -151,7 +152,7 @@ def interrupt_and_recover(cli, aws, fleet, instance_side, s3, submit_args: tuple
     wait_for(lambda: (job_dir / "exit_code").exists(), timeout=timeout, what="the resumed job to finish")
     log = (job_dir / "log").read_text()
     assert (job_dir / "exit_code").read_text().strip() == "0", log
-    outputs = second.home / "awsrun" / cli.cwd.name / "runs" / "work"
+    outputs = second.home / "awsrun" / project_remote_dir("/", cli.cwd).lstrip("/") / "runs" / "work"
     return Recovery(first, second, stopped_log, log, outputs, mirrored)
 
 
@@ -270,6 +271,14 @@ def test_on_the_local_provider_the_mirror_uses_this_machines_credentials_and_its
     go.unlink()
     pulled = ok(cli("pull", "fine", "--from-s3", "--to", str(project / "back")))
     assert "pulled 1 files (5 bytes)" in pulled.stderr and (project / "back" / "result.txt").read_text() == "hello"
+    for key in ("default/fine/a", "default/fine/a/b", "default/fine/bad\x1bname"):  # what no job wrote
+        s3.put_object(Bucket="local-ckpts", Key=key, Body=b"x")
+    odd = ok(cli("pull", "fine", "--from-s3", "--to", str(project / "odd")))
+    assert (project / "odd" / "result.txt").read_text() == "hello" and (project / "odd" / "a").read_text() == "x"
+    assert "warning: skipped s3://local-ckpts/default/fine/a/b: a file or directory of that name is in the way" \
+        in odd.stderr and "its name holds a control character" in odd.stderr, odd
+    for key in ("default/fine/a", "default/fine/a/b", "default/fine/bad\x1bname"):
+        s3.delete_object(Bucket="local-ckpts", Key=key)
     unknown = cli("pull", "nosuch", "--from-s3")
     assert unknown.exit_code == 7 and "was not submitted with --checkpoint-bucket" in one_line_error(unknown)
 

@@ -151,7 +151,8 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
             for note in notes:
                 ui.say(note)
         else:
-            result = jobs.submit(host, request, tree)
+            with ui.TransferProgress("syncing") as progress:
+                result = jobs.submit(host, request, tree, on_progress=progress)
         report = result.sync
         _warn(report.warnings)
         if as_json:
@@ -248,7 +249,8 @@ def _follow_and_pull(host, project: Path, name: str, follow: bool) -> int:
     except KeyboardInterrupt:
         return _stopped_following(name)
     ui.say(f"job {name!r} {_end_label(end)}")
-    _render_pull(jobs.pull(host, project, name))
+    with ui.TransferProgress("pulling") as progress:
+        _render_pull(jobs.pull(host, project, name, on_plan=_say_plan, on_progress=progress))
     return end.status
 
 
@@ -266,6 +268,15 @@ def _end_label(end) -> str:
     if end.exit_code is not None:
         return f"exited {end.exit_code}"
     return "is still running" if end.running else "is gone without an exit code (killed, or the machine rebooted)"
+
+
+LARGE_PULL = 100_000_000  # bytes: say what is coming before a pull this big starts
+
+
+def _say_plan(plan) -> None:
+    if plan.bytes_to_fetch >= LARGE_PULL:
+        ui.say(f"fetching up to {_size(plan.bytes_to_fetch)} ({_plural(len(plan.fetch) - plan.unchanged, 'file')} "
+               f"new or changed; leave some behind with --exclude PATTERN)")
 
 
 def _render_pull(report) -> None:
@@ -305,8 +316,10 @@ def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
     if as_json:
         ui.emit_json([job.as_dict() for job in listing])
         return
-    ui.table(["session", "state", "started", "duration", "command"],
-             [(j.name, j.label, _when(j.started_at), _duration(j.duration), " ".join(j.command)) for j in listing],
+    projects = jobs.job_projects(app.home, settings.cluster)  # which local project each remote dir holds
+    ui.table(["session", "state", "started", "duration", "command", "project"],
+             [(j.name, j.label, _when(j.started_at), _duration(j.duration), " ".join(j.command),
+               projects.get(j.name, "")) for j in listing],
              title=f"jobs on cluster {settings.cluster}")
 
 
@@ -376,10 +389,15 @@ def attach_command(app: AppContext, session: str | None, cluster: str | None) ->
 @CLUSTER
 @click.option("--from-s3", is_flag=True,
               help="Read runs/SESSION from the job's S3 mirror (--checkpoint-bucket) instead of the instance.")
+@click.option("--include", "include", multiple=True, metavar="PATTERN",
+              help="Only what matches (rsync pattern, repeatable), e.g. --include '*.json'.")
+@click.option("--exclude", "exclude", multiple=True, metavar="PATTERN",
+              help="Leave what matches behind (rsync pattern, repeatable), e.g. --exclude checkpoints/.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
 def pull_command(app: AppContext, session: str | None, to: Path | None, remote_path: str | None,
-                 cluster: str | None, from_s3: bool, as_json: bool) -> None:
+                 cluster: str | None, from_s3: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+                 as_json: bool) -> None:
     """Bring a job's runs/SESSION (or --remote PATH) back into the project, only what changed.
 
     Only regular files are written, and only under the destination: absolute names, '..', links,
@@ -396,16 +414,18 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
     if from_s3:
         from awsrun.recover import pull_from_mirror
 
-        if remote_path is not None or as_json:
-            raise ConfigError("--from-s3 brings back runs/SESSION as mirrored: it takes no --remote or --json")
+        if remote_path is not None or as_json or include or exclude:
+            raise ConfigError("--from-s3 brings back runs/SESSION as mirrored: it takes no --remote, --include, "
+                              "--exclude or --json")
         _, destination = jobs.pull_paths(app.project_dir, "", name, to=to)
         with ui.phase(f"pulling runs/{name} from S3"):
             summary, warnings = pull_from_mirror(app.home, settings.cluster, name, destination)
         _warn(warnings)
         ui.say(summary)
         return
-    with jobs.open_host(app.home, settings) as host:
-        report = jobs.pull(host, app.project_dir, name, to=to, remote_path=remote_path)
+    with jobs.open_host(app.home, settings) as host, ui.TransferProgress("pulling") as progress:
+        report = jobs.pull(host, app.project_dir, name, to=to, remote_path=remote_path, include=include,
+                           exclude=exclude, on_plan=_say_plan, on_progress=progress)
     if as_json:
         ui.emit_json(report.as_dict())
     _render_pull(report)

@@ -40,8 +40,10 @@ class JobCluster:
     socket: str = tmux.SOCKET     # the cluster's tmux socket: on this machine, one per AWSRUN_HOME
 
     def project(self, project: Path) -> Path:
-        """The synced copy of a local project on the machine."""
-        return self.remote_dir / project.name
+        """The synced copy of a local project on the machine (awsrun.jobs.project_remote_dir's name)."""
+        from awsrun.jobs import project_remote_dir
+
+        return self.remote_dir / Path(project_remote_dir("/", project)).name
 
     def job(self, session: str) -> Path:
         return self.jobs_dir / session

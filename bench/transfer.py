@@ -1,0 +1,220 @@
+"""Moving big results and many files: awsrun (awsrun.transfer: rsync over its kept OpenSSH master) beside
+`rsync -a` over the SAME master connection, on one loopback sshd host of the test harness, in the same
+run (cases interleaved, medians of N):
+
+    push        1 GiB of random bytes + 2,000 small files into an empty directory on the host
+    pull        the same back into an empty local directory
+    peak RSS    of awsrun's process, of what it runs here (rsync, ssh), and of the rsync it runs on the
+                host (VmHWM of the host's rsync processes, polled)
+    resubmit    one changed file of 200, the connection open: jobs.submit (sync + start in tmux) against
+                `rsync -az` + `ssh tmux new` over the same master
+    delta       bytes on the wire to push, and to pull, a 500 MB file after 1 MB was appended to it
+
+awsrun's push and pull run in a fresh process each time (python, imports, settings: what a command pays).
+Sizes are flags, for a quick run (`--big-mib 64 --delta-mb 50`). Needs root (the harness sshd).
+
+    python bench/transfer.py [--runs 3] [--big-mib 1024] [--small-files 2000] [--delta-mb 500]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from loopback_host import Case, interleaved_medians, loopback, make_project, print_table, run  # noqa: E402
+
+MiB = 1 << 20
+
+
+def open_host(project: Path):
+    from awsrun import jobs
+    from awsrun.home import Home
+    from awsrun.settings import load_settings
+
+    return jobs.open_host(Home.from_env(), load_settings(project, {}))
+
+
+def child(verb: str, project: Path, remote: str, local: str) -> None:
+    """One push or pull as a command does it, in this fresh process; prints its report and peak RSS."""
+    from awsrun import sync, transfer, transfer_pull
+
+    with open_host(project) as host:
+        if verb == "push":
+            report = transfer.push(host.remote, sync.scan(project), remote).as_dict()
+        else:
+            report = transfer_pull.pull(host.remote, remote, Path(local)).as_dict()
+    report["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report["rss_children_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps(report))
+
+
+class HostRss:
+    """The peak VmHWM of rsync processes on the host whose command line names `marker` (polled)."""
+
+    def __init__(self, marker: str):
+        self.marker, self.peak_kb, self._stop = marker.encode(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if not cmdline.startswith(b"rsync\0--server") or self.marker not in cmdline:
+                        continue
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                except OSError:
+                    continue
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--big-mib", type=int, default=1024)
+    parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--delta-mb", type=int, default=500)
+    parser.add_argument("--child", nargs=4, metavar=("VERB", "PROJECT", "REMOTE", "LOCAL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], Path(args.child[1]), args.child[2], args.child[3])
+
+    from awsrun import jobs, sync, transfer, transfer_pull
+
+    with loopback() as box, tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as scratch:
+        scratch = Path(scratch)
+        env = box.env()
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWSRUN_")})
+        home = box.host.home
+        project = make_project(scratch / "project", args.small_files, 20_000_000)
+        with open(project / "weights.bin", "wb") as handle:
+            for _ in range(args.big_mib):
+                handle.write(os.urandom(MiB))
+        with open_host(project) as first:  # first contact (paramiko) pins the host key
+            first.remote.run("true")
+        host = open_host(project)           # from now on: the system ssh over awsrun's kept master
+        host.remote.run("true")
+        shell = transfer.shell_of(host.remote)  # the baseline rides the same master
+        assert any(word.startswith("ControlPath=") for word in shell.ssh), shell.ssh
+        ssh = ["-e", shlex.join(shell.ssh)]
+        dest = shell.destination
+        rss: dict[str, list[int]] = {}
+
+        def awsrun(verb: str, remote: str, local: str = "-") -> None:
+            with HostRss(remote.strip("~/")) as target:
+                out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", verb, str(project),
+                                      remote, local], env=env, capture_output=True, text=True, cwd=shell.cwd)
+            if out.returncode != 0:
+                raise SystemExit(f"awsrun {verb} failed: {out.stderr[-2000:]}")
+            report = json.loads(out.stdout.splitlines()[-1])
+            rss.setdefault(f"awsrun {verb}: awsrun process", []).append(report["rss_self_kb"])
+            rss.setdefault(f"awsrun {verb}: rsync+ssh it runs here", []).append(report["rss_children_kb"])
+            rss.setdefault(f"awsrun {verb}: rsync on the host", []).append(target.peak_kb)
+
+        def clean_remote(i: int) -> None:
+            run(["rm", "-rf", *(str(home / f"{side}-{i}") for side in ("a", "r"))])
+
+        def clean_local(i: int) -> None:
+            run(["rm", "-rf", str(scratch / f"pa-{i}"), str(scratch / f"pr-{i}")])
+
+        def rsync_push(i: int) -> None:
+            run(["rsync", "-a", *ssh, f"{project}/", f"{dest}:r-{i}/"], cwd=shell.cwd)
+
+        def rsync_pull(i: int) -> None:
+            run(["rsync", "-a", *ssh, f"{dest}:r-src/", str(scratch / f"pr-{i}") + "/"], cwd=shell.cwd)
+
+        rsync_push_src = ["rsync", "-a", *ssh, f"{project}/", f"{dest}:r-src/"]
+        run(rsync_push_src, cwd=shell.cwd)
+        total = sum(p.stat().st_size for p in project.rglob("*") if p.is_file())
+        what = f"{args.big_mib} MiB random + {args.small_files} small files ({total / 1e6:.0f} MB)"
+        push_rows = interleaved_medians([
+            Case("rsync -a, same master: push", rsync_push, clean_remote),
+            Case("awsrun push (fresh process)", lambda i: awsrun("push", f"~/a-{i}"), clean_remote),
+        ], args.runs)
+        print_table(f"push {what}, loopback sshd, median of {args.runs}", push_rows, push_rows[0][0])
+        pull_rows = interleaved_medians([
+            Case("rsync -a, same master: pull", rsync_pull, clean_local),
+            Case("awsrun pull (fresh process)", lambda i: awsrun("pull", "~/r-src", str(scratch / f"pa-{i}")),
+                 clean_local),
+        ], args.runs)
+        print_table(f"pull {what}, loopback sshd, median of {args.runs}", pull_rows, pull_rows[0][0])
+        assert (scratch / f"pa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
+        print(f"\npeak RSS, max of {args.runs} runs (MB)")
+        for label, values in rss.items():
+            print(f"{label:58} {max(values) / 1024:10.1f}")
+        run(["rm", "-rf", str(home / "r-src"), *(str(p) for p in scratch.glob("p[ar]-*"))])
+
+        # resubmit: one changed file of 200, connection open
+        small = make_project(scratch / "small", 200, 5_000_000)
+        edited = small / "pkg3" / "mod3.py"
+        small_host = open_host(small)
+
+        def edit(i: int) -> None:
+            edited.write_text(edited.read_text() + f"# edit {i}\n")
+
+        def awsrun_submit(i: int) -> None:
+            jobs.submit(small_host, jobs.SubmitRequest(small, "jobs/quick.py", (), f"b{i}"))
+
+        def rsync_and_tmux(i: int) -> None:
+            run(["rsync", "-az", "--delete", *ssh, f"{small}/", f"{dest}:by-hand/"], cwd=shell.cwd)
+            start = "cd ~/by-hand && python3 jobs/quick.py > out.log 2>&1"
+            run([*shell.ssh, dest, shlex.join(["tmux", "-L", "manual", "new", "-d", "-s", f"h{i}", start])],
+                cwd=shell.cwd)
+
+        cases = [Case("rsync -az + ssh tmux new, same master", rsync_and_tmux, edit),
+                 Case("awsrun jobs.submit, connection open", awsrun_submit, edit)]
+        for case in cases:
+            case.action(-1)
+        rows = interleaved_medians(cases, max(args.runs, 7))
+        print_table("resubmit, one changed file of 200 (5 MB), connection open", rows, rows[0][0])
+        small_host.close()
+
+        # delta: 1 MB appended to a big file
+        delta = scratch / "delta"
+        delta.mkdir()
+        (delta / "pyproject.toml").write_text("")
+        big = delta / "metrics.bin"
+        with open(big, "wb") as handle:
+            for _ in range(args.delta_mb):
+                handle.write(os.urandom(1_000_000))
+        with open_host(delta) as dhost:
+            transfer.push(dhost.remote, sync.scan(delta), "~/delta")
+            pulled = scratch / "delta-back"
+            transfer_pull.pull(dhost.remote, "~/delta", pulled)
+            with open(big, "ab") as handle:
+                handle.write(os.urandom(1_000_000))
+            pushed = transfer.push(dhost.remote, sync.scan(delta), "~/delta")
+            transfer_pull.pull(dhost.remote, "~/delta", pulled)  # level again
+            with open(home / "delta" / "metrics.bin", "ab") as handle:
+                handle.write(os.urandom(1_000_000))
+            back = transfer_pull.pull(dhost.remote, "~/delta", pulled)
+        print(f"\ndelta: {args.delta_mb} MB file, 1 MB appended")
+        print(f"{'push: bytes on the wire':58} {pushed.bytes_sent / 1e6:10.2f} MB")
+        print(f"{'pull: bytes on the wire':58} {back.bytes_received / 1e6:10.2f} MB")
+        host.close()
+        print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
