@@ -7,10 +7,7 @@ EC2's refusals are injected into the moto endpoint per region, zone, type and ma
 """
 from __future__ import annotations
 
-import os
-import select
 import subprocess
-import time
 
 import boto3
 import pytest
@@ -23,6 +20,7 @@ from awsrun.providers.aws_errors import AccessDeniedError, CapacityError
 from awsrun.settings import Settings
 from awsrun.state import State
 from tests.test_up_e2e import ok, status_ids, status_json
+from tests.harness.cli import wait_for_pause
 
 CIDR = "203.0.113.7/32"
 G_ON_DEMAND = "Running On-Demand G and VT instances"
@@ -290,12 +288,7 @@ def start_paused(cli, phase: str, *args: str) -> subprocess.Popen:
     process = subprocess.Popen(cli.argv("up", "--ssh-cidr", CIDR, "--no-bootstrap", *args), cwd=cli.cwd,
                                env=cli.environment({"AWSRUN_TEST_PAUSE_AT": phase}),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    marker, seen, deadline = f"awsrun-test-pause: {phase.split('#')[0]}".encode(), b"", time.monotonic() + 60
-    while marker not in seen:
-        assert time.monotonic() < deadline and process.poll() is None, f"no pause marker: {seen!r}"
-        ready, _, _ = select.select([process.stderr], [], [], 1.0)
-        if ready:
-            seen += os.read(process.stderr.fileno(), 65536)
+    wait_for_pause(process, phase)
     return process
 
 

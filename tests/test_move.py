@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests.test_up_e2e import live, ok, state_of, status_ids, status_json, up
+from tests.harness.cli import wait_for_pause
 
 NO_ROOM = "We currently do not have sufficient g4dn.xlarge capacity in the Availability Zone you requested."
 
@@ -62,7 +63,7 @@ def test_a_kill_during_a_move_leaves_nothing_unseen(cli, aws, ec2, fleet, phase)
                                env=cli.environment({"AWSRUN_TEST_PAUSE_AT": phase}),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_pause(process, phase)
+        wait_for_pause(process, phase)
     finally:
         process.kill()
         process.wait(timeout=30)
@@ -72,19 +73,6 @@ def test_a_kill_during_a_move_leaves_nothing_unseen(cli, aws, ec2, fleet, phase)
     assert len(images) == 1 and len(snapshots) == 1  # tagged as the cluster's: down finds them
     ok(cli("down", "--yes"))
     assert live(ec2) == [] and ours_in_the_cloud(ec2) == ([], [])
-
-
-def _wait_for_pause(process, phase: str) -> None:
-    import os
-    import select
-    import time
-
-    marker, seen, deadline = f"awsrun-test-pause: {phase}".encode(), b"", time.monotonic() + 60
-    while marker not in seen:
-        assert time.monotonic() < deadline and process.poll() is None, f"no pause marker: {seen!r}"
-        ready, _, _ = select.select([process.stderr], [], [], 1.0)
-        if ready:
-            seen += os.read(process.stderr.fileno(), 65536)
 
 
 def test_up_on_a_stopped_cluster_whose_zone_is_full_names_start_move(cli, aws, ec2, fleet):

@@ -55,6 +55,8 @@ def test_no_region_anywhere_is_one_line_naming_the_sources(aws, cli, tmp_path):
     env = cli.environment()
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         env.pop(name, None)
-    done = subprocess.run(cli.argv("prices"), cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=120)
+    # (`prices` no longer needs one: it shows the catalog's list prices for us-east-1 then; `up` does.)
+    done = subprocess.run(cli.argv("up", "--ssh-cidr", "203.0.113.7/32"), cwd=cli.cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: no AWS region") and "AWS_REGION" in done.stderr

@@ -28,7 +28,7 @@ from stn import distort as distortions
 from stn.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from stn.data import BatchSampler, load_digits
 from stn.model import MODELS, build_model, parameter_count
-from stn.rng import CounterRandom, permutation
+from stn.rng import CounterRandom
 
 SUMMARY_KEYS = {"test_error", "images_per_s", "steps", "wall_s", "device", "model", "distortion", "world_size"}
 # A run small enough for a 2-core CPU; SIGTERM/resume and torchrun tests use it.

@@ -3,13 +3,12 @@ moto EC2 endpoint, with SSH through the harness ProxyCommand to loopback sshd ho
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import subprocess
-import time
 
 import pytest
+
+from tests.harness.cli import wait_for_pause
 
 SSH_CIDR = "203.0.113.7/32"
 PHASES = ("before-launch", "run-instances", "wait-running", "wait-ssh")
@@ -176,13 +175,7 @@ def _start_paused(cli, phase: str) -> subprocess.Popen:
         env=cli.environment({"AWSRUN_TEST_PAUSE_AT": phase}),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    # Raw reads: a buffered readline could hold the marker while select() sees an empty pipe.
-    marker, seen, deadline = f"awsrun-test-pause: {phase}".encode(), b"", time.monotonic() + 60
-    while marker not in seen:
-        assert time.monotonic() < deadline and process.poll() is None, f"no pause marker: {seen!r}"
-        ready, _, _ = select.select([process.stderr], [], [], 1.0)
-        if ready:
-            seen += os.read(process.stderr.fileno(), 65536)
+    wait_for_pause(process, phase)
     return process
 
 

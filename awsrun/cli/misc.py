@@ -29,9 +29,11 @@ def config_command(app: AppContext, as_json: bool) -> None:
 @click.option("--forget", is_flag=True, help="Stop trusting the project's settings file.")
 @click.pass_obj
 def trust_command(app: AppContext, forget: bool) -> None:
-    """Trust this project's awsrun.toml ([tool.awsrun]) as it is now: its settings that run commands or
-    widen exposure (ssh_proxy_command, ssh_cidr, caller_ip_url, checkpoint_bucket, pip_args, torch_spec,
-    ssh_key, an ami-... id) are honoured until the file changes. Read the file first."""
+    """Honour this project's awsrun.toml settings that run commands or widen exposure.
+
+    Those settings (ssh_proxy_command, ssh_cidr, caller_ip_url, checkpoint_bucket, pip_args, torch_spec,
+    ssh_key, an ami-... id) in awsrun.toml or [tool.awsrun] are honoured, as the file is now, until it
+    changes. Read the file first."""
     from awsrun import trust
 
     path, entries = trust.trust_project(app.home.root, app.project_dir, forget=forget)

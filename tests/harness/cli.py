@@ -66,3 +66,18 @@ class AwsrunCli:
 
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*args), cwd=self.cwd, env=self.environment(), **kwargs)
+
+
+def wait_for_pause(process: subprocess.Popen, phase: str, timeout: float = 60) -> None:
+    """Wait until a CLI started with AWSRUN_TEST_PAUSE_AT=PHASE says it is paused there (on stderr)."""
+    import os
+    import select
+    import time
+
+    # Raw reads: a buffered readline could hold the marker while select() sees an empty pipe.
+    marker, seen, deadline = f"awsrun-test-pause: {phase.split('#')[0]}".encode(), b"", time.monotonic() + timeout
+    while marker not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, f"no pause marker: {seen!r}"
+        ready, _, _ = select.select([process.stderr], [], [], 1.0)
+        if ready:
+            seen += os.read(process.stderr.fileno(), 65536)
