@@ -21,13 +21,13 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from awsrun.errors import RemoteError
 from awsrun.remote.base import Remote
+from awsrun.remote.process import stop_process, stream_output
 from awsrun.sync import LocalTree, SyncReport
 
 RSYNC = "rsync"  # the local program (a test names one that is not installed to take the fallback)
@@ -96,49 +96,13 @@ def run_rsync(argv: list[str], shell: Shell, stdin: bytes = b"", on_progress: Pr
     """rsync with `stdin` fed, its output read as it comes (progress lines end with \\r)."""
     process = subprocess.Popen(argv, cwd=shell.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
-    errors: list[str] = []
-
-    def feed() -> None:
-        try:
-            process.stdin.write(stdin)
-        except OSError:
-            pass
-        finally:
-            try:
-                process.stdin.close()
-            except OSError:
-                pass
-
-    helpers = [threading.Thread(target=feed, daemon=True),
-               threading.Thread(target=lambda: errors.extend(
-                   line.decode(errors="replace").rstrip("\n") for line in process.stderr), daemon=True)]
-    for helper in helpers:
-        helper.start()
     lines: list[str] = []
-    pending = b""
     try:
-        while True:
-            chunk = process.stdout.read1(65536)
-            if not chunk:
-                break
-            pending += chunk
-            *parts, pending = re.split(rb"[\r\n]", pending)
-            for part in parts:
-                _take(part.decode(errors="replace"), lines, on_progress)
-        if pending:
-            _take(pending.decode(errors="replace"), lines, on_progress)
-        code = process.wait()
-    finally:
-        if process.poll() is None:  # Ctrl-C (or any error here): rsync parks its partial file and ends
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    for helper in helpers:
-        helper.join(timeout=5)
-    return Run(code, lines, errors)
+        code, _, errors = stream_output(process, stdin, lambda line: _take(line, lines, on_progress),
+                                        separator=rb"[\r\n]")
+    finally:  # Ctrl-C (or any error here): rsync parks its partial file and ends
+        stop_process(process, grace_s=10)
+    return Run(code, lines, errors.decode(errors="replace").splitlines())
 
 
 def _take(line: str, lines: list[str], on_progress: Progress | None) -> None:

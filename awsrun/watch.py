@@ -23,6 +23,7 @@ from typing import Callable
 
 from awsrun import tmux
 from awsrun.errors import ConfigError, RemoteError
+from awsrun.remote.process import stop_process
 from awsrun.jobs import JobHost, stage_env
 
 PORT_SPAN = 50           # how many ports from the asked one are tried, here and on the instance
@@ -286,10 +287,4 @@ def open_tunnel(argv: list[str], local_port: int, timeout_s: float = 30.0) -> su
 
 
 def close_tunnel(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process, grace_s=5)

@@ -159,29 +159,29 @@ def seconds_per_step(step, device: torch.device, seconds: float) -> float:
                 return elapsed / steps
 
 
-def flops_per_step(model: nn.Module, batch_size: int, device: torch.device, bf16: bool, size: int) -> float:
+def flops_per_step(model: nn.Module, batch_size: int, device: torch.device, size: int) -> float:
     inputs = torch.rand(batch_size, 1, size, size, device=device)
     labels = torch.randint(0, 10, (batch_size,), device=device)
     counter = FlopCounterMode(display=False)
-    with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with counter:
         F.cross_entropy(model(inputs).float(), labels).backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
 
 def pipelines_for(data, batch_size: int, device: torch.device, args) -> dict:
-    """label -> ((step, model), bf16, canvas side), in the order the table prints them."""
-    rows = {"PyTorch tutorial STN": (tutorial_pipeline(data, batch_size, device, args.workers), False, 28)}
+    """label -> ((step, model), canvas side), in the order the table prints them."""
+    rows = {"PyTorch tutorial STN": (tutorial_pipeline(data, batch_size, device, args.workers), 28)}
     if not args.real_loop_only:
         rows["train_stn step, tutorial net"] = (
-            train_stn_pipeline(data, batch_size, device, "eager", TutorialNet(), "none"), False, 28)
+            train_stn_pipeline(data, batch_size, device, "eager", TutorialNet(), "none"), 28)
     for mode in args.modes:
         if not args.real_loop_only:
             rows[f"stcnn 28x28, {mode}"] = (
-                train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", 28), "none"), False, 28)
+                train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", 28), "none"), 28)
         rts = canvas_size("RTS")
         rows[f"real loop RTS, {mode}"] = (
-            train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", rts), "RTS"), False, rts)
+            train_stn_pipeline(data, batch_size, device, mode, build_model("stcnn", rts), "RTS"), rts)
     return rows
 
 
@@ -235,21 +235,21 @@ def main(argv=None) -> int:
     for batch_size in args.batch_sizes:
         torch.manual_seed(0)
         pipelines = pipelines_for(data, batch_size, device, args)
-        for label, ((step, _), _, _) in pipelines.items():
+        for label, ((step, _), _) in pipelines.items():
             for _ in range(warmup_steps(label, args)):
                 step()
         # Alternate short rounds and keep each pipeline's best, so a burst of load
         # from other processes does not land on one side of the comparison only.
         best = dict.fromkeys(pipelines, float("inf"))
         for _ in range(args.rounds):
-            for label, ((step, _), _, _) in pipelines.items():
+            for label, ((step, _), _) in pipelines.items():
                 best[label] = min(best[label], seconds_per_step(step, device, args.seconds / args.rounds))
         tutorial[batch_size] = batch_size / best["PyTorch tutorial STN"]
-        for label, ((_, model), bf16, size) in pipelines.items():
+        for label, ((_, model), size) in pipelines.items():
             images_per_s = batch_size / best[label]
             if label.startswith("real loop"):
                 real_loop[(batch_size, label)] = images_per_s
-            flops = flops_per_step(model, batch_size, device, bf16, size)
+            flops = flops_per_step(model, batch_size, device, size)
             row = (f"{batch_size:>5}  {label:<29} {parameter_count(model):>8,} {flops / 1e9:>10.2f} "
                    f"{best[label] * 1e3:>8.2f} {images_per_s:>9,.0f} "
                    f"{flops / best[label] / 1e12:>8.3f} {images_per_s / tutorial[batch_size]:>10.2f}x")

@@ -21,7 +21,6 @@ import re
 import shlex
 import stat
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 from awsrun.errors import HostKeyError, RemoteError
 from awsrun.remote.base import Command, LineSink, Result, as_shell
 from awsrun.remote.hostkeys import forget_hint
+from awsrun.remote.process import stream_output
 from awsrun.remote.target import SshTarget
 
 # A unix socket path holds at most 103 bytes on macOS (107 on Linux), and ssh first binds `PATH.` + 16
@@ -288,59 +288,11 @@ def _spawn(argv: list[str], cwd: Path | None, stdin: bytes | None, on_line: Line
             except subprocess.TimeoutExpired:
                 raise RemoteError(f"remote command did not finish within {timeout:.0f}s") from None
             return process.returncode, out, err
-        return _stream(process, stdin, on_line, timeout)
+        return stream_output(process, stdin, on_line, timeout)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def _stream(process: subprocess.Popen, stdin: bytes | None, on_line: LineSink,
-            timeout: float | None) -> tuple[int, bytes, bytes]:
-    """stdout line by line to `on_line` as it comes; stdin fed and stderr drained by helper threads."""
-    errors: list[bytes] = []
-
-    def feed() -> None:
-        try:
-            if stdin:
-                process.stdin.write(stdin)
-        except (BrokenPipeError, OSError):
-            pass
-        finally:
-            try:
-                process.stdin.close()
-            except OSError:
-                pass
-
-    helpers = [threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)]
-    if process.stdin is not None:
-        helpers.append(threading.Thread(target=feed, daemon=True))
-    for helper in helpers:
-        helper.start()
-    timer = threading.Timer(timeout, process.kill) if timeout else None
-    if timer:
-        timer.start()
-    out, pending = bytearray(), bytearray()
-    try:
-        while True:
-            chunk = process.stdout.read1(65536)
-            if not chunk:
-                break
-            out += chunk
-            pending += chunk
-            *lines, rest = pending.split(b"\n")
-            for line in lines:
-                on_line(line.decode(errors="replace"))
-            pending = bytearray(rest)
-        if pending:
-            on_line(pending.decode(errors="replace"))
-        code = process.wait()
-    finally:
-        if timer:
-            timer.cancel()
-    for helper in helpers:
-        helper.join(timeout=5)
-    return code, bytes(out), b"".join(errors)
 
 
 def _quote_path(path: str) -> str:
