@@ -22,6 +22,7 @@ from awsrun import checkpoints, pushcache, requirements, sync, tmux, transfer, t
 from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
+from awsrun.projects import project_remote_dir, remember_project
 from awsrun.remote.base import Remote
 from awsrun.remote.target import CLEAR_FORWARDINGS
 from awsrun.settings import Settings
@@ -68,16 +69,6 @@ def open_host(home: Home, settings: Settings, *, node: int = 0) -> JobHost:
                        tmux.home_socket(str(home.root)))
     return JobHost(home, cluster, instance, remote, False, "python3", tmux.JOBS_ROOT, "python3",
                    venv_python, settings.remote_dir, settings.pip_args)
-
-
-def project_remote_dir(remote_dir: str, project_dir: Path) -> str:
-    """remote_dir/NAME-HASH: the project's directory name and a short hash of its absolute path, so that
-    two projects of the same name from different places never share (and delete) each other's files."""
-    import hashlib
-
-    absolute = os.path.abspath(project_dir)
-    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:8]
-    return f"{remote_dir.rstrip('/') or '/'}/{Path(absolute).name}-{digest}"
 
 
 def check_project_dir(project_dir: Path) -> Path:
@@ -299,39 +290,6 @@ def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], 
     set_aside = next((line[len(tmux.SET_ASIDE_MARK):] for line in result.stdout.splitlines()
                       if line.startswith(tmux.SET_ASIDE_MARK)), None)
     return SubmitResult(name, host.cluster.name, remote_root, argv, report, set_aside)
-
-
-def remember_project(home: Home, remote_root: str, project_dir: Path) -> None:
-    """Note which local project a remote directory holds (AWSRUN_HOME/projects/NAME-HASH), for `jobs`."""
-    import tempfile
-
-    directory = home.root / "projects"
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".project-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(os.path.abspath(project_dir))
-        os.replace(temp, directory / PurePosixPath(remote_root).name)
-    except OSError:
-        pass  # only a label for `jobs`
-
-
-def job_projects(home: Home, cluster: str) -> dict[str, str]:
-    """session -> `NAME-HASH (local path)` of the project its last submit from here synced."""
-    state = State.open(home.state_db)
-    try:
-        records = state.jobs(cluster)
-    finally:
-        state.close()
-    out = {}
-    for record in records:
-        name = PurePosixPath(record.workdir).name
-        try:
-            local = (home.root / "projects" / name).read_text()
-        except (OSError, ValueError):
-            local = ""
-        out[record.session] = f"{name} ({local})" if local else name
-    return out
 
 
 def _tail(stderr: str) -> str:

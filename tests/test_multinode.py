@@ -9,7 +9,7 @@ import pytest
 
 from awsrun import clusters
 from awsrun.home import Home
-from awsrun.jobs import project_remote_dir
+from awsrun.projects import project_remote_dir
 from awsrun.progress import Silent
 from awsrun.providers.aws import AwsProvider
 from awsrun.providers.aws_errors import CapacityError

@@ -18,7 +18,7 @@ from typing import Callable
 import boto3
 import pytest
 
-from awsrun.jobs import project_remote_dir
+from awsrun.projects import project_remote_dir
 from tests.harness.clusters import local_cluster, wait_for  # noqa: F401 (a fixture)
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from awsrun import jobs, sync, transfer, transfer_pull
+from awsrun.projects import project_remote_dir
 from awsrun.remote.local import LocalRemote
 from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
 
@@ -102,7 +103,7 @@ def test_a_push_over_ssh_sends_the_changed_blocks_of_a_grown_file_not_the_file(s
     big = project / "metrics.bin"
     big.write_bytes(os.urandom(8 * MB))
     with host_for(ssh_cluster, fleet, awsrun_home, project, monkeypatch, cli) as host:
-        remote_root = jobs.project_remote_dir(host.remote_dir, project)
+        remote_root = project_remote_dir(host.remote_dir, project)
         first = transfer.push(host.remote, sync.scan(project), remote_root)
         assert first.bytes_sent > 8 * MB
         with big.open("ab") as handle:
@@ -146,7 +147,7 @@ def test_without_rsync_on_the_instance_submit_and_pull_use_awsrun_own_transfer(s
                                                    ".write('done')\n"})
     with host_for(ssh_cluster, fleet, awsrun_home, project, monkeypatch, cli) as host:
         with pytest.raises(transfer.RsyncMissing):
-            transfer.push(host.remote, sync.scan(project), jobs.project_remote_dir(host.remote_dir, project))
+            transfer.push(host.remote, sync.scan(project), project_remote_dir(host.remote_dir, project))
         result = jobs.submit(host, jobs.SubmitRequest(project, "job.py"))
         assert result.sync.files_sent == 2
         wait_for(lambda: (ssh_cluster.job("work") / "exit_code").exists(), timeout=30, what="the job to end")
@@ -268,10 +269,10 @@ def test_two_projects_of_the_same_name_never_share_a_directory_on_the_instance(c
 
 
 def test_the_remote_directory_is_the_name_and_a_hash_of_the_absolute_path(tmp_path):
-    a = jobs.project_remote_dir("~/awsrun", tmp_path / "x" / "proj")
-    b = jobs.project_remote_dir("~/awsrun/", tmp_path / "y" / "proj")
+    a = project_remote_dir("~/awsrun", tmp_path / "x" / "proj")
+    b = project_remote_dir("~/awsrun/", tmp_path / "y" / "proj")
     assert a.startswith("~/awsrun/proj-") and b.startswith("~/awsrun/proj-") and a != b
-    assert a == jobs.project_remote_dir("~/awsrun", tmp_path / "x" / "." / "proj")
+    assert a == project_remote_dir("~/awsrun", tmp_path / "x" / "." / "proj")
 
 
 # --- what the user sees ---------------------------------------------------------------------------------

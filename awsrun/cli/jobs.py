@@ -316,7 +316,9 @@ def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
     if as_json:
         ui.emit_json([job.as_dict() for job in listing])
         return
-    projects = jobs.job_projects(app.home, settings.cluster)  # which local project each remote dir holds
+    from awsrun.projects import job_projects
+
+    projects = job_projects(app.home, settings.cluster)  # which local project each remote dir holds
     ui.table(["session", "state", "started", "duration", "command", "project"],
              [(j.name, j.label, _when(j.started_at), _duration(j.duration), " ".join(j.command),
                projects.get(j.name, "")) for j in listing],

@@ -15,9 +15,10 @@ def _serve(app: AppContext, cluster: str | None, spec, open_browser: bool) -> in
     import webbrowser
 
     from awsrun import jobs, watch
+    from awsrun.projects import project_remote_dir
 
     settings = app.settings(cluster=cluster)
-    workdir = jobs.project_remote_dir(settings.remote_dir, app.project_dir)
+    workdir = project_remote_dir(settings.remote_dir, app.project_dir)
     with jobs.open_host(app.home, settings) as host:
         with ui.phase(f"{spec.kind} on cluster {settings.cluster!r}") as phase:
             served = watch.serve(host, spec, workdir, settings.pip_args, progress=phase.update)

@@ -40,8 +40,8 @@ class JobCluster:
     socket: str = tmux.SOCKET     # the cluster's tmux socket: on this machine, one per AWSRUN_HOME
 
     def project(self, project: Path) -> Path:
-        """The synced copy of a local project on the machine (awsrun.jobs.project_remote_dir's name)."""
-        from awsrun.jobs import project_remote_dir
+        """The synced copy of a local project on the machine (awsrun.projects.project_remote_dir's name)."""
+        from awsrun.projects import project_remote_dir
 
         return self.remote_dir / Path(project_remote_dir("/", project)).name
 
