@@ -8,97 +8,19 @@ stopped one, waits for a pending one, and otherwise just checks that SSH answers
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from awsrun import autostop, aws_cluster, cluster_nodes, keys, locks
-from awsrun.access import open_remote
-from awsrun.boot_keys import HOST_KEY_WAIT_S, await_boot_fingerprints
+from awsrun.access import open_remote, wait_for_ssh
 from awsrun.caller_ip import SshCidr, looks_up_address, resolve_ssh_cidr
-from awsrun.prices import SessionCost
-from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
+from awsrun.cluster_context import AwsFactory, Run, UpRequest, UpResult, default_aws, open_state
+from awsrun.errors import AwsrunError, ConfigError, Interrupted, NotImplementedYet
 from awsrun.home import Home
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import LaunchSpec, validate_cluster_name
 from awsrun.remote.base import Remote
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
-
-if TYPE_CHECKING:
-    from awsrun import failover
-    from awsrun.providers.aws import AwsProvider
-
-AwsFactory = Callable[[str | None], "AwsProvider"]  # boto3 is imported lazily: it is slow
-
-
-def default_aws(region: str | None):
-    from awsrun.providers.aws import AwsProvider
-
-    return AwsProvider(region)
-
-
-@dataclass(frozen=True)
-class UpRequest:
-    settings: Settings
-    nodes: int | None = None           # None: as many as the cluster has (at least 1)
-    bootstrap: bool = True
-    local: bool = False
-    hosts: tuple[str, ...] = ()
-    explicit: frozenset[str] = frozenset()  # settings given as flags on this command line
-    autostop_down: bool = False             # --autostop-down: the idle instance terminates instead of stopping
-    autostop_gpu_idle: float | None = None  # --autostop-gpu-idle: a job whose GPUs stay below this % is idle
-    on_partial: str = "rollback"            # a node cannot launch: rollback, continue, or ask `choose_partial`
-    choose_partial: cluster_nodes.Chooser | None = None
-    retry: "failover.Retry | None" = None   # --retry-until-up / --retry-for: rounds over the candidates
-
-
-@dataclass(frozen=True)
-class UpResult:
-    cluster: ClusterRecord
-    instances: tuple[InstanceRecord, ...]
-    launched: tuple[str, ...] = ()
-    started: tuple[str, ...] = ()
-    ssh_cidr: str | None = None
-    bootstrap_logs: tuple[Path, ...] = ()
-    agents: tuple[tuple[str, str], ...] = ()  # (instance id, what the agent install did)
-    attempts: tuple["failover.Attempt", ...] = ()  # where a new cluster was tried, in order
-    notes: tuple[str, ...] = ()               # facts worth a line that are no fault (plain, not warnings)
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    cluster: ClusterRecord
-    instances: tuple[InstanceRecord, ...]
-    changed: tuple[str, ...] = ()
-    costs: tuple[SessionCost, ...] = ()   # stop: what the sessions that ended cost
-
-
-@dataclass(frozen=True)
-class DownResult:
-    cluster: str
-    provider: str
-    terminated: tuple[str, ...] = ()
-    security_groups: tuple[str, ...] = ()
-    key_pairs: tuple[str, ...] = ()
-    costs: tuple[SessionCost, ...] = ()   # what the sessions that ended cost
-    ended_jobs: tuple[str, ...] = ()      # a local cluster's jobs that were still running
-
-
-@dataclass
-class Run:
-    home: Home
-    settings: Settings
-    state: State
-    reporter: Reporter
-    aws: AwsFactory
-    remotes: dict[str, Remote] = field(default_factory=dict)  # one connection per machine per command
-    failover: "failover.Failover | None" = None  # a new cluster's walk over the candidates
-
-
-def open_state(home: Home) -> State:
-    home.ensure()
-    return State.open(home.state_db)
 
 
 def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = default_aws) -> UpResult:
@@ -113,7 +35,7 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
             raise ConfigError(f"cluster {name!r} already exists with provider {existing.provider!r}",
                               hint=f"pick another --cluster, or remove it first with `awsrun down --cluster {name}`")
         if provider == "aws":
-            from awsrun.up_candidates import up_aws_candidates  # it builds on this module's Run and UpRequest
+            from awsrun.up_candidates import up_aws_candidates
 
             # one `up` per cluster from its reconcile until its instances answer SSH: two at once would each
             # see node 0 missing and launch it twice. The bootstrap, after, has its own lock on the node.
@@ -121,7 +43,7 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
                     f"another `awsrun up` of cluster {name!r} is running (pid {pid}): waiting for it")):
                 result = up_aws_candidates(run, request, run.state.get_cluster(name), _up_aws)  # as the other left it
         else:
-            from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
+            from awsrun.machines import up_machines
 
             autostop.refuse_for_machines(run, request, provider)
             result = up_machines(run, request, existing, provider)
@@ -381,34 +303,6 @@ def _placement_group(run: Run, provider, cluster: ClusterRecord, owner: str, nod
         return None
     run.state.put_cluster(dataclasses.replace(cluster, config={**cluster.config, "placement_group": name}))
     return name
-
-
-def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provider=None) -> Remote:
-    """Connect (retrying while it boots) and pin its host key, checked against the boot console's
-    fingerprints when EC2 has them already."""
-    settings = run.settings
-    with run.reporter.phase(f"waiting for SSH on {record.id}"):
-        run.reporter.checkpoint("wait-ssh")
-        if provider is not None:
-            record = await_boot_fingerprints(run.state, run.home.known_hosts, run.reporter, record, provider,
-                                             min(HOST_KEY_WAIT_S, settings.ssh_timeout))
-        if provider is None:  # a host that is already up: no boot to wait for, no key being installed
-            return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0), check=True)
-        try:
-            return open_remote(run.home, settings, cluster, record, wait_s=settings.ssh_timeout, retry_auth=True)
-        except HostKeyError:
-            raise
-        except RemoteError as exc:
-            tail = [line for line in provider.console_output(record.id).splitlines() if line.strip()][-1:]
-            seen = f"; its console output ends with: {tail[0].strip()[:160]!r}" if tail else ""
-            raise RemoteError(
-                f"instance {record.id} never became SSH-reachable within {settings.ssh_timeout:.0f}s "
-                f"({exc.message}){seen}",
-                hint=f"it is recorded and still running (and billed): read its boot log with `aws ec2 "
-                     f"get-console-output --instance-id {record.id} --region {cluster.region} --output text`; "
-                     f"`awsrun up --cluster {cluster.name}` tries again, `awsrun down --cluster {cluster.name}` "
-                     "removes it",
-            ) from None
 
 
 # bootstrap ---------------------------------------------------------------------------------------------
