@@ -25,7 +25,7 @@ from awsrun.errors import AwsrunError, CloudError, ConfigError
 from awsrun.home import Home
 from awsrun.providers.aws_clients import AwsClients, chain_region, resolve_region
 from awsrun.providers.aws_errors import (  # noqa: F401 (TypeNotOffered is raised here, and re-exported)
-    DENIED_CODES, TypeNotOffered, credentials_error)
+    DENIED_CODES, TypeNotOffered, aws_error_code, aws_message, botocore_errors, describe_aws_error)
 
 SERVICE_CODE = "ec2"
 # Instance states that hold vCPU quota: a stopped instance holds none.
@@ -48,42 +48,6 @@ class NothingToRequest(AwsrunError):
     """The quota already covers the launch: no increase to file."""
 
     exit_code = 0
-
-
-def aws_error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
-
-
-def _aws_message(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    message = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
-    message = " ".join(str(message).split())
-    if message.startswith("<"):  # an HTML error page (a proxy or an emulator), not an AWS message
-        message = ""
-    return message[:300]
-
-
-def describe_aws_error(exc: BaseException, operation: str, iam_action: str) -> AwsrunError:
-    """One AwsrunError, with the fix, for a failed AWS call (credentials, permissions, network, other)."""
-    from botocore import exceptions as bx
-
-    creds = credentials_error(exc)
-    if creds is not None:
-        return creds
-    code = aws_error_code(exc)
-    if code in DENIED_CODES:
-        return CloudError(f"access denied to {operation} ({code})",
-                          hint=f"grant the IAM action {iam_action} to this identity")
-    if isinstance(exc, bx.EndpointConnectionError):
-        return CloudError(f"cannot reach the AWS endpoint for {operation}: {exc}",
-                          hint="check the network, the region and AWS_ENDPOINT_URL")
-    if isinstance(exc, bx.BotoCoreError):
-        return CloudError(f"{operation} failed: {exc}")
-    message = _aws_message(exc)
-    return CloudError(f"{operation} failed ({code or type(exc).__name__})" + (f": {message}" if message else ""))
 
 
 # ---------------------------------------------------------------------------------------- data types
@@ -234,13 +198,11 @@ def vcpus_of(instance_type: str, ec2: Any | None = None) -> int | None:
 
 
 def _describe_vcpus(ec2: Any, types: list[str]) -> dict[str, int]:
-    from botocore import exceptions as bx
-
     found: dict[str, int] = {}
     for start in range(0, len(types), 100):
         try:
             reply = ec2.describe_instance_types(InstanceTypes=types[start:start + 100])
-        except (bx.ClientError, bx.BotoCoreError):
+        except botocore_errors():
             continue
         for item in reply.get("InstanceTypes", []):
             found[item["InstanceType"]] = int(item["VCpuInfo"]["DefaultVCpus"])
@@ -253,8 +215,6 @@ def find_quota(quotas: Any, name: str) -> Quota | None:
     list_service_quotas returns the applied values; a quota never changed may be missing there, and
     list_aws_default_service_quotas then has its default (Service Quotas API reference).
     """
-    from botocore import exceptions as bx
-
     for operation, iam_action, source in (
         ("list_service_quotas", "servicequotas:ListServiceQuotas", "applied"),
         ("list_aws_default_service_quotas", "servicequotas:ListAWSDefaultServiceQuotas", "default"),
@@ -265,11 +225,9 @@ def find_quota(quotas: Any, name: str) -> Quota | None:
                     if _same_name(item.get("QuotaName", ""), name):
                         return Quota(name=item["QuotaName"], code=item["QuotaCode"], value=float(item["Value"]),
                                      source=source, adjustable=bool(item.get("Adjustable", True)))
-        except bx.ClientError as exc:
+        except botocore_errors() as exc:
             if aws_error_code(exc) == "NoSuchResourceException":
                 continue  # no quotas of this kind for ec2 in the region: try the next source
-            raise describe_aws_error(exc, f"Service Quotas {_api(operation)}", iam_action) from None
-        except bx.BotoCoreError as exc:
             raise describe_aws_error(exc, f"Service Quotas {_api(operation)}", iam_action) from None
     return None
 
@@ -285,8 +243,6 @@ def vcpus_in_use(ec2: Any, instance_type: str, spot: bool) -> tuple[int | None, 
     Counts each instance at its type's default vCPUs (vCPU quotas count the type, not CpuOptions).
     Returns (None, why) when EC2 does not say.
     """
-    from botocore import exceptions as bx
-
     family = catalog.quota_family(instance_type)
     types: list[str] = []
     try:
@@ -303,7 +259,7 @@ def vcpus_in_use(ec2: Any, instance_type: str, spot: bool) -> tuple[int | None, 
                     except ValueError:
                         continue
                     types.append(instance["InstanceType"])
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except botocore_errors() as exc:
         code = aws_error_code(exc)
         return None, ("ec2:DescribeInstances denied" if code in DENIED_CODES
                       else f"describe_instances failed: {code or type(exc).__name__}")
@@ -364,15 +320,13 @@ def check_quota(clients: AwsClients, instance_type: str, count: int = 1, spot: b
 
 def offered_zones(ec2: Any, instance_type: str) -> tuple[str, ...]:
     """The availability zones of the client's region that offer `instance_type` (empty: not offered)."""
-    from botocore import exceptions as bx
-
     zones: set[str] = set()
     try:
         paginator = ec2.get_paginator("describe_instance_type_offerings")
         for page in paginator.paginate(LocationType="availability-zone",
                                        Filters=[{"Name": "instance-type", "Values": [instance_type]}]):
             zones.update(o["Location"] for o in page.get("InstanceTypeOfferings", []))
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except botocore_errors() as exc:
         raise describe_aws_error(exc, "EC2 DescribeInstanceTypeOfferings",
                                  "ec2:DescribeInstanceTypeOfferings") from None
     return tuple(sorted(zones))
@@ -382,8 +336,6 @@ def offered_zones(ec2: Any, instance_type: str) -> tuple[str, ...]:
 
 def request_increase(clients: AwsClients, check: QuotaCheck) -> QuotaRequest:
     """File request_service_quota_increase for the check's quota, asking for `desired_value(check)`."""
-    from botocore import exceptions as bx
-
     if check.quota is None:
         raise QuotaUnknown(check.problem or "quota unknown", hint=check.fix)
     if check.ok:
@@ -392,21 +344,18 @@ def request_increase(clients: AwsClients, check: QuotaCheck) -> QuotaRequest:
     try:
         reply = clients.quotas.request_service_quota_increase(
             ServiceCode=SERVICE_CODE, QuotaCode=check.quota.code, DesiredValue=float(desired))
-    except bx.ClientError as exc:
-        code = aws_error_code(exc)
+    except botocore_errors() as exc:
+        code = aws_error_code(exc)  # None for a BotoCoreError (no answer from AWS): described below
         if code == "ResourceAlreadyExistsException":
             raise CloudError(f"a request to raise '{check.quota.name}' is already open in {check.region}",
                              hint="`awsrun quota status` shows it; wait for it to be decided") from None
         if code == "QuotaExceededException":
-            raise CloudError(f"too many open quota requests in {check.region}: {_aws_message(exc)}",
+            raise CloudError(f"too many open quota requests in {check.region}: {aws_message(exc)}",
                              hint="`awsrun quota status` lists them; wait for some to close") from None
         if code in ("IllegalArgumentException", "InvalidResourceStateException"):
-            raise CloudError(f"Service Quotas refused the request ({code}): {_aws_message(exc)}",
+            raise CloudError(f"Service Quotas refused the request ({code}): {aws_message(exc)}",
                              hint="raise it in the console (Service Quotas > Amazon EC2) or open a support "
                                   "case") from None
-        raise describe_aws_error(exc, "Service Quotas RequestServiceQuotaIncrease",
-                                 "servicequotas:RequestServiceQuotaIncrease") from None
-    except bx.BotoCoreError as exc:
         raise describe_aws_error(exc, "Service Quotas RequestServiceQuotaIncrease",
                                  "servicequotas:RequestServiceQuotaIncrease") from None
     return _request_from(reply["RequestedQuota"], check.region)
@@ -414,8 +363,6 @@ def request_increase(clients: AwsClients, check: QuotaCheck) -> QuotaRequest:
 
 def request_status(clients: AwsClients, quota_code: str | None = None) -> list[QuotaRequest]:
     """Pending and past ec2 quota increase requests (of one quota when `quota_code` is given), newest first."""
-    from botocore import exceptions as bx
-
     if quota_code:
         operation, kwargs = ("list_requested_service_quota_change_history_by_quota",
                              {"ServiceCode": SERVICE_CODE, "QuotaCode": quota_code})
@@ -427,7 +374,7 @@ def request_status(clients: AwsClients, quota_code: str | None = None) -> list[Q
     try:
         for page in clients.quotas.get_paginator(operation).paginate(**kwargs):
             requests.extend(_request_from(item, clients.region) for item in page.get("RequestedQuotas", []))
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except botocore_errors() as exc:
         raise describe_aws_error(exc, f"Service Quotas {api}", f"servicequotas:{api}") from None
     return sorted(requests, key=lambda r: r.created or "", reverse=True)
 

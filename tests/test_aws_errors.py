@@ -292,14 +292,12 @@ def test_errors_outside_the_api():
 def test_credential_problems_have_one_wording_for_every_command():
     from botocore.exceptions import ClientError, PartialCredentialsError, ProfileNotFound
 
-    from awsrun import quota
-
     partial = PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY")
     profile = ProfileNotFound(profile="work")
     expired = ClientError({"Error": {"Code": "ExpiredTokenException", "Message": "x"}}, "GetServiceQuota")
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "x"}}, "GetServiceQuota")
     for exc in (partial, profile, expired):
-        described = quota.describe_aws_error(exc, "GetServiceQuota", "servicequotas:GetServiceQuota")
+        described = aws_errors.describe_aws_error(exc, "GetServiceQuota", "servicequotas:GetServiceQuota")
         assert described.message == aws_errors.translate(exc).message  # doctor/quota = the rest
     assert aws_errors.translate(partial).message.startswith("incomplete AWS credentials")
     assert isinstance(aws_errors.translate(profile), ConfigError) and "list-profiles" in aws_errors.translate(profile).hint
