@@ -158,14 +158,14 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
 def _preflight(run: Run, provider, count: int, zone: str | None) -> tuple[str, ...]:
     """Offering and vCPU quota before anything is created (cached for minutes): a short quota stops here
     with the `awsrun quota request` command instead of a failed launch. Returns the offering zones."""
-    from awsrun import quota
+    from awsrun.launch_check import check_launch_quota
     from awsrun.providers.aws_clients import AwsClients
 
     settings = run.settings
     with run.reporter.phase(f"checking the offering and vCPU quota for {count} {settings.instance_type}"):
         clients = AwsClients(provider.region, ec2=provider.ec2, quotas=provider.client("service-quotas"))
-        check = quota.check_launch_quota(settings.instance_type, home=run.home, count=count, spot=settings.spot,
-                                         region=provider.region, zone=zone, clients=clients)
+        check = check_launch_quota(settings.instance_type, home=run.home, count=count, spot=settings.spot,
+                                   region=provider.region, zone=zone, clients=clients)
     for warning in check.warnings:
         run.reporter.warn(f"{warning}; launching anyway")
     return check.zones

@@ -1,5 +1,6 @@
-"""GPU vCPU quotas: which Service Quotas quota governs an instance type and market, how it compares with
-what a launch needs, increase requests and their history, and the cached pre-launch check `up` calls.
+"""GPU vCPU quotas: which Service Quotas quota governs an instance type and market, and how it compares with
+what a launch needs. Filing an increase request: awsrun.quota_requests; the cached check `up` runs before a
+launch: awsrun.launch_check.
 
 A fresh AWS account may run 0 GPU vCPUs. EC2 limits running instances per *family* in vCPUs (on-demand
 "Running On-Demand G and VT instances", spot "All G and VT Spot Instance Requests", ...). Quotas are found
@@ -10,28 +11,19 @@ Nothing here prints or imports click; boto3 is imported only when a client is fi
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import shlex
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from awsrun import catalog
 from awsrun.errors import AwsrunError, CloudError, ConfigError
-from awsrun.home import Home
-from awsrun.providers.aws_clients import AwsClients, chain_region, resolve_region
-from awsrun.providers.aws_errors import (  # noqa: F401 (TypeNotOffered is raised here, and re-exported)
-    DENIED_CODES, TypeNotOffered, aws_error_code, aws_message, botocore_errors, describe_aws_error)
+from awsrun.providers.aws_clients import AwsClients
+from awsrun.providers.aws_errors import DENIED_CODES, aws_error_code, botocore_errors, describe_aws_error
 
 SERVICE_CODE = "ec2"
 # Instance states that hold vCPU quota: a stopped instance holds none.
 USING_STATES = ("pending", "running")
-DEFAULT_MAX_AGE_S = 600.0
-
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -42,12 +34,6 @@ class QuotaTooLow(CloudError):
 
 class QuotaUnknown(CloudError):
     """The governing quota could not be found or read."""
-
-
-class NothingToRequest(AwsrunError):
-    """The quota already covers the launch: no increase to file."""
-
-    exit_code = 0
 
 
 # ---------------------------------------------------------------------------------------- data types
@@ -128,35 +114,6 @@ class QuotaCheck:
         return f"{head}: short by {self.shortfall} vCPUs"
 
 
-@dataclass(frozen=True)
-class QuotaRequest:
-    """One quota increase request, as Service Quotas reports it."""
-
-    id: str
-    quota_name: str
-    quota_code: str
-    desired: float
-    status: str
-    created: str | None = None
-    last_updated: str | None = None
-    case_id: str | None = None
-    region: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class LaunchCheck:
-    """What `check_launch_quota` found: the zones offering the type and the quota check."""
-
-    region: str
-    zones: tuple[str, ...]
-    quota: QuotaCheck
-    cached: bool = False
-    warnings: tuple[str, ...] = field(default=())
-
-
 def fmt_number(value: float) -> str:
     """4.0 -> "4"; 4.5 -> "4.5"."""
     return str(int(value)) if float(value).is_integer() else str(value)
@@ -172,13 +129,6 @@ def request_command(instance_type: str, count: int, spot: bool, region: str | No
     if region:
         argv += ["--region", region]
     return shlex.join(argv)
-
-
-def desired_value(check: QuotaCheck) -> int:
-    """What to ask for: max(current value, vCPUs in use + vCPUs needed). Unknown usage counts as 0."""
-    if check.quota is None or check.needed is None:
-        raise ValueError("desired_value needs a known quota and vCPU count")
-    return max(math.ceil(check.quota.value), (check.usage or 0) + check.needed)
 
 
 def _same_name(a: str, b: str) -> bool:
@@ -330,170 +280,3 @@ def offered_zones(ec2: Any, instance_type: str) -> tuple[str, ...]:
         raise describe_aws_error(exc, "EC2 DescribeInstanceTypeOfferings",
                                  "ec2:DescribeInstanceTypeOfferings") from None
     return tuple(sorted(zones))
-
-
-# ------------------------------------------------------------------------------- requests (writes)
-
-def request_increase(clients: AwsClients, check: QuotaCheck) -> QuotaRequest:
-    """File request_service_quota_increase for the check's quota, asking for `desired_value(check)`."""
-    if check.quota is None:
-        raise QuotaUnknown(check.problem or "quota unknown", hint=check.fix)
-    if check.ok:
-        raise NothingToRequest(f"nothing to request: {check.summary()}")
-    desired = desired_value(check)
-    try:
-        reply = clients.quotas.request_service_quota_increase(
-            ServiceCode=SERVICE_CODE, QuotaCode=check.quota.code, DesiredValue=float(desired))
-    except botocore_errors() as exc:
-        code = aws_error_code(exc)  # None for a BotoCoreError (no answer from AWS): described below
-        if code == "ResourceAlreadyExistsException":
-            raise CloudError(f"a request to raise '{check.quota.name}' is already open in {check.region}",
-                             hint="`awsrun quota status` shows it; wait for it to be decided") from None
-        if code == "QuotaExceededException":
-            raise CloudError(f"too many open quota requests in {check.region}: {aws_message(exc)}",
-                             hint="`awsrun quota status` lists them; wait for some to close") from None
-        if code in ("IllegalArgumentException", "InvalidResourceStateException"):
-            raise CloudError(f"Service Quotas refused the request ({code}): {aws_message(exc)}",
-                             hint="raise it in the console (Service Quotas > Amazon EC2) or open a support "
-                                  "case") from None
-        raise describe_aws_error(exc, "Service Quotas RequestServiceQuotaIncrease",
-                                 "servicequotas:RequestServiceQuotaIncrease") from None
-    return _request_from(reply["RequestedQuota"], check.region)
-
-
-def request_status(clients: AwsClients, quota_code: str | None = None) -> list[QuotaRequest]:
-    """Pending and past ec2 quota increase requests (of one quota when `quota_code` is given), newest first."""
-    if quota_code:
-        operation, kwargs = ("list_requested_service_quota_change_history_by_quota",
-                             {"ServiceCode": SERVICE_CODE, "QuotaCode": quota_code})
-        api = "ListRequestedServiceQuotaChangeHistoryByQuota"
-    else:
-        operation, kwargs = "list_requested_service_quota_change_history", {"ServiceCode": SERVICE_CODE}
-        api = "ListRequestedServiceQuotaChangeHistory"
-    requests: list[QuotaRequest] = []
-    try:
-        for page in clients.quotas.get_paginator(operation).paginate(**kwargs):
-            requests.extend(_request_from(item, clients.region) for item in page.get("RequestedQuotas", []))
-    except botocore_errors() as exc:
-        raise describe_aws_error(exc, f"Service Quotas {api}", f"servicequotas:{api}") from None
-    return sorted(requests, key=lambda r: r.created or "", reverse=True)
-
-
-def _when(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    return str(value)
-
-
-def _request_from(item: dict[str, Any], region: str) -> QuotaRequest:
-    return QuotaRequest(
-        id=item.get("Id", ""), quota_name=item.get("QuotaName", ""), quota_code=item.get("QuotaCode", ""),
-        desired=float(item.get("DesiredValue", 0)), status=item.get("Status", "UNKNOWN"),
-        created=_when(item.get("Created")), last_updated=_when(item.get("LastUpdated")),
-        case_id=item.get("CaseId") or None, region=region,
-    )
-
-
-# ---------------------------------------------------------------------------- pre-launch check + cache
-
-def _cache_path(home: Home) -> Path:
-    return home.root / "cache" / "preflight.json"
-
-
-def _cache_key(region: str, instance_type: str, spot: bool, count: int) -> str:
-    return f"{region}|{instance_type}|{'spot' if spot else 'on-demand'}|{count}"
-
-
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs the next call a few API requests
-
-
-def _fresh(entry: Any, now: float, max_age_s: float) -> bool:
-    """A cache entry written at most `max_age_s` ago (and not in the future: a clock set back)."""
-    try:
-        return isinstance(entry, dict) and 0 <= now - float(entry["at"]) <= max_age_s
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
-def _check_from(raw: dict[str, Any]) -> QuotaCheck:
-    raw = dict(raw)
-    quota = raw.pop("quota", None)
-    return QuotaCheck(**raw, quota=Quota(**quota) if quota else None)
-
-
-def check_launch_quota(
-    instance_type: str,
-    *,
-    home: Home,
-    count: int = 1,
-    spot: bool = False,
-    region: str | None = None,
-    zone: str | None = None,
-    max_age_s: float = DEFAULT_MAX_AGE_S,
-    clients: AwsClients | None = None,
-    clock: Callable[[], float] = time.time,
-) -> LaunchCheck:
-    """The pre-launch check `up` runs: the type is offered (in `zone` when given) and the quota covers it.
-
-    Raises TypeNotOffered, or QuotaTooLow (message: the shortfall; hint: the exact `awsrun quota request`
-    command). A quota that cannot be read (no permission, unknown) does not block: it comes back in
-    `LaunchCheck.warnings` and the launch itself is the judge. A passing result is cached in
-    AWSRUN_HOME/cache/preflight.json for `max_age_s`; a refusal is never made from the cache.
-    """
-    chain = chain_region()
-    region_name = resolve_region(region or chain)
-    region_flag = region if region and region != chain else None
-    path = _cache_path(home)
-    key = _cache_key(region_name, instance_type, spot, count)
-    now = clock()
-    cache = {k: v for k, v in _read_cache(path).items() if _fresh(v, now, max_age_s)}
-    entry = cache.get(key)
-    if entry is not None:
-        try:
-            zones = tuple(entry["zones"])
-            check = _check_from(entry["check"])
-            if check.ok and (zone is None or zone in zones):
-                return LaunchCheck(region=region_name, zones=zones, quota=check, cached=True)
-        except (KeyError, TypeError, ValueError):
-            pass
-    clients = clients or AwsClients(region_name)
-    zones = offered_zones(clients.ec2, instance_type)
-    if not zones:
-        raise TypeNotOffered(f"{instance_type} is not offered in {region_name}",
-                             hint="pick another region (--region) or type; `awsrun doctor --instance-type "
-                                  f"{instance_type} --region R` checks one")
-    if zone is not None and zone not in zones:
-        raise TypeNotOffered(f"{instance_type} is not offered in zone {zone}",
-                             hint=f"offered in {', '.join(zones)}: pass one of them to --zone, or leave --zone out")
-    check = check_quota(clients, instance_type, count, spot, region_flag)
-    if check.known and not check.ok:
-        raise QuotaTooLow(check.summary(),
-                          hint=f"request the increase with `{check.request_command}` "
-                               "(approval takes minutes to a day; `awsrun quota status` follows it)")
-    warnings: tuple[str, ...] = ()
-    if not check.known:
-        warnings = (f"could not check the vCPU quota: {check.problem}",)
-    else:
-        cache[key] = {"at": now, "zones": list(zones), "check": asdict(check)}
-        _write_cache(path, cache)
-    return LaunchCheck(region=region_name, zones=zones, quota=check, warnings=warnings)
-
