@@ -14,11 +14,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from awsrun.errors import CloudError, ConfigError
+from awsrun.providers import aws_network_requests as net
 from awsrun.providers import aws_requests as req
 from awsrun.providers.aws_checkpoint_access import CheckpointAccess
 from awsrun.providers.aws_errors import ErrorContext, ImageNotFound, translate
 from awsrun.providers.aws_images import MoveImages
-from awsrun.providers.aws_requests import Ec2Instance
+from awsrun.providers.aws_instances import Ec2Instance, instances_of
 
 MAX_ATTEMPTS = 5
 # (waiter name, seconds between polls, polls): a GPU instance usually runs within 1-2 minutes and
@@ -187,11 +188,11 @@ class AwsProvider(MoveImages, CheckpointAccess):
         if found and found.get("KeyPairs"):
             return False
         self.call("import_key_pair", ok_codes=("InvalidKeyPair.Duplicate",),
-                  **req.import_key_pair_request(name, public_key, cluster, owner))
+                  **net.import_key_pair_request(name, public_key, cluster, owner))
         return True
 
     def ensure_security_group(self, cluster: str, owner: str, vpc_id: str) -> tuple[str, bool]:
-        request = req.security_group_request(cluster, owner, vpc_id)
+        request = net.security_group_request(cluster, owner, vpc_id)
         existing = self.find_security_group(request["GroupName"], vpc_id)
         if existing:
             return existing, False
@@ -200,7 +201,7 @@ class AwsProvider(MoveImages, CheckpointAccess):
             return self.find_security_group(request["GroupName"], vpc_id) or "", False
         group_id = created["GroupId"]
         self.call("authorize_security_group_ingress", ok_codes=("InvalidPermission.Duplicate",),
-                  **req.nodes_ingress_request(group_id))
+                  **net.nodes_ingress_request(group_id))
         return group_id, True
 
     def find_security_group(self, name: str, vpc_id: str) -> str | None:
@@ -210,17 +211,17 @@ class AwsProvider(MoveImages, CheckpointAccess):
 
     def allow_ssh(self, group_id: str, cidr: str) -> None:
         self.call("authorize_security_group_ingress", ok_codes=("InvalidPermission.Duplicate",),
-                  **req.ssh_ingress_request(group_id, cidr))
+                  **net.ssh_ingress_request(group_id, cidr))
 
     def ssh_sources(self, group_id: str) -> list[tuple[str, bool]]:
         """(CIDR, made by awsrun) for each rule of the group admitting SSH."""
         groups = self.call("describe_security_groups", GroupIds=[group_id])["SecurityGroups"]
-        return req.ssh_sources(groups[0]) if groups else []
+        return net.ssh_sources(groups[0]) if groups else []
 
     def revoke_ssh(self, group_id: str, cidrs: list[str]) -> None:
         if cidrs:
             self.call("revoke_security_group_ingress", ok_codes=("InvalidPermission.NotFound",),
-                      **req.ssh_revoke_request(group_id, cidrs))
+                      **net.ssh_revoke_request(group_id, cidrs))
 
     def tagged_security_groups(self, cluster: str, owner: str) -> list[str]:
         groups = self.call("describe_security_groups", Filters=req.cluster_filters(cluster, owner))
@@ -251,7 +252,7 @@ class AwsProvider(MoveImages, CheckpointAccess):
         self.call("delete_key_pair", ok_codes=("InvalidKeyPair.NotFound",), KeyName=name)
 
     def create_placement_group(self, cluster: str, owner: str) -> str:
-        request = req.placement_group_request(cluster, owner)
+        request = net.placement_group_request(cluster, owner)
         self.call("create_placement_group", ok_codes=("InvalidPlacementGroup.Duplicate",), **request)
         return request["GroupName"]
 
@@ -266,7 +267,7 @@ class AwsProvider(MoveImages, CheckpointAccess):
         found: list[Ec2Instance] = []
         try:
             for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
-                found += req.instances_of(page.get("Reservations", []))
+                found += instances_of(page.get("Reservations", []))
         except Exception as exc:
             if not type(exc).__module__.startswith("botocore"):
                 raise
