@@ -1,4 +1,5 @@
-"""Use cases for a cluster's machines: up, stop, start, down (status lives in cluster_status.py).
+"""`up`: a cluster's machines launched, started or found, and bootstrapped (stop, start and down live in
+cluster_ops.py, status in cluster_status.py, the key pair and security group `up` sets in cluster_network.py).
 
 Plain functions over AWSRUN_HOME, the settings and a Reporter; they return dataclasses and raise
 AwsrunErrors. Providers: `aws` (EC2 instances awsrun launches), `ssh` (hosts the user already has),
@@ -12,15 +13,15 @@ from pathlib import Path
 
 from awsrun import autostop, aws_cluster, cluster_nodes, keys, locks
 from awsrun.access import open_remote, wait_for_ssh
-from awsrun.caller_ip import SshCidr, looks_up_address, resolve_ssh_cidr
+from awsrun.caller_ip import looks_up_address
 from awsrun.cluster_context import AwsFactory, Run, UpRequest, UpResult, default_aws, open_state
+from awsrun.cluster_network import ensure_network, ssh_cidr_for_up, world_open_warnings
 from awsrun.errors import AwsrunError, ConfigError, Interrupted, NotImplementedYet
 from awsrun.home import Home
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import LaunchSpec, validate_cluster_name
 from awsrun.remote.base import Remote
-from awsrun.settings import Settings
-from awsrun.state import ClusterRecord, InstanceRecord, State
+from awsrun.state import ClusterRecord, InstanceRecord
 
 
 def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = default_aws) -> UpResult:
@@ -88,7 +89,7 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     recorded_key = (cluster.config.get("ssh_key") if cluster else None) or None
     key = keys.resolve_key(run.home, settings.ssh_key or recorded_key)
     cidr_required = cluster is None or not cluster.config.get("security_group_id")
-    cidr = None if looks_up_address(settings) else _ssh_cidr(settings, required=cidr_required)  # local: now
+    cidr = None if looks_up_address(settings) else ssh_cidr_for_up(settings, required=cidr_required)  # local: now
     if settings.max_price is not None and not settings.spot:
         reporter.warn("max_price applies to spot launches only; this one is on-demand")
     provider = run.aws(cluster.region if cluster else settings.region)
@@ -101,7 +102,7 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
             state.put_cluster(cluster)
     if looks_up_address(settings):
         # on the network: only once region and credentials are known good, or offline its error hides theirs
-        cidr = _ssh_cidr(settings, required=cidr_required)
+        cidr = ssh_cidr_for_up(settings, required=cidr_required)
     if cidr and cidr.warning:
         reporter.warn(cidr.warning)
     live = found.live
@@ -117,9 +118,9 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     offered = _preflight(run, provider, len(missing), settings.zone or anchor) if missing else None
     image = _image(run, provider) if missing else None  # a bad --ami fails before anything is created
     with reporter.phase("preparing key pair and security group"):
-        cluster, ssh_sources = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner,
-                                               key, cidr)
-    for warning in _world_open_warnings(cluster, ssh_sources, cidr):
+        cluster, ssh_sources = ensure_network(state, provider, autostop.with_setting(cluster, setting), owner,
+                                              key, cidr)
+    for warning in world_open_warnings(cluster, ssh_sources, cidr):
         reporter.warn(warning)
     if live and autostop.behavior(setting) != autostop.behavior(before):
         with reporter.phase(f"setting the shutdown behaviour of {', '.join(r.id for r in live)} "
@@ -171,16 +172,6 @@ def _preflight(run: Run, provider, count: int, zone: str | None) -> tuple[str, .
     return check.zones
 
 
-def _ssh_cidr(settings: Settings, required: bool) -> SshCidr | None:
-    """Needed to create the security group; on a later `up` it only refreshes the rule if it can."""
-    if required:
-        return resolve_ssh_cidr(settings)
-    try:
-        return resolve_ssh_cidr(settings)
-    except ConfigError:
-        return None
-
-
 def _warn_mismatch(live: list[InstanceRecord], request: UpRequest, reporter: Reporter) -> None:
     if not live:
         return
@@ -191,44 +182,6 @@ def _warn_mismatch(live: list[InstanceRecord], request: UpRequest, reporter: Rep
     market = "spot" if settings.spot else "on-demand"
     if "spot" in request.explicit and first.market != market:
         reporter.warn(f"the cluster's instance is {first.market}; --{market} is ignored")
-
-
-def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, key: keys.SshKey,
-                    cidr: SshCidr | None) -> tuple[ClusterRecord, list[str]]:
-    """The key pair and security group in place, SSH admitted from `cidr` only (as far as awsrun's own
-    rules go). Returns the cluster and the CIDRs the group still admits SSH from."""
-    from awsrun.providers.aws_requests import key_pair_name
-
-    key_name = key_pair_name(cluster.name, key.public_key)
-    config = {**cluster.config, "owner": owner, "ssh_key": str(key.private_path), "key_name": key_name}
-    cluster = dataclasses.replace(cluster, config=config)
-    state.put_cluster(cluster)
-    provider.ensure_key_pair(key_name, key.public_key, cluster.name, owner)
-    vpc = config.get("vpc_id") or provider.default_vpc()
-    group_id, _ = provider.ensure_security_group(cluster.name, owner, vpc)
-    config.update(vpc_id=vpc, security_group_id=group_id)
-    state.put_cluster(dataclasses.replace(cluster, config=config))
-    if cidr:
-        provider.allow_ssh(group_id, cidr.cidr)
-    sources = provider.ssh_sources(group_id)
-    if cidr:
-        # the rules become exactly this CIDR: awsrun's earlier ones (a 0.0.0.0/0 of last week) go, after
-        # the new one is in, so SSH from here never has a gap
-        stale = [c for c, ours in sources if ours and c != cidr.cidr]
-        provider.revoke_ssh(group_id, stale)
-        sources = [(c, ours) for c, ours in sources if c not in stale]
-        config["ssh_cidrs"] = [cidr.cidr]
-    cluster = dataclasses.replace(cluster, config=config)
-    state.put_cluster(cluster)
-    return cluster, [c for c, _ in sources]
-
-
-def _world_open_warnings(cluster: ClusterRecord, sources: list[str], cidr: SshCidr | None) -> list[str]:
-    """One line per rule still admitting SSH from anywhere that the user did not ask for on this `up`."""
-    group_id = cluster.config.get("security_group_id")
-    return [f"security group {group_id} still lets the whole internet reach SSH ({source}); "
-            f"remove that rule (`aws ec2 revoke-security-group-ingress --group-id {group_id} ...`) unless you mean it"
-            for source in sources if source in ("0.0.0.0/0", "::/0") and not (cidr and cidr.cidr == source)]
 
 
 def _image(run: Run, provider):
