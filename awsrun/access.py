@@ -1,18 +1,24 @@
 """From a cluster's records to a live Remote on one of its machines. Every use case that touches an
-instance goes through `open_remote`, so SSH options (key, pinned host keys, ProxyCommand) live here once."""
+instance goes through `open_remote`, so SSH options (key, pinned host keys, ProxyCommand) live here once;
+`wait_for_ssh` is the same for a machine still booting."""
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from awsrun.errors import ConfigError, NotFoundError, RemoteError
+from awsrun.boot_keys import HOST_KEY_WAIT_S, await_boot_fingerprints
+from awsrun.errors import ConfigError, HostKeyError, NotFoundError, RemoteError
 from awsrun.home import Home
 from awsrun.remote.base import Remote
 from awsrun.remote.hostkeys import KnownHosts
 from awsrun.remote.target import SshTarget
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
+
+if TYPE_CHECKING:
+    from awsrun.cluster_context import Run
 
 PROVIDERS = ("aws", "ssh", "local")
 
@@ -142,3 +148,31 @@ def close_connections(home: Home, cluster: str) -> list[str]:
     from awsrun.remote.openssh import close_masters
 
     return close_masters(home.sockets_dir, cluster)
+
+
+def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provider=None) -> Remote:
+    """Connect (retrying while it boots) and pin its host key, checked against the boot console's
+    fingerprints when EC2 has them already."""
+    settings = run.settings
+    with run.reporter.phase(f"waiting for SSH on {record.id}"):
+        run.reporter.checkpoint("wait-ssh")
+        if provider is not None:
+            record = await_boot_fingerprints(run.state, run.home.known_hosts, run.reporter, record, provider,
+                                             min(HOST_KEY_WAIT_S, settings.ssh_timeout))
+        if provider is None:  # a host that is already up: no boot to wait for, no key being installed
+            return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0), check=True)
+        try:
+            return open_remote(run.home, settings, cluster, record, wait_s=settings.ssh_timeout, retry_auth=True)
+        except HostKeyError:
+            raise
+        except RemoteError as exc:
+            tail = [line for line in provider.console_output(record.id).splitlines() if line.strip()][-1:]
+            seen = f"; its console output ends with: {tail[0].strip()[:160]!r}" if tail else ""
+            raise RemoteError(
+                f"instance {record.id} never became SSH-reachable within {settings.ssh_timeout:.0f}s "
+                f"({exc.message}){seen}",
+                hint=f"it is recorded and still running (and billed): read its boot log with `aws ec2 "
+                     f"get-console-output --instance-id {record.id} --region {cluster.region} --output text`; "
+                     f"`awsrun up --cluster {cluster.name}` tries again, `awsrun down --cluster {cluster.name}` "
+                     "removes it",
+            ) from None

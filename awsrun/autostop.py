@@ -21,7 +21,7 @@ from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord
 
 if TYPE_CHECKING:
-    from awsrun.clusters import Run, UpRequest
+    from awsrun.cluster_context import Run, UpRequest
 
 
 
@@ -143,7 +143,7 @@ def set_autostop(home: Home, settings: Settings, autostop: Autostop, reporter: R
     """Change a live cluster's autostop: record it, set the shutdown behaviour, re-install the agent config."""
     from awsrun import aws_cluster
     from awsrun.access import open_remote, require_cluster
-    from awsrun.clusters import default_aws, open_state
+    from awsrun.cluster_context import default_aws, open_state
     from awsrun.providers.aws_requests import validate_cluster_name
 
     name = validate_cluster_name(settings.cluster)

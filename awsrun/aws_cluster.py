@@ -20,7 +20,8 @@ from awsrun.progress import Reporter
 from awsrun.providers import aws_requests as req
 from awsrun.providers.aws import AwsProvider
 from awsrun.providers.aws_errors import CapacityError, ErrorContext, TypeNotOffered
-from awsrun.providers.aws_requests import Ec2Instance, LaunchSpec
+from awsrun.providers.aws_instances import Ec2Instance
+from awsrun.providers.aws_requests import LaunchSpec
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 LAUNCHING = "launching"

@@ -2,9 +2,10 @@
 infra/bootstrap.sh with live progress, reboot through a driver install, and report what each step did.
 
 The shell script does the work and decides what is already done (its markers and checks); this module
-drives it: one probe round trip (home, user, boot id, /etc/os-release, GPU), the upload, the run, the
-`==> STEP ...` protocol parsed into a BootstrapReport, and the local copy of the log. A connection that
-drops mid-run is reopened and the script run again (it waits for the orphaned run's lock, then resumes).
+drives it: the probe, the upload, the run, the reboots and reconnections, and the local copy of the log.
+The probe and the stack it leads to are decided in awsrun.bootstrap_plan; the script's `==> STEP ...`
+protocol is parsed into a BootstrapReport in awsrun.bootstrap_report. A connection that drops mid-run is
+reopened and the script run again (it waits for the orphaned run's lock, then resumes).
 """
 from __future__ import annotations
 
@@ -13,20 +14,18 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-from awsrun import catalog
-from awsrun.agent import AgentInstall, install_agent, parse_duration
+from awsrun.agent import install_agent, parse_duration
+from awsrun.bootstrap_plan import (READY_FILE, STATE_DIR, Probe, bootstrap_argv, node_stack, packaged_script,
+                                   parse_probe, probe_command, ready_digest)
+from awsrun.bootstrap_report import (STEPS, BootstrapReport, StepEvent, StepResult, VerifyResult, parse_event,
+                                     parse_verify)
 from awsrun.errors import ConfigError, RemoteError
 from awsrun.remote.base import Remote, Result
 from awsrun.settings import Settings
-from awsrun.stack import Stack, choose_stack
 
-STEPS = ("packages", "driver", "venv", "torch", "requirements", "verify")
-STATE_DIR = ".awsrun/bootstrap"            # under the login user's home; the script's default
-READY_FILE = f"{STATE_DIR}/ready"          # "BOOT_ID DIGEST" of the last bootstrap that finished
 EXIT_REBOOT = 100                          # bootstrap.sh: driver installed, reboot and run again
 MAX_REBOOTS = 2
 MAX_RECONNECTS = 2                         # connections lost mid-run (not counting reboots)
@@ -34,9 +33,6 @@ REBOOT_POLL_S = 5.0                        # between tries to reach the new boot
 TAIL_LINES = 20
 LOG_FETCH_BYTES = 1_000_000                # per step log copied back
 
-_EVENT = re.compile(r"^==> (?P<step>[a-z]+) (?P<action>start|skip|done|FAILED)(?: (?P<detail>.*))?$")
-_VERIFY = re.compile(r"^AWSRUN_VERIFY torch=(?P<torch>\S+) cuda=(?P<cuda>True|False) "
-                     r"devices=(?P<devices>\d+) name=(?P<name>.*)$")
 _FAILED = re.compile(r"exit=(?P<code>-?\d+)(?: log=(?P<log>.*))?")
 
 
@@ -54,197 +50,6 @@ class BootstrapError(RemoteError):
         self.remote_exit = remote_exit
         self.tail = tuple(tail)
         self.log_path = log_path
-
-
-@dataclass(frozen=True)
-class StepResult:
-    name: str
-    outcome: str          # "done", "skip", "failed" (the script said FAILED) or "cut off" (no end line)
-    seconds: float        # measured here, start line to end line; 0 for a skip
-    detail: str = ""      # the skip reason, or the failure's exit/log
-    run: int = 1          # which run of the script (a reboot or a lost connection starts another)
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    torch: str
-    cuda: bool
-    devices: int
-    name: str
-
-
-@dataclass(frozen=True)
-class BootstrapReport:
-    host: str
-    stack: str
-    steps: tuple[StepResult, ...]
-    verify: VerifyResult | None
-    seconds: float
-    log_path: Path
-    reboots: int = 0
-    reconnects: int = 0
-    agent: AgentInstall | None = None
-    note: str = ""
-
-    def outcome(self, step: str) -> str:
-        """The last outcome of `step` ("" when it never reported)."""
-        found = [s.outcome for s in self.steps if s.name == step]
-        return found[-1] if found else ""
-
-    @property
-    def acted(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.steps if s.outcome == "done")
-
-
-# ---------------------------------------------------------------------------------- pure parts
-@dataclass(frozen=True)
-class StepEvent:
-    step: str
-    action: str           # start, skip, done, FAILED
-    detail: str
-
-
-def parse_event(line: str) -> StepEvent | None:
-    match = _EVENT.match(line.rstrip())
-    if not match or match["step"] not in STEPS:
-        return None
-    return StepEvent(match["step"], match["action"], match["detail"] or "")
-
-
-def parse_verify(line: str) -> VerifyResult | None:
-    match = _VERIFY.match(line.rstrip("\n"))
-    if not match:
-        return None
-    return VerifyResult(match["torch"], match["cuda"] == "True", int(match["devices"]), match["name"].strip())
-
-
-@dataclass(frozen=True)
-class Probe:
-    home: str
-    user: str
-    boot_id: str
-    os_release: str
-    gpu: tuple[str, str] | None        # (name, compute capability) from a working nvidia-smi
-    pci_gpus: tuple[str, ...]          # NVIDIA display controllers as lspci names them
-    nvidia_on_pci: bool                # sysfs saw one (also true when lspci is missing)
-    has_requirements: bool
-    ready: str = ""                    # the stamp a finished bootstrap left: "BOOT_ID DIGEST" (see ready_digest)
-    requirements_sha: str = ""
-
-
-def _shell_path(path: str) -> str:
-    """A path for the remote shell: "~/x" becomes "$HOME"/x, everything else is quoted as is."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-def probe_command(requirements: str) -> str:
-    """Everything the client needs to know about the node, in one round trip; also creates the state dir."""
-    return "\n".join([
-        f'mkdir -p "$HOME/{STATE_DIR}"',
-        'printf "home=%s\\nuser=%s\\n" "$HOME" "$(id -un)"',
-        'printf "boot_id=%s\\n" "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"',
-        f"if [ -f {_shell_path(requirements)} ]; then echo requirements=yes; "
-        f"printf 'requirements_sha=%s\\n' \"$(sha256sum < {_shell_path(requirements)} | cut -c1-64)\"; fi",
-        f'printf "ready=%s\\n" "$(cat "$HOME/{READY_FILE}" 2>/dev/null)"',
-        "for d in /sys/bus/pci/devices/*; do",
-        '  [ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] || continue',
-        '  case "$(cat "$d/class" 2>/dev/null)" in 0x03*) echo nvidia_on_pci=yes; break ;; esac',
-        "done",
-        "echo '[gpu]'",
-        "nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader 2>/dev/null | head -n 1 || true",
-        "echo '[lspci]'",
-        "lspci -d 10de: 2>/dev/null | grep -E 'VGA compatible controller|3D controller|Display controller' || true",
-        "echo '[os-release]'",
-        "cat /etc/os-release 2>/dev/null || true",
-    ])
-
-
-def parse_probe(stdout: str) -> Probe:
-    values: dict[str, str] = {}
-    sections: dict[str, list[str]] = {"": []}
-    current = ""
-    for line in stdout.splitlines():
-        if line in ("[gpu]", "[lspci]", "[os-release]"):
-            current = line.strip("[]")
-            sections[current] = []
-        elif current == "":
-            key, _, value = line.partition("=")
-            values[key] = value
-        else:
-            sections[current].append(line)
-    gpu = None
-    smi = [line for line in sections.get("gpu", []) if line.strip()]
-    if smi and "," in smi[0]:
-        name, _, cc = smi[0].rpartition(",")
-        if re.fullmatch(r"\s*\d+\.\d+\s*", cc):
-            gpu = (name.strip(), cc.strip())
-    pci = tuple(line.strip() for line in sections.get("lspci", []) if line.strip())
-    if not values.get("home"):
-        raise RemoteError(f"probing the node gave no $HOME: {stdout[-300:]!r}")
-    return Probe(
-        home=values["home"], user=values.get("user", ""), boot_id=values.get("boot_id", ""),
-        os_release="\n".join(sections.get("os-release", [])), gpu=gpu, pci_gpus=pci,
-        nvidia_on_pci=values.get("nvidia_on_pci") == "yes" or bool(pci), has_requirements="requirements" in values,
-        ready=values.get("ready", ""), requirements_sha=values.get("requirements_sha", ""),
-    )
-
-
-def _pci_model(line: str) -> str:
-    """'00:1e.0 3D controller: NVIDIA Corporation GK210GL [Tesla K80] (rev a1)' -> 'Tesla K80'."""
-    bracket = re.search(r"\[([^\]]+)\]\s*(\(rev [^)]*\))?\s*$", line)
-    if bracket:
-        return bracket.group(1)
-    return line.split(":", 2)[-1].strip()
-
-
-def node_stack(instance_type: str | None, probe: Probe, torch_spec: str | None) -> Stack:
-    """The catalog knows EC2 types; any other host is identified by what the probe saw."""
-    spec = catalog.lookup(instance_type) if instance_type else None
-    if spec is not None:
-        model, cc = (spec.gpu_model, spec.compute_capability) if spec.has_gpu else (None, None)
-    elif probe.gpu is not None:
-        model, cc = probe.gpu
-    elif probe.pci_gpus:
-        model, cc = _pci_model(probe.pci_gpus[0]), None
-    elif probe.nvidia_on_pci:
-        model, cc = "unidentified NVIDIA GPU (no lspci)", None
-    else:
-        model, cc = None, None
-    return choose_stack(model, cc, probe.os_release or "", torch_spec)
-
-
-def bootstrap_argv(script: str, settings: Settings, stack: Stack, *, requirements: str | None = None,
-                   force_steps: Sequence[str] = ()) -> list[str]:
-    argv = ["bash", script, "--venv", settings.venv, "--torch-spec", stack.torch_spec]
-    if stack.torch_index_url:
-        argv += ["--torch-index-url", stack.torch_index_url]
-    if settings.pip_args:
-        argv += ["--pip-args", settings.pip_args]
-    if requirements:
-        argv += ["--requirements", requirements]
-    if stack.driver_packages:
-        argv += ["--driver-packages", " ".join(stack.driver_packages)]
-    for step in force_steps:
-        argv += ["--force-step", step]
-    return argv
-
-
-def ready_digest(script: bytes, argv: Sequence[str], stack: str, requirements_sha: str) -> str:
-    """What a finished bootstrap stamps on the node, with the boot id: the same script run with the same
-    arguments for the same stack and requirements, in the same boot, has nothing left to do (a reboot,
-    a new awsrun, other settings or an edited requirements file all change the stamp)."""
-    import hashlib
-
-    text = "\0".join([hashlib.sha256(script).hexdigest(), *argv, stack, requirements_sha])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def packaged_script() -> bytes:
-    return resources.files("awsrun").joinpath("data", "bootstrap.sh").read_bytes()
 
 
 # ------------------------------------------------------------------------------------- the run

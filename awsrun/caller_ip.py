@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from awsrun.errors import ConfigError
-from awsrun.providers.aws_requests import parse_cidr
+from awsrun.providers.aws_network_requests import parse_cidr
 from awsrun.settings import Settings
 
 LOOKUP_TIMEOUT_S = 5.0

@@ -18,7 +18,7 @@ from awsrun.errors import AwsrunError, ConfigError
 from awsrun.state import ClusterRecord, InstanceRecord
 
 if TYPE_CHECKING:
-    from awsrun.clusters import Run
+    from awsrun.cluster_context import Run
 
 ON_PARTIAL = ("ask", "continue", "rollback")
 

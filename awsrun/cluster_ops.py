@@ -6,8 +6,8 @@ import dataclasses
 import subprocess
 
 from awsrun import autostop, aws_cluster, tmux
-from awsrun.access import close_connections, cluster_not_found, require_cluster
-from awsrun.clusters import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state, wait_for_ssh
+from awsrun.access import close_connections, cluster_not_found, require_cluster, wait_for_ssh
+from awsrun.cluster_context import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state
 from awsrun.errors import ConfigError, Interrupted, NotFoundError
 from awsrun.home import Home
 from awsrun.prices import PriceBook, SessionCost, session_costs

@@ -18,7 +18,7 @@ from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 if TYPE_CHECKING:
-    from awsrun.clusters import AwsFactory
+    from awsrun.cluster_context import AwsFactory
 
 # The cloud side (awsrun.clusters, aws_cluster, autostop, keys, the providers' builders) and the error
 # path's helpers are imported inside the functions that need them: `status --cached` never calls the
@@ -96,7 +96,7 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
            now: float | None = None, agent: bool = False, cached: bool = False) -> StatusReport:
     from awsrun import autostop, aws_cluster
     from awsrun.access import cluster_not_found
-    from awsrun.clusters import default_aws
+    from awsrun.cluster_context import default_aws
     from awsrun.providers.aws_requests import validate_cluster_name
 
     now = time.time() if now is None else now

@@ -1,4 +1,5 @@
-"""Use cases for a cluster's machines: up, stop, start, down (status lives in cluster_status.py).
+"""`up`: a cluster's machines launched, started or found, and bootstrapped (stop, start and down live in
+cluster_ops.py, status in cluster_status.py, the key pair and security group `up` sets in cluster_network.py).
 
 Plain functions over AWSRUN_HOME, the settings and a Reporter; they return dataclasses and raise
 AwsrunErrors. Providers: `aws` (EC2 instances awsrun launches), `ssh` (hosts the user already has),
@@ -8,97 +9,19 @@ stopped one, waits for a pending one, and otherwise just checks that SSH answers
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from awsrun import autostop, aws_cluster, cluster_nodes, keys, locks
-from awsrun.access import open_remote
-from awsrun.boot_keys import HOST_KEY_WAIT_S, await_boot_fingerprints
-from awsrun.caller_ip import SshCidr, looks_up_address, resolve_ssh_cidr
-from awsrun.prices import SessionCost
-from awsrun.errors import AwsrunError, ConfigError, HostKeyError, Interrupted, NotImplementedYet, RemoteError
+from awsrun.access import open_remote, wait_for_ssh
+from awsrun.caller_ip import looks_up_address
+from awsrun.cluster_context import AwsFactory, Run, UpRequest, UpResult, default_aws, open_state
+from awsrun.cluster_network import ensure_network, ssh_cidr_for_up, world_open_warnings
+from awsrun.errors import AwsrunError, ConfigError, Interrupted, NotImplementedYet
 from awsrun.home import Home
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import LaunchSpec, validate_cluster_name
 from awsrun.remote.base import Remote
-from awsrun.settings import Settings
-from awsrun.state import ClusterRecord, InstanceRecord, State
-
-if TYPE_CHECKING:
-    from awsrun import failover
-    from awsrun.providers.aws import AwsProvider
-
-AwsFactory = Callable[[str | None], "AwsProvider"]  # boto3 is imported lazily: it is slow
-
-
-def default_aws(region: str | None):
-    from awsrun.providers.aws import AwsProvider
-
-    return AwsProvider(region)
-
-
-@dataclass(frozen=True)
-class UpRequest:
-    settings: Settings
-    nodes: int | None = None           # None: as many as the cluster has (at least 1)
-    bootstrap: bool = True
-    local: bool = False
-    hosts: tuple[str, ...] = ()
-    explicit: frozenset[str] = frozenset()  # settings given as flags on this command line
-    autostop_down: bool = False             # --autostop-down: the idle instance terminates instead of stopping
-    autostop_gpu_idle: float | None = None  # --autostop-gpu-idle: a job whose GPUs stay below this % is idle
-    on_partial: str = "rollback"            # a node cannot launch: rollback, continue, or ask `choose_partial`
-    choose_partial: cluster_nodes.Chooser | None = None
-    retry: "failover.Retry | None" = None   # --retry-until-up / --retry-for: rounds over the candidates
-
-
-@dataclass(frozen=True)
-class UpResult:
-    cluster: ClusterRecord
-    instances: tuple[InstanceRecord, ...]
-    launched: tuple[str, ...] = ()
-    started: tuple[str, ...] = ()
-    ssh_cidr: str | None = None
-    bootstrap_logs: tuple[Path, ...] = ()
-    agents: tuple[tuple[str, str], ...] = ()  # (instance id, what the agent install did)
-    attempts: tuple["failover.Attempt", ...] = ()  # where a new cluster was tried, in order
-    notes: tuple[str, ...] = ()               # facts worth a line that are no fault (plain, not warnings)
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    cluster: ClusterRecord
-    instances: tuple[InstanceRecord, ...]
-    changed: tuple[str, ...] = ()
-    costs: tuple[SessionCost, ...] = ()   # stop: what the sessions that ended cost
-
-
-@dataclass(frozen=True)
-class DownResult:
-    cluster: str
-    provider: str
-    terminated: tuple[str, ...] = ()
-    security_groups: tuple[str, ...] = ()
-    key_pairs: tuple[str, ...] = ()
-    costs: tuple[SessionCost, ...] = ()   # what the sessions that ended cost
-    ended_jobs: tuple[str, ...] = ()      # a local cluster's jobs that were still running
-
-
-@dataclass
-class Run:
-    home: Home
-    settings: Settings
-    state: State
-    reporter: Reporter
-    aws: AwsFactory
-    remotes: dict[str, Remote] = field(default_factory=dict)  # one connection per machine per command
-    failover: "failover.Failover | None" = None  # a new cluster's walk over the candidates
-
-
-def open_state(home: Home) -> State:
-    home.ensure()
-    return State.open(home.state_db)
+from awsrun.state import ClusterRecord, InstanceRecord
 
 
 def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = default_aws) -> UpResult:
@@ -113,7 +36,7 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
             raise ConfigError(f"cluster {name!r} already exists with provider {existing.provider!r}",
                               hint=f"pick another --cluster, or remove it first with `awsrun down --cluster {name}`")
         if provider == "aws":
-            from awsrun.up_candidates import up_aws_candidates  # it builds on this module's Run and UpRequest
+            from awsrun.up_candidates import up_aws_candidates
 
             # one `up` per cluster from its reconcile until its instances answer SSH: two at once would each
             # see node 0 missing and launch it twice. The bootstrap, after, has its own lock on the node.
@@ -121,7 +44,7 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
                     f"another `awsrun up` of cluster {name!r} is running (pid {pid}): waiting for it")):
                 result = up_aws_candidates(run, request, run.state.get_cluster(name), _up_aws)  # as the other left it
         else:
-            from awsrun.machines import up_machines  # it builds on this module's Run and wait_for_ssh
+            from awsrun.machines import up_machines
 
             autostop.refuse_for_machines(run, request, provider)
             result = up_machines(run, request, existing, provider)
@@ -166,7 +89,7 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     recorded_key = (cluster.config.get("ssh_key") if cluster else None) or None
     key = keys.resolve_key(run.home, settings.ssh_key or recorded_key)
     cidr_required = cluster is None or not cluster.config.get("security_group_id")
-    cidr = None if looks_up_address(settings) else _ssh_cidr(settings, required=cidr_required)  # local: now
+    cidr = None if looks_up_address(settings) else ssh_cidr_for_up(settings, required=cidr_required)  # local: now
     if settings.max_price is not None and not settings.spot:
         reporter.warn("max_price applies to spot launches only; this one is on-demand")
     provider = run.aws(cluster.region if cluster else settings.region)
@@ -179,7 +102,7 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
             state.put_cluster(cluster)
     if looks_up_address(settings):
         # on the network: only once region and credentials are known good, or offline its error hides theirs
-        cidr = _ssh_cidr(settings, required=cidr_required)
+        cidr = ssh_cidr_for_up(settings, required=cidr_required)
     if cidr and cidr.warning:
         reporter.warn(cidr.warning)
     live = found.live
@@ -195,9 +118,9 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
     offered = _preflight(run, provider, len(missing), settings.zone or anchor) if missing else None
     image = _image(run, provider) if missing else None  # a bad --ami fails before anything is created
     with reporter.phase("preparing key pair and security group"):
-        cluster, ssh_sources = _ensure_network(state, provider, autostop.with_setting(cluster, setting), owner,
-                                               key, cidr)
-    for warning in _world_open_warnings(cluster, ssh_sources, cidr):
+        cluster, ssh_sources = ensure_network(state, provider, autostop.with_setting(cluster, setting), owner,
+                                              key, cidr)
+    for warning in world_open_warnings(cluster, ssh_sources, cidr):
         reporter.warn(warning)
     if live and autostop.behavior(setting) != autostop.behavior(before):
         with reporter.phase(f"setting the shutdown behaviour of {', '.join(r.id for r in live)} "
@@ -236,27 +159,17 @@ def _up_aws(run: Run, request: UpRequest, cluster: ClusterRecord | None) -> UpRe
 def _preflight(run: Run, provider, count: int, zone: str | None) -> tuple[str, ...]:
     """Offering and vCPU quota before anything is created (cached for minutes): a short quota stops here
     with the `awsrun quota request` command instead of a failed launch. Returns the offering zones."""
-    from awsrun import quota
+    from awsrun.launch_check import check_launch_quota
     from awsrun.providers.aws_clients import AwsClients
 
     settings = run.settings
     with run.reporter.phase(f"checking the offering and vCPU quota for {count} {settings.instance_type}"):
         clients = AwsClients(provider.region, ec2=provider.ec2, quotas=provider.client("service-quotas"))
-        check = quota.check_launch_quota(settings.instance_type, home=run.home, count=count, spot=settings.spot,
-                                         region=provider.region, zone=zone, clients=clients)
+        check = check_launch_quota(settings.instance_type, home=run.home, count=count, spot=settings.spot,
+                                   region=provider.region, zone=zone, clients=clients)
     for warning in check.warnings:
         run.reporter.warn(f"{warning}; launching anyway")
     return check.zones
-
-
-def _ssh_cidr(settings: Settings, required: bool) -> SshCidr | None:
-    """Needed to create the security group; on a later `up` it only refreshes the rule if it can."""
-    if required:
-        return resolve_ssh_cidr(settings)
-    try:
-        return resolve_ssh_cidr(settings)
-    except ConfigError:
-        return None
 
 
 def _warn_mismatch(live: list[InstanceRecord], request: UpRequest, reporter: Reporter) -> None:
@@ -269,44 +182,6 @@ def _warn_mismatch(live: list[InstanceRecord], request: UpRequest, reporter: Rep
     market = "spot" if settings.spot else "on-demand"
     if "spot" in request.explicit and first.market != market:
         reporter.warn(f"the cluster's instance is {first.market}; --{market} is ignored")
-
-
-def _ensure_network(state: State, provider, cluster: ClusterRecord, owner: str, key: keys.SshKey,
-                    cidr: SshCidr | None) -> tuple[ClusterRecord, list[str]]:
-    """The key pair and security group in place, SSH admitted from `cidr` only (as far as awsrun's own
-    rules go). Returns the cluster and the CIDRs the group still admits SSH from."""
-    from awsrun.providers.aws_requests import key_pair_name
-
-    key_name = key_pair_name(cluster.name, key.public_key)
-    config = {**cluster.config, "owner": owner, "ssh_key": str(key.private_path), "key_name": key_name}
-    cluster = dataclasses.replace(cluster, config=config)
-    state.put_cluster(cluster)
-    provider.ensure_key_pair(key_name, key.public_key, cluster.name, owner)
-    vpc = config.get("vpc_id") or provider.default_vpc()
-    group_id, _ = provider.ensure_security_group(cluster.name, owner, vpc)
-    config.update(vpc_id=vpc, security_group_id=group_id)
-    state.put_cluster(dataclasses.replace(cluster, config=config))
-    if cidr:
-        provider.allow_ssh(group_id, cidr.cidr)
-    sources = provider.ssh_sources(group_id)
-    if cidr:
-        # the rules become exactly this CIDR: awsrun's earlier ones (a 0.0.0.0/0 of last week) go, after
-        # the new one is in, so SSH from here never has a gap
-        stale = [c for c, ours in sources if ours and c != cidr.cidr]
-        provider.revoke_ssh(group_id, stale)
-        sources = [(c, ours) for c, ours in sources if c not in stale]
-        config["ssh_cidrs"] = [cidr.cidr]
-    cluster = dataclasses.replace(cluster, config=config)
-    state.put_cluster(cluster)
-    return cluster, [c for c, _ in sources]
-
-
-def _world_open_warnings(cluster: ClusterRecord, sources: list[str], cidr: SshCidr | None) -> list[str]:
-    """One line per rule still admitting SSH from anywhere that the user did not ask for on this `up`."""
-    group_id = cluster.config.get("security_group_id")
-    return [f"security group {group_id} still lets the whole internet reach SSH ({source}); "
-            f"remove that rule (`aws ec2 revoke-security-group-ingress --group-id {group_id} ...`) unless you mean it"
-            for source in sources if source in ("0.0.0.0/0", "::/0") and not (cidr and cidr.cidr == source)]
 
 
 def _image(run: Run, provider):
@@ -381,34 +256,6 @@ def _placement_group(run: Run, provider, cluster: ClusterRecord, owner: str, nod
         return None
     run.state.put_cluster(dataclasses.replace(cluster, config={**cluster.config, "placement_group": name}))
     return name
-
-
-def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provider=None) -> Remote:
-    """Connect (retrying while it boots) and pin its host key, checked against the boot console's
-    fingerprints when EC2 has them already."""
-    settings = run.settings
-    with run.reporter.phase(f"waiting for SSH on {record.id}"):
-        run.reporter.checkpoint("wait-ssh")
-        if provider is not None:
-            record = await_boot_fingerprints(run.state, run.home.known_hosts, run.reporter, record, provider,
-                                             min(HOST_KEY_WAIT_S, settings.ssh_timeout))
-        if provider is None:  # a host that is already up: no boot to wait for, no key being installed
-            return open_remote(run.home, settings, cluster, record, wait_s=min(settings.ssh_timeout, 30.0), check=True)
-        try:
-            return open_remote(run.home, settings, cluster, record, wait_s=settings.ssh_timeout, retry_auth=True)
-        except HostKeyError:
-            raise
-        except RemoteError as exc:
-            tail = [line for line in provider.console_output(record.id).splitlines() if line.strip()][-1:]
-            seen = f"; its console output ends with: {tail[0].strip()[:160]!r}" if tail else ""
-            raise RemoteError(
-                f"instance {record.id} never became SSH-reachable within {settings.ssh_timeout:.0f}s "
-                f"({exc.message}){seen}",
-                hint=f"it is recorded and still running (and billed): read its boot log with `aws ec2 "
-                     f"get-console-output --instance-id {record.id} --region {cluster.region} --output text`; "
-                     f"`awsrun up --cluster {cluster.name}` tries again, `awsrun down --cluster {cluster.name}` "
-                     "removes it",
-            ) from None
 
 
 # bootstrap ---------------------------------------------------------------------------------------------

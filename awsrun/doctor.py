@@ -20,7 +20,8 @@
     }
 
 Keys only get added to this document, never renamed or removed, without raising "schema".
-Nothing here prints, imports click or exits; boto3 is reached only through `awsrun.quota`'s clients.
+Nothing here prints, imports click or exits; boto3 and botocore are reached only through awsrun.providers
+(its clients, and the wording of its errors).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from typing import Any, Callable, Mapping
 
 from awsrun import quota as quotas
 from awsrun.providers.aws_clients import AwsClients, chain_region, credentials_source
+from awsrun.providers.aws_errors import aws_error_code, botocore_errors, describe_aws_error
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
 
@@ -95,14 +97,12 @@ def check_endpoint(environ: Mapping[str, str]) -> Check:
 
 def check_credentials(sts: Any) -> Check:
     """STS get_caller_identity: who AWS thinks we are, or why it refuses."""
-    from botocore import exceptions as bx
-
     try:
         identity = sts.get_caller_identity()
-    except (bx.ClientError, bx.BotoCoreError) as exc:
-        problem = quotas.describe_aws_error(exc, "STS GetCallerIdentity", "sts:GetCallerIdentity")
+    except botocore_errors() as exc:
+        problem = describe_aws_error(exc, "STS GetCallerIdentity", "sts:GetCallerIdentity")
         return Check("credentials", False, problem.message, fix=problem.hint,
-                     data={"error": quotas.aws_error_code(exc) or type(exc).__name__})
+                     data={"error": aws_error_code(exc) or type(exc).__name__})
     account, arn = identity.get("Account", "?"), identity.get("Arn", "?")
     return Check("credentials", True, f"account {account} as {arn}", data={"account": account, "arn": arn})
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 from awsrun import keys
-from awsrun.clusters import Run, UpRequest, UpResult, wait_for_ssh
+from awsrun.access import wait_for_ssh
+from awsrun.cluster_context import Run, UpRequest, UpResult
 from awsrun.errors import ConfigError, HostKeyError, RemoteError
 from awsrun.state import ClusterRecord, InstanceRecord
 

@@ -28,7 +28,7 @@ from awsrun.state import ClusterRecord, InstanceRecord
 
 def move_stopped(run, provider, cluster: ClusterRecord, owner: str, record: InstanceRecord) -> InstanceRecord:
     """Move the stopped `record` to another zone; returns the new instance's record, SSH answering."""
-    from awsrun.clusters import wait_for_ssh
+    from awsrun.access import wait_for_ssh
 
     reporter, state = run.reporter, run.state
     image_id = next((i for i, source in provider.move_images(cluster.name, owner).items() if source == record.id),

@@ -1,5 +1,6 @@
-"""GPU vCPU quotas: which Service Quotas quota governs an instance type and market, how it compares with
-what a launch needs, increase requests and their history, and the cached pre-launch check `up` calls.
+"""GPU vCPU quotas: which Service Quotas quota governs an instance type and market, and how it compares with
+what a launch needs. Filing an increase request: awsrun.quota_requests; the cached check `up` runs before a
+launch: awsrun.launch_check.
 
 A fresh AWS account may run 0 GPU vCPUs. EC2 limits running instances per *family* in vCPUs (on-demand
 "Running On-Demand G and VT instances", spot "All G and VT Spot Instance Requests", ...). Quotas are found
@@ -10,28 +11,19 @@ Nothing here prints or imports click; boto3 is imported only when a client is fi
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import shlex
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from awsrun import catalog
 from awsrun.errors import AwsrunError, CloudError, ConfigError
-from awsrun.home import Home
-from awsrun.providers.aws_clients import AwsClients, chain_region, resolve_region
-from awsrun.providers.aws_errors import (  # noqa: F401 (TypeNotOffered is raised here, and re-exported)
-    DENIED_CODES, TypeNotOffered, credentials_error)
+from awsrun.providers.aws_clients import AwsClients
+from awsrun.providers.aws_errors import DENIED_CODES, aws_error_code, botocore_errors, describe_aws_error
 
 SERVICE_CODE = "ec2"
 # Instance states that hold vCPU quota: a stopped instance holds none.
 USING_STATES = ("pending", "running")
-DEFAULT_MAX_AGE_S = 600.0
-
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -42,48 +34,6 @@ class QuotaTooLow(CloudError):
 
 class QuotaUnknown(CloudError):
     """The governing quota could not be found or read."""
-
-
-class NothingToRequest(AwsrunError):
-    """The quota already covers the launch: no increase to file."""
-
-    exit_code = 0
-
-
-def aws_error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
-
-
-def _aws_message(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    message = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
-    message = " ".join(str(message).split())
-    if message.startswith("<"):  # an HTML error page (a proxy or an emulator), not an AWS message
-        message = ""
-    return message[:300]
-
-
-def describe_aws_error(exc: BaseException, operation: str, iam_action: str) -> AwsrunError:
-    """One AwsrunError, with the fix, for a failed AWS call (credentials, permissions, network, other)."""
-    from botocore import exceptions as bx
-
-    creds = credentials_error(exc)
-    if creds is not None:
-        return creds
-    code = aws_error_code(exc)
-    if code in DENIED_CODES:
-        return CloudError(f"access denied to {operation} ({code})",
-                          hint=f"grant the IAM action {iam_action} to this identity")
-    if isinstance(exc, bx.EndpointConnectionError):
-        return CloudError(f"cannot reach the AWS endpoint for {operation}: {exc}",
-                          hint="check the network, the region and AWS_ENDPOINT_URL")
-    if isinstance(exc, bx.BotoCoreError):
-        return CloudError(f"{operation} failed: {exc}")
-    message = _aws_message(exc)
-    return CloudError(f"{operation} failed ({code or type(exc).__name__})" + (f": {message}" if message else ""))
 
 
 # ---------------------------------------------------------------------------------------- data types
@@ -164,35 +114,6 @@ class QuotaCheck:
         return f"{head}: short by {self.shortfall} vCPUs"
 
 
-@dataclass(frozen=True)
-class QuotaRequest:
-    """One quota increase request, as Service Quotas reports it."""
-
-    id: str
-    quota_name: str
-    quota_code: str
-    desired: float
-    status: str
-    created: str | None = None
-    last_updated: str | None = None
-    case_id: str | None = None
-    region: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class LaunchCheck:
-    """What `check_launch_quota` found: the zones offering the type and the quota check."""
-
-    region: str
-    zones: tuple[str, ...]
-    quota: QuotaCheck
-    cached: bool = False
-    warnings: tuple[str, ...] = field(default=())
-
-
 def fmt_number(value: float) -> str:
     """4.0 -> "4"; 4.5 -> "4.5"."""
     return str(int(value)) if float(value).is_integer() else str(value)
@@ -208,13 +129,6 @@ def request_command(instance_type: str, count: int, spot: bool, region: str | No
     if region:
         argv += ["--region", region]
     return shlex.join(argv)
-
-
-def desired_value(check: QuotaCheck) -> int:
-    """What to ask for: max(current value, vCPUs in use + vCPUs needed). Unknown usage counts as 0."""
-    if check.quota is None or check.needed is None:
-        raise ValueError("desired_value needs a known quota and vCPU count")
-    return max(math.ceil(check.quota.value), (check.usage or 0) + check.needed)
 
 
 def _same_name(a: str, b: str) -> bool:
@@ -234,13 +148,11 @@ def vcpus_of(instance_type: str, ec2: Any | None = None) -> int | None:
 
 
 def _describe_vcpus(ec2: Any, types: list[str]) -> dict[str, int]:
-    from botocore import exceptions as bx
-
     found: dict[str, int] = {}
     for start in range(0, len(types), 100):
         try:
             reply = ec2.describe_instance_types(InstanceTypes=types[start:start + 100])
-        except (bx.ClientError, bx.BotoCoreError):
+        except botocore_errors():
             continue
         for item in reply.get("InstanceTypes", []):
             found[item["InstanceType"]] = int(item["VCpuInfo"]["DefaultVCpus"])
@@ -253,8 +165,6 @@ def find_quota(quotas: Any, name: str) -> Quota | None:
     list_service_quotas returns the applied values; a quota never changed may be missing there, and
     list_aws_default_service_quotas then has its default (Service Quotas API reference).
     """
-    from botocore import exceptions as bx
-
     for operation, iam_action, source in (
         ("list_service_quotas", "servicequotas:ListServiceQuotas", "applied"),
         ("list_aws_default_service_quotas", "servicequotas:ListAWSDefaultServiceQuotas", "default"),
@@ -265,11 +175,9 @@ def find_quota(quotas: Any, name: str) -> Quota | None:
                     if _same_name(item.get("QuotaName", ""), name):
                         return Quota(name=item["QuotaName"], code=item["QuotaCode"], value=float(item["Value"]),
                                      source=source, adjustable=bool(item.get("Adjustable", True)))
-        except bx.ClientError as exc:
+        except botocore_errors() as exc:
             if aws_error_code(exc) == "NoSuchResourceException":
                 continue  # no quotas of this kind for ec2 in the region: try the next source
-            raise describe_aws_error(exc, f"Service Quotas {_api(operation)}", iam_action) from None
-        except bx.BotoCoreError as exc:
             raise describe_aws_error(exc, f"Service Quotas {_api(operation)}", iam_action) from None
     return None
 
@@ -285,8 +193,6 @@ def vcpus_in_use(ec2: Any, instance_type: str, spot: bool) -> tuple[int | None, 
     Counts each instance at its type's default vCPUs (vCPU quotas count the type, not CpuOptions).
     Returns (None, why) when EC2 does not say.
     """
-    from botocore import exceptions as bx
-
     family = catalog.quota_family(instance_type)
     types: list[str] = []
     try:
@@ -303,7 +209,7 @@ def vcpus_in_use(ec2: Any, instance_type: str, spot: bool) -> tuple[int | None, 
                     except ValueError:
                         continue
                     types.append(instance["InstanceType"])
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except botocore_errors() as exc:
         code = aws_error_code(exc)
         return None, ("ec2:DescribeInstances denied" if code in DENIED_CODES
                       else f"describe_instances failed: {code or type(exc).__name__}")
@@ -364,189 +270,13 @@ def check_quota(clients: AwsClients, instance_type: str, count: int = 1, spot: b
 
 def offered_zones(ec2: Any, instance_type: str) -> tuple[str, ...]:
     """The availability zones of the client's region that offer `instance_type` (empty: not offered)."""
-    from botocore import exceptions as bx
-
     zones: set[str] = set()
     try:
         paginator = ec2.get_paginator("describe_instance_type_offerings")
         for page in paginator.paginate(LocationType="availability-zone",
                                        Filters=[{"Name": "instance-type", "Values": [instance_type]}]):
             zones.update(o["Location"] for o in page.get("InstanceTypeOfferings", []))
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except botocore_errors() as exc:
         raise describe_aws_error(exc, "EC2 DescribeInstanceTypeOfferings",
                                  "ec2:DescribeInstanceTypeOfferings") from None
     return tuple(sorted(zones))
-
-
-# ------------------------------------------------------------------------------- requests (writes)
-
-def request_increase(clients: AwsClients, check: QuotaCheck) -> QuotaRequest:
-    """File request_service_quota_increase for the check's quota, asking for `desired_value(check)`."""
-    from botocore import exceptions as bx
-
-    if check.quota is None:
-        raise QuotaUnknown(check.problem or "quota unknown", hint=check.fix)
-    if check.ok:
-        raise NothingToRequest(f"nothing to request: {check.summary()}")
-    desired = desired_value(check)
-    try:
-        reply = clients.quotas.request_service_quota_increase(
-            ServiceCode=SERVICE_CODE, QuotaCode=check.quota.code, DesiredValue=float(desired))
-    except bx.ClientError as exc:
-        code = aws_error_code(exc)
-        if code == "ResourceAlreadyExistsException":
-            raise CloudError(f"a request to raise '{check.quota.name}' is already open in {check.region}",
-                             hint="`awsrun quota status` shows it; wait for it to be decided") from None
-        if code == "QuotaExceededException":
-            raise CloudError(f"too many open quota requests in {check.region}: {_aws_message(exc)}",
-                             hint="`awsrun quota status` lists them; wait for some to close") from None
-        if code in ("IllegalArgumentException", "InvalidResourceStateException"):
-            raise CloudError(f"Service Quotas refused the request ({code}): {_aws_message(exc)}",
-                             hint="raise it in the console (Service Quotas > Amazon EC2) or open a support "
-                                  "case") from None
-        raise describe_aws_error(exc, "Service Quotas RequestServiceQuotaIncrease",
-                                 "servicequotas:RequestServiceQuotaIncrease") from None
-    except bx.BotoCoreError as exc:
-        raise describe_aws_error(exc, "Service Quotas RequestServiceQuotaIncrease",
-                                 "servicequotas:RequestServiceQuotaIncrease") from None
-    return _request_from(reply["RequestedQuota"], check.region)
-
-
-def request_status(clients: AwsClients, quota_code: str | None = None) -> list[QuotaRequest]:
-    """Pending and past ec2 quota increase requests (of one quota when `quota_code` is given), newest first."""
-    from botocore import exceptions as bx
-
-    if quota_code:
-        operation, kwargs = ("list_requested_service_quota_change_history_by_quota",
-                             {"ServiceCode": SERVICE_CODE, "QuotaCode": quota_code})
-        api = "ListRequestedServiceQuotaChangeHistoryByQuota"
-    else:
-        operation, kwargs = "list_requested_service_quota_change_history", {"ServiceCode": SERVICE_CODE}
-        api = "ListRequestedServiceQuotaChangeHistory"
-    requests: list[QuotaRequest] = []
-    try:
-        for page in clients.quotas.get_paginator(operation).paginate(**kwargs):
-            requests.extend(_request_from(item, clients.region) for item in page.get("RequestedQuotas", []))
-    except (bx.ClientError, bx.BotoCoreError) as exc:
-        raise describe_aws_error(exc, f"Service Quotas {api}", f"servicequotas:{api}") from None
-    return sorted(requests, key=lambda r: r.created or "", reverse=True)
-
-
-def _when(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    return str(value)
-
-
-def _request_from(item: dict[str, Any], region: str) -> QuotaRequest:
-    return QuotaRequest(
-        id=item.get("Id", ""), quota_name=item.get("QuotaName", ""), quota_code=item.get("QuotaCode", ""),
-        desired=float(item.get("DesiredValue", 0)), status=item.get("Status", "UNKNOWN"),
-        created=_when(item.get("Created")), last_updated=_when(item.get("LastUpdated")),
-        case_id=item.get("CaseId") or None, region=region,
-    )
-
-
-# ---------------------------------------------------------------------------- pre-launch check + cache
-
-def _cache_path(home: Home) -> Path:
-    return home.root / "cache" / "preflight.json"
-
-
-def _cache_key(region: str, instance_type: str, spot: bool, count: int) -> str:
-    return f"{region}|{instance_type}|{'spot' if spot else 'on-demand'}|{count}"
-
-
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs the next call a few API requests
-
-
-def _fresh(entry: Any, now: float, max_age_s: float) -> bool:
-    """A cache entry written at most `max_age_s` ago (and not in the future: a clock set back)."""
-    try:
-        return isinstance(entry, dict) and 0 <= now - float(entry["at"]) <= max_age_s
-    except (KeyError, TypeError, ValueError):
-        return False
-
-
-def _check_from(raw: dict[str, Any]) -> QuotaCheck:
-    raw = dict(raw)
-    quota = raw.pop("quota", None)
-    return QuotaCheck(**raw, quota=Quota(**quota) if quota else None)
-
-
-def check_launch_quota(
-    instance_type: str,
-    *,
-    home: Home,
-    count: int = 1,
-    spot: bool = False,
-    region: str | None = None,
-    zone: str | None = None,
-    max_age_s: float = DEFAULT_MAX_AGE_S,
-    clients: AwsClients | None = None,
-    clock: Callable[[], float] = time.time,
-) -> LaunchCheck:
-    """The pre-launch check `up` runs: the type is offered (in `zone` when given) and the quota covers it.
-
-    Raises TypeNotOffered, or QuotaTooLow (message: the shortfall; hint: the exact `awsrun quota request`
-    command). A quota that cannot be read (no permission, unknown) does not block: it comes back in
-    `LaunchCheck.warnings` and the launch itself is the judge. A passing result is cached in
-    AWSRUN_HOME/cache/preflight.json for `max_age_s`; a refusal is never made from the cache.
-    """
-    chain = chain_region()
-    region_name = resolve_region(region or chain)
-    region_flag = region if region and region != chain else None
-    path = _cache_path(home)
-    key = _cache_key(region_name, instance_type, spot, count)
-    now = clock()
-    cache = {k: v for k, v in _read_cache(path).items() if _fresh(v, now, max_age_s)}
-    entry = cache.get(key)
-    if entry is not None:
-        try:
-            zones = tuple(entry["zones"])
-            check = _check_from(entry["check"])
-            if check.ok and (zone is None or zone in zones):
-                return LaunchCheck(region=region_name, zones=zones, quota=check, cached=True)
-        except (KeyError, TypeError, ValueError):
-            pass
-    clients = clients or AwsClients(region_name)
-    zones = offered_zones(clients.ec2, instance_type)
-    if not zones:
-        raise TypeNotOffered(f"{instance_type} is not offered in {region_name}",
-                             hint="pick another region (--region) or type; `awsrun doctor --instance-type "
-                                  f"{instance_type} --region R` checks one")
-    if zone is not None and zone not in zones:
-        raise TypeNotOffered(f"{instance_type} is not offered in zone {zone}",
-                             hint=f"offered in {', '.join(zones)}: pass one of them to --zone, or leave --zone out")
-    check = check_quota(clients, instance_type, count, spot, region_flag)
-    if check.known and not check.ok:
-        raise QuotaTooLow(check.summary(),
-                          hint=f"request the increase with `{check.request_command}` "
-                               "(approval takes minutes to a day; `awsrun quota status` follows it)")
-    warnings: tuple[str, ...] = ()
-    if not check.known:
-        warnings = (f"could not check the vCPU quota: {check.problem}",)
-    else:
-        cache[key] = {"at": now, "zones": list(zones), "check": asdict(check)}
-        _write_cache(path, cache)
-    return LaunchCheck(region=region_name, zones=zones, quota=check, warnings=warnings)
-

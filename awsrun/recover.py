@@ -108,7 +108,7 @@ def grant_access(provider, instance_id: str, base: checkpoints.BucketUrl, cluste
 
 
 def _default_aws(region: str | None):
-    from awsrun.clusters import default_aws
+    from awsrun.cluster_context import default_aws
 
     return default_aws(region)
 
@@ -166,6 +166,7 @@ def recover(home: Home, settings: Settings, reporter, *, session: str | None = N
             up: Callable | None = None, aws: Callable = _default_aws) -> RecoverResult:
     """Bring the cluster back and resubmit its mirrored jobs that have not finished, restored from S3."""
     from awsrun import clusters
+    from awsrun.cluster_context import UpRequest
 
     name = settings.cluster
     cluster = _cluster(home, name)
@@ -182,7 +183,7 @@ def recover(home: Home, settings: Settings, reporter, *, session: str | None = N
         newest = recipes[-1]
         again = dataclasses.replace(settings, instance_type=newest.instance_type or settings.instance_type,
                                     spot=newest.spot)
-        result = (up or clusters.up)(home, clusters.UpRequest(settings=again, bootstrap=bootstrap), reporter)
+        result = (up or clusters.up)(home, UpRequest(settings=again, bootstrap=bootstrap), reporter)
         launched = result.launched
     aws = functools.cache(aws)  # one provider per region for all the jobs
     scans: dict[str, sync.LocalTree] = {}  # one scan per project

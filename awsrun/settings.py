@@ -2,7 +2,8 @@
 
 One frozen object. AWS credentials, profile, region and endpoint are NOT settings of ours: boto3's own
 chain (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...) provides them; `region` here only overrides.
-A project file's settings that run commands or widen exposure need the user's trust (awsrun.trust).
+A project file's settings that run commands or widen exposure need the user's trust
+(NEEDS_TRUST here; the files the user trusts: awsrun.trust).
 """
 from __future__ import annotations
 
@@ -55,6 +56,25 @@ class Settings:
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
 CONFIG_FILE = "awsrun.toml"
+
+# setting -> why a project file may not set it on its own
+NEEDS_TRUST: dict[str, str] = {
+    "ssh_proxy_command": "runs a command on this machine",
+    "caller_ip_url": "decides who may reach SSH (your address comes from there)",
+    "ssh_cidr": "decides who may reach SSH",
+    "checkpoint_bucket": "decides where job outputs and the instance's S3 access go",
+    "pip_args": "decides what pip installs and runs on the instance",
+    "torch_spec": "decides what pip installs and runs on the instance",
+    "ssh_key": "picks which of your private keys awsrun uses",
+    "ami": "an ami-... id picks the image your code and data run on",
+}
+SAFE_AMIS = ("ubuntu", "dlami")
+
+
+def needs_trust(name: str, value: object) -> bool:
+    if name == "ami":
+        return str(value) not in SAFE_AMIS
+    return name in NEEDS_TRUST
 
 
 def find_project_root(start: Path) -> Path:
@@ -172,8 +192,6 @@ def project_file(project_dir: Path) -> tuple[Path, bytes, Any] | None:
 
 def _check_trust(found: tuple[Path, bytes, Any], names: list[str], values: Mapping[str, Any],
                  trusted: Callable[[Path, bytes], bool] | None) -> None:
-    from awsrun.trust import NEEDS_TRUST, needs_trust
-
     path, content, _ = found
     refused = [name for name in names if needs_trust(name, values[name])]
     if refused and not (trusted and trusted(path, content)):

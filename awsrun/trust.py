@@ -1,4 +1,4 @@
-"""Which project-file settings need the user's trust, and the project files the user trusts.
+"""The project files the user trusts (which of their settings need it: awsrun.settings.NEEDS_TRUST).
 
 A cloned repository's awsrun.toml (or [tool.awsrun]) is someone else's text: a ProxyCommand there would run
 on this machine with the user's environment, AWS keys included, at the first command that connects. Settings
@@ -15,26 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from awsrun.errors import StateError
-
-# setting -> why a project file may not set it on its own
-NEEDS_TRUST: dict[str, str] = {
-    "ssh_proxy_command": "runs a command on this machine",
-    "caller_ip_url": "decides who may reach SSH (your address comes from there)",
-    "ssh_cidr": "decides who may reach SSH",
-    "checkpoint_bucket": "decides where job outputs and the instance's S3 access go",
-    "pip_args": "decides what pip installs and runs on the instance",
-    "torch_spec": "decides what pip installs and runs on the instance",
-    "ssh_key": "picks which of your private keys awsrun uses",
-    "ami": "an ami-... id picks the image your code and data run on",
-}
-SAFE_AMIS = ("ubuntu", "dlami")
-
-
-def needs_trust(name: str, value: object) -> bool:
-    if name == "ami":
-        return str(value) not in SAFE_AMIS
-    return name in NEEDS_TRUST
+from awsrun.errors import ConfigError, StateError
+from awsrun.settings import CONFIG_FILE, needs_trust, project_file
 
 
 def digest(content: bytes) -> str:
@@ -89,9 +71,6 @@ class TrustStore:
 def trust_project(home_root: Path, project_dir: Path, *, forget: bool = False) -> tuple[Path, list[str]]:
     """Trust (or forget) the project's settings file as it is now. Returns its path and the settings in it
     that needed trust (with `forget`: whether it was trusted, as a one-item list or empty)."""
-    from awsrun.errors import ConfigError
-    from awsrun.settings import CONFIG_FILE, project_file
-
     found = project_file(project_dir)
     if found is None:
         raise ConfigError(f"{project_dir} has no {CONFIG_FILE} or [tool.awsrun] in pyproject.toml: nothing to trust",

@@ -11,7 +11,7 @@ from awsrun.errors import ConfigError
 from awsrun.state import ClusterRecord
 
 if TYPE_CHECKING:
-    from awsrun.clusters import Run, UpRequest, UpResult
+    from awsrun.cluster_context import Run, UpRequest, UpResult
 
 
 def up_aws_candidates(run: "Run", request: "UpRequest", existing: ClusterRecord | None,

@@ -57,7 +57,7 @@ def explain(home: Home, cluster_name: str, error: AwsrunError, aws=None) -> Awsr
             return error
         try:
             if aws is None:
-                from awsrun.clusters import default_aws as aws
+                from awsrun.cluster_context import default_aws as aws
             now = {i.id: i for i in aws(cluster.region).quick().describe_ids([r.id for r in records])}
         except AwsrunError:
             return error  # EC2 cannot say either: the SSH error is all there is

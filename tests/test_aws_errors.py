@@ -14,6 +14,7 @@ import pytest
 
 from awsrun import cluster_ops, clusters
 from awsrun.errors import CloudError, ConfigError, NotImplementedYet
+from awsrun.cluster_context import UpRequest
 from awsrun.home import Home
 from awsrun.progress import Silent
 from awsrun.providers import aws_errors
@@ -83,7 +84,7 @@ def settings(**changes) -> Settings:
 
 
 def run_up(home: Home, aws, **changes):
-    return clusters.up(home, clusters.UpRequest(settings(**changes), bootstrap=False), Silent(), aws=aws)
+    return clusters.up(home, UpRequest(settings(**changes), bootstrap=False), Silent(), aws=aws)
 
 
 def recorded_instances(home: Home) -> list:
@@ -272,7 +273,7 @@ def test_spot_instance_that_cannot_stop(aws, ec2, home, fleet):
 def test_bootstrap_not_available_yet_fails_before_anything_is_launched(aws, ec2, home, monkeypatch):
     monkeypatch.setitem(sys.modules, "awsrun.bootstrap", None)  # as if the module did not exist
     with pytest.raises(NotImplementedYet, match="bootstrap is not available yet; use --no-bootstrap"):
-        clusters.up(home, clusters.UpRequest(settings()), Silent(), aws=AwsProvider)
+        clusters.up(home, UpRequest(settings()), Silent(), aws=AwsProvider)
     assert live_instances(ec2) == []
 
 
@@ -291,14 +292,12 @@ def test_errors_outside_the_api():
 def test_credential_problems_have_one_wording_for_every_command():
     from botocore.exceptions import ClientError, PartialCredentialsError, ProfileNotFound
 
-    from awsrun import quota
-
     partial = PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY")
     profile = ProfileNotFound(profile="work")
     expired = ClientError({"Error": {"Code": "ExpiredTokenException", "Message": "x"}}, "GetServiceQuota")
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "x"}}, "GetServiceQuota")
     for exc in (partial, profile, expired):
-        described = quota.describe_aws_error(exc, "GetServiceQuota", "servicequotas:GetServiceQuota")
+        described = aws_errors.describe_aws_error(exc, "GetServiceQuota", "servicequotas:GetServiceQuota")
         assert described.message == aws_errors.translate(exc).message  # doctor/quota = the rest
     assert aws_errors.translate(partial).message.startswith("incomplete AWS credentials")
     assert isinstance(aws_errors.translate(profile), ConfigError) and "list-profiles" in aws_errors.translate(profile).hint

@@ -6,8 +6,10 @@ from datetime import datetime, timezone
 import pytest
 
 from awsrun.errors import ConfigError
+from awsrun.providers import aws_network_requests as net
 from awsrun.providers import aws_requests as req
-from awsrun.providers.aws_requests import Ec2Instance, LaunchSpec
+from awsrun.providers.aws_instances import Ec2Instance
+from awsrun.providers.aws_requests import LaunchSpec
 
 OWNER = "arn:aws:iam::123456789012:user/alice"
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -78,7 +80,7 @@ def test_prices_are_plain_decimal_strings(usd, text):
 
 
 def test_security_group_and_its_rules():
-    assert req.security_group_request("train", OWNER, "vpc-1") == {
+    assert net.security_group_request("train", OWNER, "vpc-1") == {
         "GroupName": f"awsrun-train-{req.short_hash(OWNER)}",
         "Description": "awsrun cluster train: SSH from one address, all traffic between its nodes",
         "VpcId": "vpc-1",
@@ -86,13 +88,13 @@ def test_security_group_and_its_rules():
             {"Key": "awsrun:cluster", "Value": "train"}, {"Key": "awsrun:owner", "Value": OWNER},
             {"Key": "Name", "Value": f"awsrun-train-{req.short_hash(OWNER)}"}]}],
     }
-    assert req.ssh_ingress_request("sg-1", "203.0.113.7/32") == {"GroupId": "sg-1", "IpPermissions": [
+    assert net.ssh_ingress_request("sg-1", "203.0.113.7/32") == {"GroupId": "sg-1", "IpPermissions": [
         {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
          "IpRanges": [{"CidrIp": "203.0.113.7/32", "Description": "awsrun: SSH"}]}]}
-    assert req.ssh_ingress_request("sg-1", "2001:db8::1/128") == {"GroupId": "sg-1", "IpPermissions": [
+    assert net.ssh_ingress_request("sg-1", "2001:db8::1/128") == {"GroupId": "sg-1", "IpPermissions": [
         {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
          "Ipv6Ranges": [{"CidrIpv6": "2001:db8::1/128", "Description": "awsrun: SSH"}]}]}
-    assert req.nodes_ingress_request("sg-1") == {"GroupId": "sg-1", "IpPermissions": [
+    assert net.nodes_ingress_request("sg-1") == {"GroupId": "sg-1", "IpPermissions": [
         {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": "sg-1", "Description": "awsrun: nodes of this cluster"}]}]}
 
 
@@ -105,13 +107,13 @@ def test_two_owners_and_two_keys_never_share_a_name():
 
 
 def test_key_pair_and_placement_group_requests():
-    assert req.import_key_pair_request("awsrun-train-1", "ssh-ed25519 AAAA awsrun\n", "train", OWNER) == {
+    assert net.import_key_pair_request("awsrun-train-1", "ssh-ed25519 AAAA awsrun\n", "train", OWNER) == {
         "KeyName": "awsrun-train-1", "PublicKeyMaterial": b"ssh-ed25519 AAAA awsrun",
         "TagSpecifications": [{"ResourceType": "key-pair", "Tags": [
             {"Key": "awsrun:cluster", "Value": "train"}, {"Key": "awsrun:owner", "Value": OWNER},
             {"Key": "Name", "Value": "awsrun-train-1"}]}]}
     name = f"awsrun-train-{req.short_hash(OWNER)}"
-    assert req.placement_group_request("train", OWNER) == {
+    assert net.placement_group_request("train", OWNER) == {
         "GroupName": name, "Strategy": "cluster", "TagSpecifications": [{"ResourceType": "placement-group", "Tags": [
             {"Key": "awsrun:cluster", "Value": "train"}, {"Key": "awsrun:owner", "Value": OWNER},
             {"Key": "Name", "Value": name}]}]}
@@ -142,14 +144,14 @@ def test_hostile_cluster_names_are_refused(name):
 
 
 def test_cidrs():
-    assert req.parse_cidr("203.0.113.7") == "203.0.113.7/32"
-    assert req.parse_cidr(" 198.51.100.0/24 ") == "198.51.100.0/24"
-    assert req.parse_cidr("2001:db8::1") == "2001:db8::1/128"
+    assert net.parse_cidr("203.0.113.7") == "203.0.113.7/32"
+    assert net.parse_cidr(" 198.51.100.0/24 ") == "198.51.100.0/24"
+    assert net.parse_cidr("2001:db8::1") == "2001:db8::1/128"
     with pytest.raises(ConfigError) as raised:
-        req.parse_cidr("203.0.113.7/24")
+        net.parse_cidr("203.0.113.7/24")
     assert raised.value.hint == "did you mean 203.0.113.0/24?"
     with pytest.raises(ConfigError, match="not a usable CIDR"):
-        req.parse_cidr("my-laptop")
+        net.parse_cidr("my-laptop")
 
 
 def test_ami_aliases_resolve_through_public_parameters():

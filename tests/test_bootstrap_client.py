@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from awsrun import bootstrap as bs
-from awsrun.bootstrap import (BootstrapError, Probe, StepEvent, UnsupportedStackError, VerifyResult,
-                              bootstrap_argv, bootstrap_node, node_stack, parse_event, parse_probe, parse_verify)
+from awsrun.bootstrap import BootstrapError, UnsupportedStackError, bootstrap_node
+from awsrun.bootstrap_plan import Probe, bootstrap_argv, node_stack, parse_probe, probe_command
+from awsrun.bootstrap_report import STEPS, StepEvent, StepResult, VerifyResult, parse_event, parse_verify
 from awsrun.cli.bootstrap import STEPS as CLI_STEPS
 from awsrun.errors import ConfigError, RemoteError
 from awsrun.remote.base import Result
@@ -20,7 +21,7 @@ UBUNTU_2204 = 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="22.04"\n'
 
 
 def test_cli_and_core_agree_on_the_steps():
-    assert CLI_STEPS == bs.STEPS
+    assert CLI_STEPS == STEPS
 
 
 @pytest.mark.parametrize("line, event", [
@@ -66,9 +67,9 @@ def test_parse_probe():
 
 
 def test_probe_command_quotes_the_requirements_path():
-    command = bs.probe_command("~/my proj/requirements.txt; rm -rf ~")
+    command = probe_command("~/my proj/requirements.txt; rm -rf ~")
     assert "if [ -f \"$HOME\"/'my proj/requirements.txt; rm -rf ~' ]; then" in command
-    assert "if [ -f '/abs path/r.txt' ]; then" in bs.probe_command("/abs path/r.txt")
+    assert "if [ -f '/abs path/r.txt' ]; then" in probe_command("/abs path/r.txt")
 
 
 def _probe(**changes) -> Probe:
@@ -245,7 +246,7 @@ def test_a_lost_connection_reconnects_and_runs_again(tmp_path):
     report = bootstrap_node(Dropping(host), Settings(), instance_type=None, log_path=tmp_path / "b.log",
                             on_line=lambda line: None,
                             reconnect=lambda: opened.append(ScriptedRemote(host)) or opened[-1])
-    assert report.reconnects == 1 and report.steps[0] == bs.StepResult("venv", "cut off", report.steps[0].seconds, "", 1)
+    assert report.reconnects == 1 and report.steps[0] == StepResult("venv", "cut off", report.steps[0].seconds, "", 1)
     assert report.outcome("verify") == "done"
     assert "the step logs could not be copied" in (tmp_path / "b.log").read_text()
 

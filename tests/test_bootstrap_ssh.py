@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.bootstrap import STEPS, BootstrapError, bootstrap_node, packaged_script
+from awsrun.bootstrap import BootstrapError, bootstrap_node
+from awsrun.bootstrap_plan import packaged_script
+from awsrun.bootstrap_report import STEPS
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS, settings

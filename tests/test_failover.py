@@ -14,6 +14,7 @@ import pytest
 
 from awsrun import clusters, failover
 from awsrun.errors import ConfigError
+from awsrun.cluster_context import UpRequest
 from awsrun.home import Home
 from awsrun.progress import Silent
 from awsrun.providers.aws_errors import AccessDeniedError, CapacityError
@@ -38,7 +39,7 @@ def settings(**changes) -> Settings:
 def run_up(home: Home, fleet=None, retry: failover.Retry | None = None, **changes):
     if fleet is not None:
         changes["ssh_proxy_command"] = fleet.proxy_command
-    request = clusters.UpRequest(settings(**changes), bootstrap=False, retry=retry)
+    request = UpRequest(settings(**changes), bootstrap=False, retry=retry)
     return clusters.up(home, request, Silent())
 
 
@@ -151,8 +152,8 @@ def test_several_nodes_fall_over_as_a_whole_and_stay_in_one_zone(aws, ec2, home,
     aws.serve_placement_groups()
     # the first g4dn.xlarge launches, every later one is refused: node 1 cannot join node 0
     aws.fail_launches("InsufficientInstanceCapacity", instance_type="g4dn.xlarge", after=1)
-    request = clusters.UpRequest(settings(region="us-east-1", instance_type="g4dn.xlarge,g5.xlarge",
-                                          ssh_proxy_command=fleet.proxy_command), nodes=2, bootstrap=False)
+    request = UpRequest(settings(region="us-east-1", instance_type="g4dn.xlarge,g5.xlarge",
+                                 ssh_proxy_command=fleet.proxy_command), nodes=2, bootstrap=False)
     result = clusters.up(home, request, Silent())
     nodes = live(ec2)
     assert sorted(i["InstanceType"] for i in nodes) == ["g5.xlarge", "g5.xlarge"]

@@ -25,7 +25,8 @@ from awsrun.cli import INTERNAL_ERROR, main
 from awsrun.errors import AwsrunError, ConfigError
 from awsrun.jobs import parse_ports
 from awsrun.machines import parse_host
-from awsrun.providers.aws_requests import parse_cidr, validate_cluster_name
+from awsrun.providers.aws_network_requests import parse_cidr
+from awsrun.providers.aws_requests import validate_cluster_name
 from awsrun.settings import SETTING_NAMES, load_settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from awsrun.tmux import validate_env, validate_session_name

@@ -13,6 +13,7 @@ import pytest
 
 from awsrun import checkpoints
 from awsrun.checkpoints import BucketUrl
+from awsrun.providers import aws_network_requests as net
 from awsrun.providers import aws_requests as req
 from tests.harness.iam_policy import Request, allowed
 
@@ -51,9 +52,9 @@ def launch_spec(**changes) -> req.LaunchSpec:
 def awsruns_own_calls() -> dict[str, list[Request]]:
     """Each operation awsrun's code calls, as the requests IAM sees for it on what awsrun made."""
     launch = req.run_instances_request(launch_spec(spot=True))
-    group = req.security_group_request("default", OWNER, "vpc-1")
-    key = req.import_key_pair_request("awsrun-default-k", "ssh-ed25519 AAAA", "default", OWNER)
-    placement = req.placement_group_request("default", OWNER)
+    group = net.security_group_request("default", OWNER, "vpc-1")
+    key = net.import_key_pair_request("awsrun-default-k", "ssh-ed25519 AAAA", "default", OWNER)
+    placement = net.placement_group_request("default", OWNER)
     role = req.create_role_request(ROLE, checkpoints.trust_policy(), BOUNDARY_ARN)
     image = req.move_image_request("i-0123456789abcdef0", "default", OWNER)
     role_arn = f"arn:aws:iam::{ACCOUNT}:role/{ROLE}"

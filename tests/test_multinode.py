@@ -8,6 +8,7 @@ import json
 import pytest
 
 from awsrun import clusters
+from awsrun.cluster_context import UpRequest
 from awsrun.home import Home
 from awsrun.projects import project_remote_dir
 from awsrun.progress import Silent
@@ -96,7 +97,7 @@ def test_endpoint_that_refuses_placement_groups_launches_without_one_and_says_so
     refusing = Injector().error("CreatePlacementGroup", "UnauthorizedOperation",
                                 "You are not authorized to perform this operation.", status=403)
     reporter = Silent()
-    result = clusters.up(home, clusters.UpRequest(_settings(fleet), nodes=3, bootstrap=False), reporter,
+    result = clusters.up(home, UpRequest(_settings(fleet), nodes=3, bootstrap=False), reporter,
                          aws=refusing)
     assert len(result.launched) == 3 and len(live(ec2)) == 3
     (warning,) = reporter.warnings
@@ -138,7 +139,7 @@ def test_a_node_that_cannot_launch_rolls_the_cluster_back_by_default(aws, ec2, f
     home = Home(tmp_path / "home").ensure()
     injector = _no_capacity()
     with pytest.raises(CapacityError) as raised:
-        clusters.up(home, clusters.UpRequest(_settings(fleet), nodes=3, bootstrap=False), Silent(), aws=injector)
+        clusters.up(home, UpRequest(_settings(fleet), nodes=3, bootstrap=False), Silent(), aws=injector)
     assert injector.sent["RunInstances"] == 3  # the third node in the cluster's zone, once: no other zone
     message = raised.value.message
     assert message.startswith("node 2 of cluster 'default' could not launch (AWS has no on-demand capacity "
@@ -158,7 +159,7 @@ def test_a_node_that_cannot_launch_can_be_left_out_when_asked(aws, ec2, fleet, t
         return "continue"
 
     reporter = Silent()
-    request = clusters.UpRequest(_settings(fleet), nodes=3, bootstrap=False, on_partial="ask", choose_partial=choose)
+    request = UpRequest(_settings(fleet), nodes=3, bootstrap=False, on_partial="ask", choose_partial=choose)
     result = clusters.up(home, request, reporter, aws=_no_capacity())
     assert asked == [(2, 2, 3)]
     assert sorted(node_of(i) for i in live(ec2)) == [0, 1]
@@ -325,7 +326,7 @@ def test_nodes_bootstrap_in_parallel_with_lines_per_node_and_a_failure_names_its
     from contextlib import contextmanager
 
     from awsrun import cluster_nodes
-    from awsrun.clusters import Run
+    from awsrun.cluster_context import Run
     from awsrun.errors import RemoteError
     from awsrun.state import ClusterRecord, InstanceRecord
 

@@ -15,10 +15,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from awsrun import quota
+from awsrun import launch_check, quota, quota_requests
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
 from awsrun.providers.aws_clients import AwsClients
+from awsrun.providers.aws_errors import TypeNotOffered
 from awsrun.quota import Quota, QuotaCheck
 
 UBUNTU = "ami-0ubuntu2204a"
@@ -82,11 +83,11 @@ def _check(value: float, usage: int | None, vcpus: int = 4, count: int = 1) -> Q
 
 
 def test_desired_value_is_max_of_current_and_usage_plus_needed():
-    assert quota.desired_value(_check(0, 0)) == 4
-    assert quota.desired_value(_check(12, 8, vcpus=4, count=2)) == 16
-    assert quota.desired_value(_check(64, 8)) == 64  # never asks for less than it has
-    assert quota.desired_value(_check(0, None)) == 4  # usage unknown counts as 0
-    assert quota.desired_value(_check(2.5, 0, vcpus=2)) == 3
+    assert quota_requests.desired_value(_check(0, 0)) == 4
+    assert quota_requests.desired_value(_check(12, 8, vcpus=4, count=2)) == 16
+    assert quota_requests.desired_value(_check(64, 8)) == 64  # never asks for less than it has
+    assert quota_requests.desired_value(_check(0, None)) == 4  # usage unknown counts as 0
+    assert quota_requests.desired_value(_check(2.5, 0, vcpus=2)) == 3
 
 
 def test_shortfall_and_ok():
@@ -200,16 +201,16 @@ def test_request_increase_asks_for_usage_plus_needed(ec2, sq):
                             "DesiredValue": 16.0, "Status": "PENDING",
                             "Created": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)}},
         {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA", "DesiredValue": 16.0})
-    filed = quota.request_increase(clients, check)
-    assert filed == quota.QuotaRequest(id="req-1", quota_name=G_ON_DEMAND, quota_code="L-DB2E81BA", desired=16.0,
-                                       status="PENDING", created="2026-01-02T03:04:05+00:00", region="us-east-1")
+    filed = quota_requests.request_increase(clients, check)
+    assert filed == quota_requests.QuotaRequest(id="req-1", quota_name=G_ON_DEMAND, quota_code="L-DB2E81BA", desired=16.0,
+                                                status="PENDING", created="2026-01-02T03:04:05+00:00", region="us-east-1")
 
 
 def test_request_already_open(sq):
     client, stubber = sq
     stubber.add_client_error("request_service_quota_increase", "ResourceAlreadyExistsException", "exists", 400)
     with pytest.raises(AwsrunError) as caught:
-        quota.request_increase(AwsClients("us-east-1", quotas=client), _check(0, 0))
+        quota_requests.request_increase(AwsClients("us-east-1", quotas=client), _check(0, 0))
     assert caught.value.message == f"a request to raise '{G_ON_DEMAND}' is already open in us-east-1"
     assert "awsrun quota status" in caught.value.hint
 
@@ -218,13 +219,13 @@ def test_request_denied_names_the_iam_action(sq):
     client, stubber = sq
     stubber.add_client_error("request_service_quota_increase", "AccessDeniedException", "no", 403)
     with pytest.raises(AwsrunError) as caught:
-        quota.request_increase(AwsClients("us-east-1", quotas=client), _check(0, 0))
+        quota_requests.request_increase(AwsClients("us-east-1", quotas=client), _check(0, 0))
     assert caught.value.hint == "grant the IAM action servicequotas:RequestServiceQuotaIncrease to this identity"
 
 
 def test_nothing_to_request_when_the_quota_is_enough():
-    with pytest.raises(quota.NothingToRequest, match="nothing to request: .*enough"):
-        quota.request_increase(AwsClients("us-east-1", quotas=object()), _check(8, 0))
+    with pytest.raises(quota_requests.NothingToRequest, match="nothing to request: .*enough"):
+        quota_requests.request_increase(AwsClients("us-east-1", quotas=object()), _check(8, 0))
 
 
 def _history_item(rid: str, status: str, day: int) -> dict:
@@ -242,7 +243,7 @@ def test_request_status_lists_every_request_newest_first(sq):
     stubber.add_response("list_requested_service_quota_change_history",
                          {"RequestedQuotas": [_history_item("b", "CASE_OPENED", 3)]},
                          {"ServiceCode": "ec2", "NextToken": "n"})
-    requests = quota.request_status(AwsClients("us-east-1", quotas=client))
+    requests = quota_requests.request_status(AwsClients("us-east-1", quotas=client))
     assert [(r.id, r.status, r.case_id) for r in requests] == [("b", "CASE_OPENED", "case-b"),
                                                               ("a", "APPROVED", "case-a")]
 
@@ -252,7 +253,7 @@ def test_request_status_of_one_quota(sq):
     stubber.add_response("list_requested_service_quota_change_history_by_quota",
                          {"RequestedQuotas": [_history_item("c", "PENDING", 2)]},
                          {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"})
-    requests = quota.request_status(AwsClients("us-east-1", quotas=client), "L-DB2E81BA")
+    requests = quota_requests.request_status(AwsClients("us-east-1", quotas=client), "L-DB2E81BA")
     assert [r.status for r in requests] == ["PENDING"]
 
 
@@ -275,20 +276,20 @@ def test_launch_check_passes_then_answers_from_the_cache(ec2, sq, tmp_path):
     home, clock = Home(tmp_path / "home"), Clock()
     client, stubber = sq
     applied(stubber, [sq_item(G_ON_DEMAND, 8.0)])
-    result = quota.check_launch_quota("g4dn.xlarge", home=home, clients=AwsClients("us-east-1", ec2=ec2, quotas=client),
-                                      clock=clock)
+    result = launch_check.check_launch_quota("g4dn.xlarge", home=home, clients=AwsClients("us-east-1", ec2=ec2, quotas=client),
+                                             clock=clock)
     assert result.zones == ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f")
     assert result.quota.ok and not result.cached and result.warnings == ()
     assert (home.root / "cache" / "preflight.json").stat().st_mode & 0o777 == 0o600
 
     clock.now += 599
-    again = quota.check_launch_quota("g4dn.xlarge", home=home, clients=NoCalls("us-east-1"), clock=clock)
+    again = launch_check.check_launch_quota("g4dn.xlarge", home=home, clients=NoCalls("us-east-1"), clock=clock)
     assert again.cached and again.quota == result.quota and again.zones == result.zones
 
     clock.now += 2  # older than max_age_s: asks again
     applied(stubber, [sq_item(G_ON_DEMAND, 8.0)])
-    fresh = quota.check_launch_quota("g4dn.xlarge", home=home, clients=AwsClients("us-east-1", ec2=ec2, quotas=client),
-                                     clock=clock)
+    fresh = launch_check.check_launch_quota("g4dn.xlarge", home=home, clients=AwsClients("us-east-1", ec2=ec2, quotas=client),
+                                            clock=clock)
     assert not fresh.cached
 
 
@@ -297,22 +298,22 @@ def test_launch_check_refuses_a_short_quota_with_the_exact_command(ec2, sq, tmp_
     client, stubber = sq
     applied(stubber, [sq_item(G_ON_DEMAND, 0.0)])
     with pytest.raises(quota.QuotaTooLow) as caught:
-        quota.check_launch_quota("g4dn.xlarge", home=home, count=1,
-                                 clients=AwsClients("us-east-1", ec2=ec2, quotas=client))
+        launch_check.check_launch_quota("g4dn.xlarge", home=home, count=1,
+                                        clients=AwsClients("us-east-1", ec2=ec2, quotas=client))
     assert caught.value.message.endswith("is 0 vCPUs, 0 vCPUs in use: short by 4 vCPUs")
     assert "`awsrun quota request --instance-type g4dn.xlarge --count 1`" in caught.value.hint
     assert caught.value.exit_code == 4
     # a refusal is never cached: the next check asks again (and finds the approved increase)
     applied(stubber, [sq_item(G_ON_DEMAND, 4.0)])
-    assert quota.check_launch_quota("g4dn.xlarge", home=home,
-                                    clients=AwsClients("us-east-1", ec2=ec2, quotas=client)).quota.ok
+    assert launch_check.check_launch_quota("g4dn.xlarge", home=home,
+                                           clients=AwsClients("us-east-1", ec2=ec2, quotas=client)).quota.ok
 
 
 def test_launch_check_does_not_block_on_an_unreadable_quota(ec2, sq, tmp_path):
     home = Home(tmp_path / "home")
     client, stubber = sq
     stubber.add_client_error("list_service_quotas", "AccessDeniedException", "no", 403)
-    result = quota.check_launch_quota("g4dn.xlarge", home=home, clients=AwsClients("us-east-1", ec2=ec2, quotas=client))
+    result = launch_check.check_launch_quota("g4dn.xlarge", home=home, clients=AwsClients("us-east-1", ec2=ec2, quotas=client))
     assert result.warnings == ("could not check the vCPU quota: access denied to Service Quotas ListServiceQuotas "
                                "(AccessDeniedException)",)
     assert not (home.root / "cache" / "preflight.json").exists()
@@ -320,16 +321,16 @@ def test_launch_check_does_not_block_on_an_unreadable_quota(ec2, sq, tmp_path):
 
 def test_launch_check_refuses_a_type_not_offered(aws, tmp_path):
     ec2_eu = boto3.client("ec2", region_name="eu-west-1", endpoint_url=aws.url)
-    with pytest.raises(quota.TypeNotOffered) as caught:
-        quota.check_launch_quota("p5.48xlarge", home=Home(tmp_path), region="eu-west-1",
-                                 clients=AwsClients("eu-west-1", ec2=ec2_eu, quotas=object()))
+    with pytest.raises(TypeNotOffered) as caught:
+        launch_check.check_launch_quota("p5.48xlarge", home=Home(tmp_path), region="eu-west-1",
+                                        clients=AwsClients("eu-west-1", ec2=ec2_eu, quotas=object()))
     assert caught.value.message == "p5.48xlarge is not offered in eu-west-1"
 
 
 def test_launch_check_refuses_a_zone_without_the_type(ec2, tmp_path):
-    with pytest.raises(quota.TypeNotOffered) as caught:
-        quota.check_launch_quota("g4dn.xlarge", home=Home(tmp_path), zone="us-east-1e",
-                                 clients=AwsClients("us-east-1", ec2=ec2, quotas=object()))
+    with pytest.raises(TypeNotOffered) as caught:
+        launch_check.check_launch_quota("g4dn.xlarge", home=Home(tmp_path), zone="us-east-1e",
+                                        clients=AwsClients("us-east-1", ec2=ec2, quotas=object()))
     assert caught.value.message == "g4dn.xlarge is not offered in zone us-east-1e"
     assert caught.value.hint.startswith("offered in us-east-1a, us-east-1b, us-east-1c, us-east-1d, us-east-1f")
 
@@ -340,8 +341,8 @@ def test_launch_check_survives_a_corrupt_cache(ec2, sq, tmp_path):
     (home.root / "cache" / "preflight.json").write_text("{not json")
     client, stubber = sq
     applied(stubber, [sq_item(G_ON_DEMAND, 8.0)])
-    assert quota.check_launch_quota("g4dn.xlarge", home=home,
-                                    clients=AwsClients("us-east-1", ec2=ec2, quotas=client)).quota.ok
+    assert launch_check.check_launch_quota("g4dn.xlarge", home=home,
+                                           clients=AwsClients("us-east-1", ec2=ec2, quotas=client)).quota.ok
     assert "us-east-1|g4dn.xlarge|on-demand|1" in json.loads((home.root / "cache" / "preflight.json").read_text())
 
 

@@ -8,7 +8,7 @@ import click
 from awsrun import ui
 from awsrun.cli.context import AppContext
 
-# Kept here (not imported from awsrun.bootstrap) so `awsrun --help` stays light; a test checks they agree.
+# Kept here (not imported from awsrun.bootstrap_report) so `awsrun --help` stays light; a test checks they agree.
 STEPS = ("packages", "driver", "venv", "torch", "requirements", "verify")
 
 
@@ -21,7 +21,7 @@ class _Screen:
         self.failed = False
 
     def __call__(self, line: str) -> None:
-        from awsrun.bootstrap import parse_event, parse_verify
+        from awsrun.bootstrap_report import parse_event, parse_verify
 
         event = parse_event(line)
         if event is not None:

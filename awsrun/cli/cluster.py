@@ -82,6 +82,7 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     """Provision (or resume) a cluster and bootstrap it over SSH."""
     from awsrun import clusters
     from awsrun.agent import parse_percent
+    from awsrun.cluster_context import UpRequest
 
     if local and hosts:
         raise ConfigError("--local and --host exclude each other")
@@ -96,13 +97,13 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
             raise ConfigError("--dry-run plans EC2 launches; leave out --local / --host")
         _show_plan(settings, nodes or 1)
         return
-    request = clusters.UpRequest(settings=settings, nodes=nodes, bootstrap=not no_bootstrap,
-                                 local=local, hosts=tuple(hosts), explicit=frozenset(given),
-                                 autostop_down=autostop_down,
-                                 autostop_gpu_idle=parse_percent(autostop_gpu_idle) if autostop_gpu_idle else None,
-                                 on_partial=on_partial or ("ask" if sys.stdin.isatty() else "rollback"),
-                                 choose_partial=_choose_partial,
-                                 retry=_retry(retry_until_up, retry_for, settings.retry_backoff))
+    request = UpRequest(settings=settings, nodes=nodes, bootstrap=not no_bootstrap,
+                        local=local, hosts=tuple(hosts), explicit=frozenset(given),
+                        autostop_down=autostop_down,
+                        autostop_gpu_idle=parse_percent(autostop_gpu_idle) if autostop_gpu_idle else None,
+                        on_partial=on_partial or ("ask" if sys.stdin.isatty() else "rollback"),
+                        choose_partial=_choose_partial,
+                        retry=_retry(retry_until_up, retry_for, settings.retry_backoff))
     try:
         result = clusters.up(app.home, request, UiReporter())
     except Exception as exc:
@@ -149,7 +150,7 @@ def _show_attempts(attempts) -> None:
 
 def _show_plan(settings, count: int) -> None:
     from awsrun.capacity_plan import plan
-    from awsrun.clusters import default_aws
+    from awsrun.cluster_context import default_aws
 
     rows = plan(settings, default_aws, count)
     ui.table(["#", "region", "type", "market", "zones, in order", "$/h", "quota", "headroom vCPUs", "needs", "note"],

@@ -91,7 +91,7 @@ def quota_group() -> None:
 def quota_request_command(app: AppContext, instance_type: str, count: int, spot: bool, region: str | None,
                           yes: bool, as_json: bool) -> int:
     """File a Service Quotas increase so COUNT instances of the type fit (asks first unless --yes)."""
-    from awsrun import quota
+    from awsrun import quota, quota_requests
     from awsrun.providers.aws_clients import AwsClients, region_flag_for, resolve_region
 
     settings = app.settings(region=region, instance_type=instance_type)  # validates the type
@@ -101,7 +101,7 @@ def quota_request_command(app: AppContext, instance_type: str, count: int, spot:
     if plan.ok:
         ui.say(f"nothing to request: {plan.summary()}")
         return 0
-    desired = quota.desired_value(plan)
+    desired = quota_requests.desired_value(plan)
     assert plan.quota is not None
     question = (f"Request raising '{plan.quota.name}' ({plan.quota.code}) in {plan.region} from "
                 f"{quota.fmt_number(plan.quota.value)} to {desired} vCPUs? ({plan.summary()})")
@@ -112,7 +112,7 @@ def quota_request_command(app: AppContext, instance_type: str, count: int, spot:
         if not click.confirm(question, default=False, err=True):
             ui.say("nothing requested")
             return 1
-    filed = quota.request_increase(clients, plan)
+    filed = quota_requests.request_increase(clients, plan)
     if as_json:
         ui.emit_json(filed.as_dict())
     else:
@@ -131,7 +131,7 @@ def quota_request_command(app: AppContext, instance_type: str, count: int, spot:
 def quota_status_command(app: AppContext, instance_type: str | None, spot: bool, region: str | None,
                          as_json: bool) -> None:
     """List pending and past EC2 quota increase requests with their state."""
-    from awsrun import catalog, quota
+    from awsrun import catalog, quota, quota_requests
     from awsrun.providers.aws_clients import AwsClients, resolve_region
 
     settings = app.settings(region=region, instance_type=instance_type)  # validates the type
@@ -146,7 +146,7 @@ def quota_status_command(app: AppContext, instance_type: str | None, spot: bool,
         if found is None:
             raise quota.QuotaUnknown(f"no quota named '{name}' found in Service Quotas for ec2 in {clients.region}")
         code = found.code
-    requests = quota.request_status(clients, code)
+    requests = quota_requests.request_status(clients, code)
     if as_json:
         ui.emit_json([r.as_dict() for r in requests])
         return

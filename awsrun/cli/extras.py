@@ -24,7 +24,7 @@ def prices_command(app: AppContext, gpu: str | None, region: str | None, as_json
     EC2's current price in each zone of the region (describe_spot_price_history; needs credentials).
     `awsrun up --spot` launches in the cheapest zone.
     """
-    from awsrun.clusters import default_aws
+    from awsrun.cluster_context import default_aws
     from awsrun.prices import prices_for
 
     table = prices_for(app.settings(region=region).region, gpu, default_aws)

@@ -14,9 +14,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from awsrun.errors import CloudError, ConfigError
+from awsrun.providers import aws_network_requests as net
 from awsrun.providers import aws_requests as req
-from awsrun.providers.aws_errors import AccessDeniedError, ErrorContext, ImageNotFound, translate
-from awsrun.providers.aws_requests import Ec2Instance
+from awsrun.providers.aws_checkpoint_access import CheckpointAccess
+from awsrun.providers.aws_errors import ErrorContext, ImageNotFound, translate
+from awsrun.providers.aws_images import MoveImages
+from awsrun.providers.aws_instances import Ec2Instance, instances_of
 
 MAX_ATTEMPTS = 5
 # (waiter name, seconds between polls, polls): a GPU instance usually runs within 1-2 minutes and
@@ -38,8 +41,9 @@ class Image:
     snapshot_gb: int | None
 
 
-class AwsProvider:
-    """A small facade over the EC2, SSM and STS clients of one region."""
+class AwsProvider(MoveImages, CheckpointAccess):
+    """A small facade over the EC2, SSM and STS clients of one region (with the images of `start --move`
+    and the S3 and IAM of the checkpoint mirror, in providers/aws_images.py and aws_checkpoint_access.py)."""
 
     def __init__(self, region: str | None = None, *, max_attempts: int | None = None,
                  sleep: Callable[[float], None] = time.sleep):
@@ -184,11 +188,11 @@ class AwsProvider:
         if found and found.get("KeyPairs"):
             return False
         self.call("import_key_pair", ok_codes=("InvalidKeyPair.Duplicate",),
-                  **req.import_key_pair_request(name, public_key, cluster, owner))
+                  **net.import_key_pair_request(name, public_key, cluster, owner))
         return True
 
     def ensure_security_group(self, cluster: str, owner: str, vpc_id: str) -> tuple[str, bool]:
-        request = req.security_group_request(cluster, owner, vpc_id)
+        request = net.security_group_request(cluster, owner, vpc_id)
         existing = self.find_security_group(request["GroupName"], vpc_id)
         if existing:
             return existing, False
@@ -197,7 +201,7 @@ class AwsProvider:
             return self.find_security_group(request["GroupName"], vpc_id) or "", False
         group_id = created["GroupId"]
         self.call("authorize_security_group_ingress", ok_codes=("InvalidPermission.Duplicate",),
-                  **req.nodes_ingress_request(group_id))
+                  **net.nodes_ingress_request(group_id))
         return group_id, True
 
     def find_security_group(self, name: str, vpc_id: str) -> str | None:
@@ -207,17 +211,17 @@ class AwsProvider:
 
     def allow_ssh(self, group_id: str, cidr: str) -> None:
         self.call("authorize_security_group_ingress", ok_codes=("InvalidPermission.Duplicate",),
-                  **req.ssh_ingress_request(group_id, cidr))
+                  **net.ssh_ingress_request(group_id, cidr))
 
     def ssh_sources(self, group_id: str) -> list[tuple[str, bool]]:
         """(CIDR, made by awsrun) for each rule of the group admitting SSH."""
         groups = self.call("describe_security_groups", GroupIds=[group_id])["SecurityGroups"]
-        return req.ssh_sources(groups[0]) if groups else []
+        return net.ssh_sources(groups[0]) if groups else []
 
     def revoke_ssh(self, group_id: str, cidrs: list[str]) -> None:
         if cidrs:
             self.call("revoke_security_group_ingress", ok_codes=("InvalidPermission.NotFound",),
-                      **req.ssh_revoke_request(group_id, cidrs))
+                      **net.ssh_revoke_request(group_id, cidrs))
 
     def tagged_security_groups(self, cluster: str, owner: str) -> list[str]:
         groups = self.call("describe_security_groups", Filters=req.cluster_filters(cluster, owner))
@@ -248,7 +252,7 @@ class AwsProvider:
         self.call("delete_key_pair", ok_codes=("InvalidKeyPair.NotFound",), KeyName=name)
 
     def create_placement_group(self, cluster: str, owner: str) -> str:
-        request = req.placement_group_request(cluster, owner)
+        request = net.placement_group_request(cluster, owner)
         self.call("create_placement_group", ok_codes=("InvalidPlacementGroup.Duplicate",), **request)
         return request["GroupName"]
 
@@ -263,7 +267,7 @@ class AwsProvider:
         found: list[Ec2Instance] = []
         try:
             for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
-                found += req.instances_of(page.get("Reservations", []))
+                found += instances_of(page.get("Reservations", []))
         except Exception as exc:
             if not type(exc).__module__.startswith("botocore"):
                 raise
@@ -304,41 +308,6 @@ class AwsProvider:
             self.call("cancel_spot_instance_requests", ok_codes=("InvalidSpotInstanceRequestID",),
                       SpotInstanceRequestIds=request_ids)
 
-    # images of a stopped instance (`start --move`) ---------------------------------------------------------
-    def create_move_image(self, instance_id: str, cluster: str, owner: str) -> str:
-        """An image of the stopped instance's disk; its snapshots carry the cluster's tags too."""
-        request = req.move_image_request(instance_id, cluster, owner)
-        return self.call("create_image", context=ErrorContext(instance_id=instance_id), **request)["ImageId"]
-
-    def move_images(self, cluster: str, owner: str) -> dict[str, str]:
-        """{image id: the instance it was made of} for the cluster's `start --move` images."""
-        images = self.call("describe_images", Owners=["self"], Filters=req.cluster_filters(cluster, owner))["Images"]
-        return {i["ImageId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get(req.TAG_MOVED_FROM, "")
-                for i in images}
-
-    def image_snapshots(self, image_id: str) -> list[str]:
-        images = self.call("describe_images", ImageIds=[image_id])["Images"]
-        return [m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", [])
-                if m.get("Ebs", {}).get("SnapshotId")]
-
-    def wait_image(self, image_id: str) -> None:
-        try:
-            self.ec2.get_waiter("image_available").wait(ImageIds=[image_id],
-                                                        WaiterConfig={"Delay": 10, "MaxAttempts": 180})
-        except Exception as exc:
-            if type(exc).__name__ != "WaiterError":
-                raise translate(exc, ErrorContext(region=self.region)) from None
-            raise CloudError(f"the image {image_id} of the disk did not become available within 30 minutes",
-                             hint="`awsrun start --move` again continues with it; `awsrun down` removes it") from None
-
-    def delete_image(self, image_id: str) -> None:
-        """Deregister the image, then delete its snapshots (an image's snapshot cannot go first)."""
-        snapshots = self.image_snapshots(image_id) if self.call(
-            "describe_images", ok_codes=("InvalidAMIID",), ImageIds=[image_id]) else []
-        self.call("deregister_image", ok_codes=("InvalidAMIID",), ImageId=image_id)
-        for snapshot in snapshots:
-            self.call("delete_snapshot", ok_codes=("InvalidSnapshot.NotFound",), SnapshotId=snapshot)
-
     def set_shutdown_behavior(self, instance_id: str, behavior: str) -> None:
         """What a shutdown from inside the instance does: stop (the default) or terminate."""
         self.call("modify_instance_attribute", context=ErrorContext(instance_id=instance_id),
@@ -356,80 +325,3 @@ class AwsProvider:
             found = self.call("get_console_output", ok_codes=("InvalidInstanceID", "UnsupportedOperation"),
                               InstanceId=instance_id)
         return (found or {}).get("Output") or ""
-
-    # S3 and IAM for the checkpoint mirror (awsrun.checkpoints) ------------------------------------------
-    def ensure_bucket(self, bucket: str, owner: str) -> bool:
-        """The bucket exists and account `owner` owns it (made private in this region when missing): True
-        when it was made now. Bucket names are global: one another account made, open to all, is refused."""
-        try:
-            self.client("s3").head_bucket(Bucket=bucket, ExpectedBucketOwner=owner)
-            return False
-        except Exception as exc:
-            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-            if code in ("403", "Forbidden"):
-                raise AccessDeniedError(
-                    f"S3 bucket {bucket} exists but is not your account's ({owner}) to use (another account owns "
-                    "it, or a policy denies it)", hint="bucket names are global: pick another --checkpoint-bucket") from None
-            if code not in ("404", "NoSuchBucket", "NotFound"):
-                raise translate(exc, ErrorContext(region=self.region)) from None
-        where = {} if self.region == "us-east-1" else {
-            "CreateBucketConfiguration": {"LocationConstraint": self.region}}
-        self.call("create_bucket", service="s3", ok_codes=("BucketAlreadyOwnedByYou",), Bucket=bucket, **where)
-        self.call("put_public_access_block", service="s3", Bucket=bucket, ExpectedBucketOwner=owner,
-                  PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
-                                                  "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-        return True
-
-    def account_id(self) -> str:
-        if not getattr(self, "_account", None):
-            self._account = self.caller_arn().split(":")[4]
-        return self._account
-
-    def ensure_boundary(self, name: str, document: str) -> str:
-        """The ARN of managed policy NAME of this account (the checkpoint roles' permissions boundary), made
-        from `document` when missing; an identity that may not create it gets the command for an admin."""
-        arn = f"arn:aws:iam::{self.account_id()}:policy/{name}"
-        if self.call("get_policy", service="iam", ok_codes=("NoSuchEntity",), PolicyArn=arn) is None:
-            try:
-                self.call("create_policy", service="iam", ok_codes=("EntityAlreadyExists",), PolicyName=name,
-                          PolicyDocument=document, Description="awsrun: the most a checkpoint mirror role may do")
-            except AccessDeniedError as exc:
-                exc.message = f"the permissions boundary {arn} is missing and you may not create it"
-                exc.hint = (f"an administrator creates it once: aws iam create-policy --policy-name {name} "
-                            "--policy-document file://infra/iam-boundary-policy.json")
-                raise
-        return arn
-
-    def ensure_instance_profile(self, name: str, trust_policy: str, policy_name: str, policy: str,
-                                boundary_arn: str) -> bool:
-        """Role NAME (EC2 may assume it, capped by the boundary) with the inline policy, in instance profile
-        NAME: True when made now."""
-        made = False
-        if self.call("get_role", service="iam", ok_codes=("NoSuchEntity",), RoleName=name) is None:
-            self.call("create_role", service="iam", **req.create_role_request(name, trust_policy, boundary_arn))
-            made = True
-        self.call("put_role_policy", service="iam", RoleName=name, PolicyName=policy_name, PolicyDocument=policy)
-        found = self.call("get_instance_profile", service="iam", ok_codes=("NoSuchEntity",), InstanceProfileName=name)
-        if found is None:
-            found = self.call("create_instance_profile", service="iam", InstanceProfileName=name)
-            made = True
-        if not any(role["RoleName"] == name for role in found["InstanceProfile"].get("Roles", [])):
-            self.call("add_role_to_instance_profile", service="iam", InstanceProfileName=name, RoleName=name)
-        return made
-
-    def instance_profile_of(self, instance_id: str) -> str | None:
-        """The ARN of the instance profile the instance has (or is getting), if any."""
-        found = self.call("describe_iam_instance_profile_associations", Filters=[
-            {"Name": "instance-id", "Values": [instance_id]},
-            {"Name": "state", "Values": ["associating", "associated"]}])
-        associations = found.get("IamInstanceProfileAssociations", [])
-        return associations[0]["IamInstanceProfile"]["Arn"] if associations else None
-
-    def associate_instance_profile(self, instance_id: str, name: str, wait_s: float = 90.0) -> None:
-        """Attach instance profile NAME; a profile made seconds ago is refused as invalid until IAM has
-        spread it (eventual consistency), so that answer is retried for up to `wait_s`."""
-        deadline = time.monotonic() + wait_s
-        while self.call("associate_iam_instance_profile", context=ErrorContext(instance_id=instance_id),
-                        ok_codes=("InvalidParameterValue",) if time.monotonic() < deadline else (),
-                        IamInstanceProfile={"Name": name}, InstanceId=instance_id) is None:
-            self._sleep(3.0)

@@ -1,7 +1,8 @@
 """AWS errors -> awsrun errors: the one place that reads AWS error codes.
 
 Works on what botocore raises without importing it: a ClientError carries `response["Error"]` and
-`operation_name`; the other botocore exceptions are told apart by class name. Each message says what
+`operation_name`; the other botocore exceptions are told apart by class name (only `botocore_errors` and
+`describe_aws_error` import botocore, when an error is there to catch or word). Each message says what
 happened in the user's words and the hint names the fix (a flag, a command, a quota to raise).
 """
 from __future__ import annotations
@@ -122,6 +123,52 @@ def credentials_error(exc: BaseException) -> AwsrunError | None:
                                 hint="check AWS_PROFILE / AWS_ACCESS_KEY_ID; `aws sts get-caller-identity` "
                                      "shows which identity is in use")
     return None
+
+
+def botocore_errors() -> tuple[type[Exception], ...]:
+    """What a boto3 call raises when AWS answers with an error or cannot be reached, for an `except` clause
+    outside providers/ (botocore is imported here, when the first call fails)."""
+    from botocore import exceptions as bx
+
+    return bx.ClientError, bx.BotoCoreError
+
+
+def aws_error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def aws_message(exc: BaseException) -> str:
+    """AWS's own message of a ClientError, on one line and at most 300 characters ("" for an HTML page)."""
+    response = getattr(exc, "response", None)
+    message = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
+    message = " ".join(str(message).split())
+    if message.startswith("<"):  # an HTML error page (a proxy or an emulator), not an AWS message
+        message = ""
+    return message[:300]
+
+
+def describe_aws_error(exc: BaseException, operation: str, iam_action: str) -> AwsrunError:
+    """One AwsrunError, with the fix, for a failed AWS call (credentials, permissions, network, other): the
+    wording of `quota` and `doctor`, whose calls name their operation and IAM action."""
+    from botocore import exceptions as bx
+
+    creds = credentials_error(exc)
+    if creds is not None:
+        return creds
+    code = aws_error_code(exc)
+    if code in DENIED_CODES:
+        return CloudError(f"access denied to {operation} ({code})",
+                          hint=f"grant the IAM action {iam_action} to this identity")
+    if isinstance(exc, bx.EndpointConnectionError):
+        return CloudError(f"cannot reach the AWS endpoint for {operation}: {exc}",
+                          hint="check the network, the region and AWS_ENDPOINT_URL")
+    if isinstance(exc, bx.BotoCoreError):
+        return CloudError(f"{operation} failed: {exc}")
+    message = aws_message(exc)
+    return CloudError(f"{operation} failed ({code or type(exc).__name__})" + (f": {message}" if message else ""))
 
 
 def translate(exc: BaseException, context: ErrorContext | None = None) -> AwsrunError:

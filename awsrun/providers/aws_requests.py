@@ -1,4 +1,6 @@
-"""Pure builders for the EC2 requests awsrun makes, and the parser of what EC2 describes.
+"""Pure builders for the EC2 requests awsrun makes: names, tags and filters, the launch, spot prices and
+scores, images. The security group, key pair and placement group: aws_network_requests.py; what EC2
+describes: aws_instances.py.
 
 No I/O and no boto3 here: every function turns plain values into the exact dict boto3 is called with,
 so the tests compare whole requests for equality. Everything awsrun creates carries the same tags
@@ -8,9 +10,8 @@ ours even when the CLI died before writing its local state.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -252,94 +253,6 @@ def format_price(usd: float) -> str:
     return text or "0"
 
 
-def security_group_request(cluster: str, owner: str, vpc_id: str) -> dict[str, Any]:
-    return {
-        "GroupName": security_group_name(cluster, owner),
-        "Description": f"awsrun cluster {cluster}: SSH from one address, all traffic between its nodes",
-        "VpcId": vpc_id,
-        "TagSpecifications": [{
-            "ResourceType": "security-group",
-            "Tags": tags(cluster, owner, name=security_group_name(cluster, owner)),
-        }],
-    }
-
-
-def parse_cidr(text: str) -> str:
-    """A CIDR (or a bare address, taken as /32 or /128) in canonical form; host bits must be zero."""
-    try:
-        network = ipaddress.ip_network(text.strip(), strict=True)
-    except ValueError as exc:
-        hint = "e.g. --ssh-cidr 203.0.113.7/32 (your own address)"
-        try:
-            hint = f"did you mean {ipaddress.ip_network(text.strip(), strict=False)}?"
-        except ValueError:
-            pass
-        raise ConfigError(f"--ssh-cidr {text!r} is not a usable CIDR: {exc}", hint=hint) from None
-    return str(network)
-
-
-def ssh_ingress_request(group_id: str, cidr: str) -> dict[str, Any]:
-    """SSH (22/tcp) from one CIDR only. TensorBoard/Jupyter go through SSH port forwarding."""
-    network = ipaddress.ip_network(cidr)
-    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
-    if network.version == 4:
-        rule["IpRanges"] = [{"CidrIp": str(network), "Description": SSH_RULE_DESCRIPTION}]
-    else:
-        rule["Ipv6Ranges"] = [{"CidrIpv6": str(network), "Description": SSH_RULE_DESCRIPTION}]
-    return {"GroupId": group_id, "IpPermissions": [rule]}
-
-
-SSH_RULE_DESCRIPTION = "awsrun: SSH"
-
-
-def ssh_sources(group: dict[str, Any]) -> list[tuple[str, bool]]:
-    """(CIDR, made by awsrun) for every rule of a described security group that admits port 22/tcp."""
-    found = []
-    for permission in group.get("IpPermissions", []):
-        protocol, low, high = permission.get("IpProtocol"), permission.get("FromPort"), permission.get("ToPort")
-        if protocol not in ("tcp", "6", "-1") or (protocol != "-1" and not (low or 0) <= 22 <= (high or 65535)):
-            continue
-        for entry in permission.get("IpRanges", []):
-            found.append((entry["CidrIp"], entry.get("Description") == SSH_RULE_DESCRIPTION))
-        for entry in permission.get("Ipv6Ranges", []):
-            found.append((entry["CidrIpv6"], entry.get("Description") == SSH_RULE_DESCRIPTION))
-    return found
-
-
-def ssh_revoke_request(group_id: str, cidrs: list[str]) -> dict[str, Any]:
-    """Revoke awsrun's SSH rules from these CIDRs (the same shape ssh_ingress_request authorised)."""
-    rules = [ssh_ingress_request(group_id, cidr)["IpPermissions"][0] for cidr in cidrs]
-    return {"GroupId": group_id, "IpPermissions": rules}
-
-
-def nodes_ingress_request(group_id: str) -> dict[str, Any]:
-    """All traffic between members of the group: the nodes of one cluster (multi-node jobs)."""
-    return {
-        "GroupId": group_id,
-        "IpPermissions": [{
-            "IpProtocol": "-1",
-            "UserIdGroupPairs": [{"GroupId": group_id, "Description": "awsrun: nodes of this cluster"}],
-        }],
-    }
-
-
-def import_key_pair_request(name: str, public_key: str, cluster: str, owner: str) -> dict[str, Any]:
-    return {
-        "KeyName": name,
-        "PublicKeyMaterial": public_key.strip().encode(),
-        "TagSpecifications": [{"ResourceType": "key-pair", "Tags": tags(cluster, owner, name=name)}],
-    }
-
-
-def placement_group_request(cluster: str, owner: str) -> dict[str, Any]:
-    name = placement_group_name(cluster, owner)
-    return {
-        "GroupName": name,
-        "Strategy": "cluster",
-        "TagSpecifications": [{"ResourceType": "placement-group", "Tags": tags(cluster, owner, name=name)}],
-    }
-
-
 def ami_parameter(ami: str) -> str | None:
     """The public SSM parameter for an AMI alias; None for an explicit ami-... id."""
     if ami in AMI_PARAMETERS:
@@ -347,64 +260,3 @@ def ami_parameter(ami: str) -> str | None:
     if _AMI_ID.match(ami):
         return None
     raise ConfigError(f"--ami {ami!r} is neither 'ubuntu', 'dlami' nor an ami-... id")
-
-
-@dataclass(frozen=True)
-class Ec2Instance:
-    """What awsrun reads from one DescribeInstances entry."""
-
-    id: str
-    state: str
-    instance_type: str
-    market: str
-    zone: str | None
-    public_ip: str | None
-    private_ip: str | None
-    launched_at: float | None
-    key_name: str | None
-    security_group_ids: tuple[str, ...]
-    spot_request_id: str | None
-    state_reason: str | None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def cluster(self) -> str | None:
-        return self.tags.get(TAG_CLUSTER)
-
-    @property
-    def owner(self) -> str | None:
-        return self.tags.get(TAG_OWNER)
-
-    @property
-    def launch_token(self) -> str | None:
-        return self.tags.get(TAG_LAUNCH_TOKEN)
-
-    @property
-    def node(self) -> int:
-        try:
-            return int(self.tags.get(TAG_NODE, "0"))
-        except ValueError:
-            return 0
-
-    @classmethod
-    def from_api(cls, raw: Mapping[str, Any]) -> "Ec2Instance":
-        launched = raw.get("LaunchTime")
-        return cls(
-            id=raw["InstanceId"],
-            state=raw.get("State", {}).get("Name", "unknown"),
-            instance_type=raw.get("InstanceType", ""),
-            market="spot" if raw.get("InstanceLifecycle") == "spot" else "on-demand",
-            zone=raw.get("Placement", {}).get("AvailabilityZone"),
-            public_ip=raw.get("PublicIpAddress"),
-            private_ip=raw.get("PrivateIpAddress"),
-            launched_at=launched.timestamp() if isinstance(launched, datetime) else None,
-            key_name=raw.get("KeyName"),
-            security_group_ids=tuple(g["GroupId"] for g in raw.get("SecurityGroups", []) if "GroupId" in g),
-            spot_request_id=raw.get("SpotInstanceRequestId"),
-            state_reason=(raw.get("StateReason") or {}).get("Message") or None,
-            tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
-        )
-
-
-def instances_of(reservations: Iterable[Mapping[str, Any]]) -> list[Ec2Instance]:
-    return [Ec2Instance.from_api(i) for r in reservations for i in r.get("Instances", [])]
