@@ -64,6 +64,7 @@ class ManifestCache:
     def __init__(self, directory: Path, *key: str):
         self.directory = directory
         self.path = directory / (hashlib.sha256("\0".join(key).encode()).hexdigest()[:32] + ".json")
+        self._matched: dict[str, list] | None = None  # what matches() found remembered: no need to write it again
 
     def load(self) -> dict[str, list] | None:
         try:
@@ -79,13 +80,18 @@ class ManifestCache:
             return None
         try:
             expected = digest(manifest)
-            return expected if digest(remembered) == expected else None
+            if digest(remembered) != expected:
+                return None
         except (TypeError, IndexError):  # a cache file of another shape: only a cache
             return None
+        self._matched = remembered
+        return expected
 
     def save(self, manifest: dict[str, list]) -> None:
         import tempfile
 
+        if manifest == self._matched and self.path.exists():
+            return
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".manifest-")
@@ -96,6 +102,7 @@ class ManifestCache:
             self.forget()  # only a cache: the next submit asks the target instead
 
     def forget(self) -> None:
+        self._matched = None
         try:
             self.path.unlink()
         except OSError:

@@ -256,7 +256,8 @@ def push_then(remote: Remote, tree: LocalTree, remote_root: str, *, busy: str | 
         rsync_path = None
     else:
         check = f"if {busy}; then echo {BUSY_MARK} >&2; exit 99; fi; " if busy else ""
-        receive = f"mkdir -p {remote_path(remote_root)} && {shlex.quote(REMOTE_RSYNC)}"
+        root = remote_path(remote_root)
+        receive = f"{{ [ -d {root} ] || mkdir -p {root}; }} && {shlex.quote(REMOTE_RSYNC)}"  # no exec once there
         rsync_path = check + receive if then is None else _with_step(check, receive, then)
     argv = [RSYNC, "-rlpt", "--delete", "--no-devices", "--no-specials", f"--partial-dir={PARTIAL_DIR}",
             "--stats", "--out-format=%i %n", "--info=progress2" if on_progress else "--info=none,stats2",
