@@ -206,22 +206,23 @@ def start_job(
         words = f"\"$p\" {shlex.join(list(argv[1:]))}".rstrip()
     else:
         words = shlex.join(list(argv))
-    make = f"mkdir -p {directory}"
-    if output_dir:  # the job's outputs keep the user's own umask
+    outputs = ""
+    if output_dir:  # made once the user's own umask is back: the job's outputs keep it
         output_path = remote_path(workdir.rstrip('/') + '/' + output_dir)
-        make += f" && ( umask \"$u\"; mkdir -p {output_path} )"
+        outputs = f"mkdir -p {output_path} && "
         if fresh:
             lines.append(_set_aside(output_path, output_dir))
     launch = launch_line(name, workdir, jobs_root, socket)
     lines.append(
-        f"rm -rf {directory} && {make} && "
+        f"rm -rf {directory} && mkdir -p {directory} && "
         f"printf '%s\\0' {shlex.join(assignments)} > {directory}/env && "
         + (f"cat {remote_path(env_file)} >> {directory}/env && rm -f {remote_path(env_file)} && " if env_file else "")
         + f"printf '%s\\0' {words} > {directory}/argv && "
         + (f"printf '%s\\0' {mirror} > {directory}/mirror && " if mirror else "")
         + f"printf '%s\\n' {shlex.quote(launch)} > {directory}/launch && "
-        f"date +%s > {directory}/started_at && umask \"$u\" && "
-        f"{launch}"
+        # bash 5's clock where there is one: a start runs every program it needs, each a fork and an exec
+        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > {directory}/started_at && umask \"$u\" && "
+        f"{outputs}{launch}"
     )
     return under_lock(remote_path(f"{root}/.{name}.lock"), remote_path(root), "; ".join(lines), python)
 

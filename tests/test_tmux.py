@@ -87,7 +87,7 @@ def test_start_job_plain():
         "printf '%s\\0' PYTHONUNBUFFERED=1 > ~/.awsrun/jobs/work/env && "
         "printf '%s\\0' python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/work/launch && "
-        f"date +%s > ~/.awsrun/jobs/work/started_at && umask \"$u\" && {launch}"
+        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > ~/.awsrun/jobs/work/started_at && umask \"$u\" && {launch}"
     )
 
 
@@ -103,12 +103,12 @@ def test_start_job_with_venv_output_dir_env_and_hostile_words():
         "else exit 17; fi; fi; "
         "p=python3; if [ -x ~/venvs/awsrun/bin/python ]; then p=~/venvs/awsrun/bin/python; fi; "
         "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 && "
-        "( umask \"$u\"; mkdir -p ~/'awsrun/p q/runs/run-1' ) && "
         "printf '%s\\0' PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' > ~/.awsrun/jobs/run-1/env && "
         "cat ~/.awsrun/jobs/.run-1.env-ab >> ~/.awsrun/jobs/run-1/env && rm -f ~/.awsrun/jobs/.run-1.env-ab && "
         f"printf '%s\\0' \"$p\" {words} > ~/.awsrun/jobs/run-1/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/run-1/launch && "
-        f"date +%s > ~/.awsrun/jobs/run-1/started_at && umask \"$u\" && {launch}"
+        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > ~/.awsrun/jobs/run-1/started_at && umask \"$u\" && "
+        f"mkdir -p ~/'awsrun/p q/runs/run-1' && {launch}"
     )
     assert words.split(" ")[:4] == ["train.py", "'a", "b'", "';"]  # each hostile word is one quoted word
 
