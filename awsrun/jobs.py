@@ -1,9 +1,10 @@
 """Job use cases: submit, list, logs, pull, kill, and the argv for attach / ssh / tunnel.
 
 Every function takes a JobHost: the command's one connection to the cluster's head node, plus where
-things live on it. Files move with rsync over that connection (awsrun.transfer): a submit is rsync
-(whose remote side first refuses when the job runs) then the launch; a pull is a listing then the
-transfer. Where rsync is missing, awsrun's own transfer: a submit is one round trip when the target
+things live on it. Files move with rsync over that connection (awsrun.transfer): a submit is one SSH
+session (awsrun.push_launch), rsync whose remote side first refuses when the job runs and launches once
+the files are there, or with nothing changed since awsrun's last push there, the target's check of its
+tree and the launch; a pull is a listing then the transfer. Where rsync is missing, awsrun's own transfer: a submit is one round trip when the target
 confirms it holds the manifest awsrun last pushed there (awsrun.pushcache), else two. Listing, logs and
 kill are one round trip each.
 """
