@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import tmux
+from awsrun import start_lock, tmux
 from awsrun.errors import ConfigError
 from tests.harness.clusters import wait_for
 
@@ -68,8 +68,8 @@ def _locked(line: str, python: str = "python3", lock: str = "~/.awsrun/jobs/.wor
     assert head.startswith("awsrun_start=") and sep
     directory = lock.rsplit("/", 1)[0]
     assert tail == (f"[ -d {directory} ] || ( umask 077; mkdir -p {directory} ); "
-                    f"flock -o -E 16 -w {tmux.START_LOCK_WAIT_S} {lock} bash -c \"$awsrun_start\"; "
-                    f"else {python} -c {shlex.quote(tmux.LOCK_PROGRAM)} {lock} {tmux.START_LOCK_WAIT_S} "
+                    f"flock -o -E 16 -w {start_lock.START_LOCK_WAIT_S} {lock} bash -c \"$awsrun_start\"; "
+                    f"else {python} -c {shlex.quote(start_lock.LOCK_PROGRAM)} {lock} {start_lock.START_LOCK_WAIT_S} "
                     '"$awsrun_start"; fi')
     return shlex.split(head[len("awsrun_start="):])[0]
 
@@ -346,7 +346,7 @@ def test_a_jobs_setup_is_private(machine, tmp_path):
 def test_a_start_waits_for_the_lock_and_gives_up_with_exit_starting(machine, monkeypatch, tmp_path, with_flock):
     """The start lock, by flock(1) or (a target without it) by Python's: held by another start, a start
     exits EXIT_STARTING and touches nothing; free again, it starts. Its descriptor never reaches the job."""
-    monkeypatch.setattr(tmux, "START_LOCK_WAIT_S", 1)
+    monkeypatch.setattr(start_lock, "START_LOCK_WAIT_S", 1)
     if not with_flock:  # a PATH where every tool is found but flock
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
