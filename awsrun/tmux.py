@@ -15,8 +15,9 @@ Each job has a directory `JOBS_ROOT/NAME/` (`~/.awsrun/jobs/NAME` on an instance
 A job is running while its session exists and it has no exit_code. Every word that reaches a shell is
 quoted here; the job's argv travels in a file, so no shell and no tmux message-size limit touches it.
 The job directories are private: `~/.awsrun` is 0700 and a job is set up under `umask 077`. A start holds
-a lock on the target (`JOBS_ROOT/.NAME.lock`, awsrun.start_lock) from its running-check to the new session, so two submits
-of one name never both reset the directory: the second finds the first's job running.
+a lock on the target (`JOBS_ROOT/.NAME.lock`, awsrun.start_lock) from its running-check to the new
+session, so two submits of one name never both reset the directory: the second finds the first's job
+running.
 The programs the target runs (listing, log following) are Python 3 standard library, run with the
 target's own interpreter: one round trip each.
 """

@@ -367,8 +367,9 @@ def test_a_start_waits_for_the_lock_and_gives_up_with_exit_starting(machine, mon
         holder.wait()
     started = machine(line)
     assert started.returncode == 0, started.stderr
-    wait_for(lambda: (Path(machine.root) / "held" / "pid").exists(), what="the job")
-    pid = (Path(machine.root) / "held" / "pid").read_text().strip()
+    pid_file = Path(machine.root) / "held" / "pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the job's pid")
+    pid = pid_file.read_text().strip()
     assert not [fd for fd in os.listdir(f"/proc/{pid}/fd")
                 if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".held.lock")]
     assert machine(tmux.kill_job("held", machine.root, grace_s=0)).returncode == 0
