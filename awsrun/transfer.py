@@ -303,9 +303,9 @@ def _step_of(run: Run, then: str | None) -> tuple[Result | None, Run]:
     begin = run.errors.index(STEP_BEGIN)
     end = next((i for i in range(begin + 1, len(run.errors)) if run.errors[i].startswith(STEP_EXIT)), None)
     code = run.errors[end][len(STEP_EXIT):].strip() if end is not None else ""
-    if not code.isdigit():
-        return None, run
     output = "".join(line + "\n" for line in run.errors[begin + 1:end])
+    if not code.isdigit():  # the session ended inside the step: never run it again, say it broke
+        return Result(then, 255, output, output), Run(run.code, run.lines, run.errors[:begin])
     return Result(then, int(code), output, output), Run(run.code, run.lines, run.errors[:begin] + run.errors[end + 1:])
 
 
