@@ -14,6 +14,7 @@ from awsrun.agent import CONFIG_KEY, Autostop
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
 from awsrun.prices import PriceBook
+from awsrun.projects import ProjectDir, project_dirs
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
@@ -53,6 +54,7 @@ class ClusterStatus:
     cost_usd: float | None
     autostop: dict | None = None       # {"idle_seconds", "down", "count_ssh_users"}; None: never set
     autostop_label: str = "off"
+    projects: tuple[ProjectDir, ...] = ()  # the remote directories of its jobs, and their local projects
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
             instances = state.instances(record.name)
             agents = autostop.agent_reports(home, settings, record, instances) \
                 if agent and record.provider == "aws" else {}
-            report.append(_cluster_status(record, instances, prices, adopted, now, agents))
+            report.append(_cluster_status(record, instances, prices, adopted, now, agents,
+                                          project_dirs(home, state.jobs(record.name))))
         return StatusReport(tuple(report), tuple(orphans), tuple(notes + prices.notes))
     finally:
         state.close()
@@ -153,7 +156,8 @@ def cached_status(home: Home, cluster: str | None = None, now: float | None = No
 
             raise cluster_not_found(state, cluster)
         prices = PriceBook(lambda region: _ListPricesOnly())
-        report = tuple(_cluster_status(c, state.instances(c.name), prices, set(), now, {}) for c in clusters)
+        report = tuple(_cluster_status(c, state.instances(c.name), prices, set(), now, {},
+                                       project_dirs(home, state.jobs(c.name))) for c in clusters)
         return StatusReport(report, (), ("from the local state (--cached): `awsrun status` asks the cloud",))
     finally:
         state.close()
@@ -231,7 +235,7 @@ def _key_for(home: Home, settings: Settings, cluster: str, key_name: str | None)
 
 
 def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], prices: PriceBook, adopted: set[str],
-                    now: float, agents: dict[str, dict]) -> ClusterStatus:
+                    now: float, agents: dict[str, dict], projects: tuple[ProjectDir, ...] = ()) -> ClusterStatus:
     rows = []
     for record in records:
         hourly, source = prices.hourly(cluster.region, record.instance_type, record.market, record.zone) \
@@ -249,4 +253,5 @@ def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], price
     setting = Autostop.from_config(cluster.config.get(CONFIG_KEY))
     return ClusterStatus(cluster.name, cluster.provider, cluster.region, tuple(rows),
                          round(sum(costs), 4) if costs else None,
-                         setting.as_config() if setting else None, setting.describe() if setting else "off")
+                         setting.as_config() if setting else None, setting.describe() if setting else "off",
+                         projects)

@@ -1,9 +1,10 @@
 """Job use cases: submit, list, logs, pull, kill, and the argv for attach / ssh / tunnel.
 
 Every function takes a JobHost: the command's one connection to the cluster's head node, plus where
-things live on it. Files move with rsync over that connection (awsrun.transfer): a submit is rsync
-(whose remote side first refuses when the job runs) then the launch; a pull is a listing then the
-transfer. Where rsync is missing, awsrun's own transfer: a submit is one round trip when the target
+things live on it. Files move with rsync over that connection (awsrun.transfer): a submit is one SSH
+session (awsrun.push_launch), rsync whose remote side first refuses when the job runs and launches once
+the files are there, or with nothing changed since awsrun's last push there, the target's check of its
+tree and the launch; a pull is a listing then the transfer. Where rsync is missing, awsrun's own transfer: a submit is one round trip when the target
 confirms it holds the manifest awsrun last pushed there (awsrun.pushcache), else two. Listing, logs and
 kill are one round trip each.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import checkpoints, pushcache, requirements, sync, tmux, transfer, transfer_pull
+from awsrun import checkpoints, push_launch, pushcache, requirements, sync, tmux, transfer, transfer_pull
 from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -183,21 +184,24 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         install = requirements.install_step(remote_root, wanted, file_digest, host.venv_python, host.job_python,
                                             host.pip_args)
         start = f"{check}; {start}"
-    busy = (f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name, socket=host.socket))} 2>/dev/null "
-            f"&& [ ! -e {directory}/exit_code ]")
+    # the file test first: resubmitting a name whose job ended costs no tmux client
+    busy = (f"[ ! -e {directory}/exit_code ] && "
+            f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name, socket=host.socket))} 2>/dev/null")
     cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
-    try:  # rsync over the same connection: the files first, then the launch
-        report = transfer.push(host.remote, tree, remote_root, busy=busy, on_progress=on_progress)
+    try:  # one session: rsync with the launch in it, or (nothing changed) the target's check and the launch
+        report, result = push_launch.push_and_launch(host.remote, tree, remote_root, busy=busy, launch=start,
+                                                     python=host.python, cache=cache, on_progress=on_progress)
     except transfer.JobBusy:
+        if env_file:
+            host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
         raise _running(name, host.cluster.name) from None
     except transfer.RsyncMissing:
         report = None  # awsrun's own transfer below
     if report is not None:
-        cache.forget()  # what the target holds is rsync's doing now: never plan against an old manifest
-        links = transfer.link_steps(tree, remote_root)
-        result = _needs_python(host, host.remote.run(f"{links} && {{ {start}; }}" if links else start))
-        result = _install_then_launch(host, result, install, launch)
-        return _started(host, request, name, argv, remote_root, tree, report, result, None, env_file)
+        if result.exit_code == tmux.EXIT_RUNNING and env_file:  # refused before the start took it in
+            host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
+        result = _install_then_launch(host, _needs_python(host, result), install, launch)
+        return _started(host, request, name, argv, remote_root, tree, report, result, cache, env_file)
     remembered = cache.load()
     remote_entries = None
     if remembered is not None:

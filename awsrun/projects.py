@@ -4,10 +4,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from awsrun.home import Home
-from awsrun.state import State
+from awsrun.state import JobRecord, State
 
 
 def project_remote_dir(remote_dir: str, project_dir: Path) -> str:
@@ -19,8 +20,11 @@ def project_remote_dir(remote_dir: str, project_dir: Path) -> str:
 
 
 def remember_project(home: Home, remote_root: str, project_dir: Path) -> None:
-    """Note which local project a remote directory holds (AWSRUN_HOME/projects/NAME-HASH), for `jobs`."""
+    """Note which local project a remote directory holds (AWSRUN_HOME/projects/NAME-HASH), for `jobs`
+    and `status`."""
     directory = home.root / "projects"
+    if _local_project(home, remote_root) == os.path.abspath(project_dir):
+        return  # already noted: a resubmit writes nothing here
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=directory, prefix=".project-")
@@ -29,6 +33,18 @@ def remember_project(home: Home, remote_root: str, project_dir: Path) -> None:
         os.replace(temp, directory / PurePosixPath(remote_root).name)
     except OSError:
         pass  # only a label for `jobs`
+
+
+@dataclass(frozen=True)
+class ProjectDir:
+    remote_dir: str     # where on the target, e.g. ~/awsrun/train-1a2b3c4d
+    local: str          # the local project synced there from here; "" when not known
+
+
+def project_dirs(home: Home, records: list[JobRecord]) -> tuple[ProjectDir, ...]:
+    """The remote directories these jobs ran in, each once, with the local project synced there."""
+    workdirs = dict.fromkeys(record.workdir for record in records)
+    return tuple(ProjectDir(workdir, _local_project(home, workdir)) for workdir in workdirs)
 
 
 def job_projects(home: Home, cluster: str) -> dict[str, str]:
@@ -40,10 +56,13 @@ def job_projects(home: Home, cluster: str) -> dict[str, str]:
         state.close()
     out = {}
     for record in records:
-        name = PurePosixPath(record.workdir).name
-        try:
-            local = (home.root / "projects" / name).read_text()
-        except (OSError, ValueError):
-            local = ""
+        name, local = PurePosixPath(record.workdir).name, _local_project(home, record.workdir)
         out[record.session] = f"{name} ({local})" if local else name
     return out
+
+
+def _local_project(home: Home, remote_root: str) -> str:
+    try:
+        return (home.root / "projects" / PurePosixPath(remote_root).name).read_text()
+    except (OSError, ValueError):
+        return ""

@@ -15,8 +15,9 @@ Each job has a directory `JOBS_ROOT/NAME/` (`~/.awsrun/jobs/NAME` on an instance
 A job is running while its session exists and it has no exit_code. Every word that reaches a shell is
 quoted here; the job's argv travels in a file, so no shell and no tmux message-size limit touches it.
 The job directories are private: `~/.awsrun` is 0700 and a job is set up under `umask 077`. A start holds
-a lock on the target (`JOBS_ROOT/.NAME.lock`) from its running-check to the new session, so two submits
-of one name never both reset the directory: the second finds the first's job running.
+a lock on the target (`JOBS_ROOT/.NAME.lock`, awsrun.start_lock) from its running-check to the new
+session, so two submits of one name never both reset the directory: the second finds the first's job
+running.
 The programs the target runs (listing, log following) are Python 3 standard library, run with the
 target's own interpreter: one round trip each.
 """
@@ -29,13 +30,12 @@ import shlex
 from typing import Mapping, Sequence
 
 from awsrun.errors import ConfigError
+from awsrun.start_lock import EXIT_STARTING, under_lock
 
 SOCKET = "awsrun"
 JOBS_ROOT = "~/.awsrun/jobs"
 EXIT_RUNNING = 17        # start_job: a live session of that name exists
 EXIT_NOT_RUNNING = 3     # kill_job: no live session of that name
-EXIT_STARTING = 16       # start_job: another start of that name held the lock for START_LOCK_WAIT_S
-START_LOCK_WAIT_S = 120
 # AWS credentials in the environment of whoever starts a tmux server (awsrun itself, on this machine)
 # would reach every job of that server: the server starts without them and the wrapper drops them.
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
@@ -70,27 +70,6 @@ WRAPPER = (
     'date +%s > "$d/ended_at.tmp" && mv "$d/ended_at.tmp" "$d/ended_at"; '
     'echo "$code" > "$d/exit_code.tmp" && mv "$d/exit_code.tmp" "$d/exit_code"'
 )
-
-# Holds an exclusive lock on argv[1] while bash runs the start script argv[3]; waits up to argv[2] seconds
-# for it, then exits EXIT_STARTING. The lock dies with this process, so a killed submit leaves none
-# behind; its descriptor is not inherited, so the tmux server a start may spawn never holds it.
-LOCK_PROGRAM = f"""
-import fcntl, os, subprocess, sys, time
-path = os.path.expanduser(sys.argv[1])
-os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-deadline = time.monotonic() + float(sys.argv[2])
-while True:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        break
-    except BlockingIOError:
-        if time.monotonic() > deadline:
-            sys.exit({EXIT_STARTING})
-        time.sleep(0.05)
-sys.exit(subprocess.call(["bash", "-c", sys.argv[3]]))
-"""
-
 
 def validate_session_name(name: str) -> str:
     if not isinstance(name, str) or not _SESSION_NAME.match(name):
@@ -176,7 +155,7 @@ def start_job(
     reset its job dir (under umask 077), start it detached.
 
     Exit status 17 (EXIT_RUNNING) means a live session of that name exists; 16 (EXIT_STARTING) that
-    another start of it held the lock too long. `python` runs the lock (LOCK_PROGRAM). `prefer`: an
+    another start of it held the lock too long. `python` runs the lock where flock(1) is missing (awsrun.start_lock). `prefer`: an
     executable (the venv's python) that replaces argv[0] when it exists on the target. `output_dir`
     (relative to `workdir`) is created and given to the job as AWSRUN_OUTPUT_DIR. `env` reaches the
     job through its 0600 `env` file, but its values are words of this line: secrets go in `env_file`
@@ -206,26 +185,25 @@ def start_job(
         words = f"\"$p\" {shlex.join(list(argv[1:]))}".rstrip()
     else:
         words = shlex.join(list(argv))
-    make = f"mkdir -p {directory}"
-    if output_dir:  # the job's outputs keep the user's own umask
+    outputs = ""
+    if output_dir:  # made once the user's own umask is back: the job's outputs keep it
         output_path = remote_path(workdir.rstrip('/') + '/' + output_dir)
-        make += f" && ( umask \"$u\"; mkdir -p {output_path} )"
+        outputs = f"mkdir -p {output_path} && "
         if fresh:
             lines.append(_set_aside(output_path, output_dir))
     launch = launch_line(name, workdir, jobs_root, socket)
     lines.append(
-        f"rm -rf {directory} && {make} && "
+        f"rm -rf {directory} && mkdir -p {directory} && "
         f"printf '%s\\0' {shlex.join(assignments)} > {directory}/env && "
         + (f"cat {remote_path(env_file)} >> {directory}/env && rm -f {remote_path(env_file)} && " if env_file else "")
         + f"printf '%s\\0' {words} > {directory}/argv && "
         + (f"printf '%s\\0' {mirror} > {directory}/mirror && " if mirror else "")
         + f"printf '%s\\n' {shlex.quote(launch)} > {directory}/launch && "
-        f"date +%s > {directory}/started_at && umask \"$u\" && "
-        f"{launch}"
+        # bash 5's clock where there is one: a start runs every program it needs, each a fork and an exec
+        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > {directory}/started_at && umask \"$u\" && "
+        f"{outputs}{launch}"
     )
-    script = "; ".join(lines)
-    lock = remote_path(f"{root}/.{name}.lock")
-    return f"{shlex.quote(python)} -c {shlex.quote(LOCK_PROGRAM)} {lock} {START_LOCK_WAIT_S} {shlex.quote(script)}"
+    return under_lock(remote_path(f"{root}/.{name}.lock"), remote_path(root), "; ".join(lines), python)
 
 
 def _set_aside(output_path: str, output_dir: str) -> str:

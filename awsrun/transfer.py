@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from awsrun.errors import RemoteError
-from awsrun.remote.base import Remote
+from awsrun.remote.base import Remote, Result
 from awsrun.remote.process import stop_process, stream_output
 from awsrun.sync import LocalTree, SyncReport
 
@@ -34,6 +34,7 @@ RSYNC = "rsync"  # the local program (a test names one that is not installed to 
 REMOTE_RSYNC = "rsync"  # the instance's
 PARTIAL_DIR = ".awsrun-partial"
 BUSY_MARK = "awsrun-busy"
+STEP_BEGIN, STEP_EXIT = "awsrun-step-output", "awsrun-step-exit "  # push_then's step on rsync's stderr
 # rsync's own exit codes (rsync(1), EXIT VALUES)
 PARTIAL, VANISHED = 23, 24
 _MISSING = ("command not found", "No such file or directory", "not found")
@@ -237,6 +238,14 @@ def push(remote: Remote, tree: LocalTree, remote_root: str, *, busy: str | None 
          on_progress: Progress | None = None) -> SyncReport:
     """Make `remote_root` hold the project's files. `busy`: a shell test run first on the instance; when
     it succeeds nothing is written and JobBusy is raised."""
+    return push_then(remote, tree, remote_root, busy=busy, on_progress=on_progress)[0]
+
+
+def push_then(remote: Remote, tree: LocalTree, remote_root: str, *, busy: str | None = None,
+              then: str | None = None, on_progress: Progress | None = None) -> tuple[SyncReport, Result | None]:
+    """push, then the shell step `then` on the instance once the files are there: in rsync's own SSH session
+    (rsync's client waits for it), so a submit is one session, not two. -> (the report, the step's result:
+    its stdout and stderr come back together, as both)."""
     from awsrun.tmux import remote_path
 
     shell = shell_of(remote)
@@ -247,7 +256,9 @@ def push(remote: Remote, tree: LocalTree, remote_root: str, *, busy: str | None 
         rsync_path = None
     else:
         check = f"if {busy}; then echo {BUSY_MARK} >&2; exit 99; fi; " if busy else ""
-        rsync_path = f"{check}mkdir -p {remote_path(remote_root)} && {shlex.quote(REMOTE_RSYNC)}"
+        root = remote_path(remote_root)
+        receive = f"{{ [ -d {root} ] || mkdir -p {root}; }} && {shlex.quote(REMOTE_RSYNC)}"  # no exec once there
+        rsync_path = check + receive if then is None else _with_step(check, receive, then)
     argv = [RSYNC, "-rlpt", "--delete", "--no-devices", "--no-specials", f"--partial-dir={PARTIAL_DIR}",
             "--stats", "--out-format=%i %n", "--info=progress2" if on_progress else "--info=none,stats2",
             "--from0", "--filter=. -", *shell.options(rsync_path),
@@ -256,6 +267,7 @@ def push(remote: Remote, tree: LocalTree, remote_root: str, *, busy: str | None 
     run = run_rsync(argv, shell, rules, on_progress)
     if any(BUSY_MARK in line for line in run.errors):
         raise JobBusy()
+    step, run = _step_of(run, then)
     check_missing(run, shell)
     warnings = list(tree.warnings)
     if run.code == VANISHED:
@@ -269,8 +281,32 @@ def push(remote: Remote, tree: LocalTree, remote_root: str, *, busy: str | None 
     deleted = sum(1 for line in items if line.startswith("*deleting") and not line.endswith("/"))
     stats = parse_stats(run.lines)
     files = sum(1 for entry in tree.entries.values())
-    return SyncReport(sent, stats.get("Total bytes sent", 0), stats.get("Total transferred file size", 0), deleted,
-                      max(0, files - sent), remote_root, tuple(warnings))
+    report = SyncReport(sent, stats.get("Total bytes sent", 0), stats.get("Total transferred file size", 0),
+                        deleted, max(0, files - sent), remote_root, tuple(warnings))
+    if then is not None and step is None:  # this machine, or a session that ended before the step
+        step = remote.run(then)
+    return report, step
+
+
+def _with_step(check: str, receive: str, then: str) -> str:
+    """rsync's remote command with `then` after the receiver: a shell function called with the receiver's
+    arguments (rsync appends them). The step runs in a subshell (its `exit` ends only it), reads nothing
+    of rsync's stream, and writes on stderr between STEP_BEGIN and its exit code's line."""
+    return (f"awsrun_push() {{ {receive} \"$@\"; rc=$?; if [ $rc = 0 ]; then echo {STEP_BEGIN} >&2; "
+            f"( {then} ) </dev/null >&2; echo \"{STEP_EXIT}$?\" >&2; fi; exit $rc; }}; {check}awsrun_push")
+
+
+def _step_of(run: Run, then: str | None) -> tuple[Result | None, Run]:
+    """(the step's result, the run without its lines) from what _with_step wrote on stderr."""
+    if then is None or STEP_BEGIN not in run.errors:
+        return None, run
+    begin = run.errors.index(STEP_BEGIN)
+    end = next((i for i in range(begin + 1, len(run.errors)) if run.errors[i].startswith(STEP_EXIT)), None)
+    code = run.errors[end][len(STEP_EXIT):].strip() if end is not None else ""
+    output = "".join(line + "\n" for line in run.errors[begin + 1:end])
+    if not code.isdigit():  # the session ended inside the step: never run it again, say it broke
+        return Result(then, 255, output, output), Run(run.code, run.lines, run.errors[:begin])
+    return Result(then, int(code), output, output), Run(run.code, run.lines, run.errors[:begin] + run.errors[end + 1:])
 
 
 class JobBusy(Exception):

@@ -125,8 +125,8 @@ class Case:
     before: Callable[[int], None] | None = None
 
 
-def interleaved_medians(cases: list[Case], runs: int) -> list[tuple[str, float]]:
-    """Median ms of each case, the cases taking turns run after run, so a change in the machine's load
+def interleaved_samples(cases: list[Case], runs: int) -> dict[str, list[float]]:
+    """ms of each run of each case, the cases taking turns run after run, so a change in the machine's load
     (other work on a shared box) weighs on all of them alike."""
     samples: dict[str, list[float]] = {case.label: [] for case in cases}
     for index in range(runs):
@@ -136,7 +136,24 @@ def interleaved_medians(cases: list[Case], runs: int) -> list[tuple[str, float]]
             start = time.perf_counter()
             case.action(index)
             samples[case.label].append((time.perf_counter() - start) * 1000)
-    return [(case.label, statistics.median(samples[case.label])) for case in cases]
+    return samples
+
+
+def interleaved_medians(cases: list[Case], runs: int) -> list[tuple[str, float]]:
+    """Median ms of each case (interleaved_samples)."""
+    return [(label, statistics.median(ms)) for label, ms in interleaved_samples(cases, runs).items()]
+
+
+def print_spread(title: str, samples: dict[str, list[float]], baseline: str) -> None:
+    """Each case's median ms and its ratio to `baseline`: the median and the range (min-max) of the ratios
+    of run i to the baseline's run i, so the noise of a loaded box shows."""
+    base = samples[baseline]
+    print(f"\n{title}")
+    print(f"{'what':58} {'median ms':>10} {'x ' + baseline[:18]:>22} {'ratio min-max':>14}")
+    for label, ms in samples.items():
+        ratios = [one / other for one, other in zip(ms, base)]
+        print(f"{label:58} {statistics.median(ms):10.0f} {statistics.median(ratios):22.2f} "
+              f"{f'{min(ratios):.2f}-{max(ratios):.2f}':>14}")
 
 
 def run(argv: list[str], **kwargs) -> None:

@@ -8,12 +8,18 @@ run (cases interleaved, medians of N):
                 host (VmHWM of the host's rsync processes, polled)
     resubmit    one changed file of 200, the connection open: jobs.submit (sync + start in tmux) against
                 `rsync -az` + `ssh tmux new` over the same master
+    unchanged   the same with nothing changed: against `ssh tmux new` alone, and `rsync -az` + `ssh tmux new`
+    first submit  10,000 files / 1 GB into an empty directory: awsrun submit (fresh process) against
+                `rsync -a` + `ssh tmux new` over the same master
     delta       bytes on the wire to push, and to pull, a 500 MB file after 1 MB was appended to it
 
-awsrun's push and pull run in a fresh process each time (python, imports, settings: what a command pays).
-Sizes are flags, for a quick run (`--big-mib 64 --delta-mb 50`). Needs root (the harness sshd).
+awsrun's push, pull and first submit run in a fresh process each time (python, imports, settings: what a
+command pays). Each ratio is printed with its spread: the min-max of run i against the baseline's run i.
+Sizes are flags, for a quick run (`--big-mib 64 --delta-mb 50 --many-files 1000 --many-mb 100`). Needs
+root (the harness sshd).
 
     python bench/transfer.py [--runs 3] [--big-mib 1024] [--small-files 2000] [--delta-mb 500]
+                             [--many-files 10000] [--many-mb 1000]
 """
 from __future__ import annotations
 
@@ -26,12 +32,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from loopback_host import Case, interleaved_medians, loopback, make_project, print_table, run  # noqa: E402
+from loopback_host import Case, interleaved_samples, loopback, make_project, print_spread, run  # noqa: E402
 
 MiB = 1 << 20
 
@@ -51,6 +58,10 @@ def child(verb: str, project: Path, remote: str, local: str) -> None:
     with open_host(project) as host:
         if verb == "push":
             report = transfer.push(host.remote, sync.scan(project), remote).as_dict()
+        elif verb == "submit":  # `remote`: the session's name
+            from awsrun import jobs
+
+            report = jobs.submit(host, jobs.SubmitRequest(project, "jobs/quick.py", (), remote)).sync.as_dict()
         else:
             report = transfer_pull.pull(host.remote, remote, Path(local)).as_dict()
     report["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -89,12 +100,120 @@ class HostRss:
                     continue
 
 
+def print_rss(rss: dict[str, list[int]], runs: int) -> None:
+    print(f"\npeak RSS, max of {runs} runs (MB)")
+    for label, values in rss.items():
+        print(f"{label:58} {max(values) / 1024:10.1f}")
+
+
+@dataclass
+class Bench:
+    scratch: Path
+    shell: object          # awsrun.transfer.Shell: ssh argv over the kept master, destination, cwd
+    ssh: list[str]         # rsync's -e over that master
+    dest: str
+    home: Path             # the host user's home, as this machine sees it
+    env: dict[str, str]
+    runs: int
+
+    def tmux_new(self, directory: str, session: str) -> None:
+        start = f"cd ~/{directory} && python3 jobs/quick.py > out.log 2>&1"
+        run([*self.shell.ssh, self.dest, shlex.join(["tmux", "-L", "manual", "new", "-d", "-s", session, start])],
+            cwd=self.shell.cwd)
+
+
+def resubmit_rows(bench: Bench) -> None:
+    """jobs.submit over the open connection against rsync -az + ssh tmux new: one file changed, then none."""
+    from awsrun import jobs
+
+    small = make_project(bench.scratch / "small", 200, 5_000_000)
+    edited = small / "pkg3" / "mod3.py"
+    host = open_host(small)
+
+    def edit(i: int) -> None:
+        edited.write_text(edited.read_text() + f"# edit {i}\n")
+
+    def submit(prefix: str):
+        return lambda i: jobs.submit(host, jobs.SubmitRequest(small, "jobs/quick.py", (), f"{prefix}{i}"))
+
+    def rsync_and_tmux(prefix: str):
+        def action(i: int) -> None:
+            run(["rsync", "-az", "--delete", *bench.ssh, f"{small}/", f"{bench.dest}:by-hand/"], cwd=bench.shell.cwd)
+            bench.tmux_new("by-hand", f"{prefix}{i}")
+        return action
+
+    cases = [Case("rsync -az + ssh tmux new, same master", rsync_and_tmux("h"), edit),
+             Case("awsrun jobs.submit, connection open", submit("b"), edit)]
+    for case in cases:
+        case.action(-1)
+    runs = max(bench.runs, 7)
+    samples = interleaved_samples(cases, runs)
+    print_spread(f"resubmit, one changed file of 200 (5 MB), connection open, median of {runs}", samples,
+                 cases[0].label)
+    unchanged = [Case("ssh tmux new alone, same master", lambda i: bench.tmux_new("by-hand", f"t{i}")),
+                 Case("rsync -az + ssh tmux new, nothing changed", rsync_and_tmux("n")),
+                 Case("awsrun jobs.submit, nothing changed", submit("u"))]
+    samples = interleaved_samples(unchanged, runs)
+    print_spread(f"resubmit, nothing changed (200 files), connection open, median of {runs}", samples,
+                 unchanged[0].label)
+    print_spread("the same against rsync + tmux", {label: samples[label] for label in list(samples)[1:]},
+                 unchanged[1].label)
+    host.close()
+
+
+def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, list[int]]) -> None:
+    """A first submit of FILES files / MEGABYTES MB (random bytes, a few directories deep) into an empty
+    directory: `awsrun submit` in a fresh process against rsync -a + ssh tmux new over the same master."""
+    from awsrun.projects import project_remote_dir
+
+    project = bench.scratch / "many"
+    (project / "jobs").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'many'\n")
+    (project / "jobs" / "quick.py").write_text("print('hello from the job')\n")
+    each = megabytes * 1_000_000 // files
+    for index in range(files):
+        path = project / f"d{index % 20}" / f"e{index % 7}" / f"f{index}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(each))
+    remote_root = project_remote_dir("~/awsrun", project)
+    on_host = bench.home / remote_root[2:]
+
+    def clean(i: int) -> None:
+        run(["rm", "-rf", str(on_host), str(bench.home / "many-by-hand"),
+             str(Path(bench.env["AWSRUN_HOME"]) / "manifests")])
+
+    def by_hand(i: int) -> None:
+        run(["rsync", "-a", *bench.ssh, f"{project}/", f"{bench.dest}:many-by-hand/"], cwd=bench.shell.cwd)
+        bench.tmux_new("many-by-hand", f"m{i}")
+
+    def awsrun(i: int) -> None:
+        with HostRss(on_host.name) as target:
+            out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", "submit", str(project),
+                                  f"first{i}", "-"], env=bench.env, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"awsrun submit failed: {out.stderr[-2000:]}")
+        report = json.loads(out.stdout.splitlines()[-1])
+        assert report["files_sent"] >= files, report
+        rss.setdefault("awsrun first submit: awsrun process", []).append(report["rss_self_kb"])
+        rss.setdefault("awsrun first submit: rsync+ssh it runs here", []).append(report["rss_children_kb"])
+        rss.setdefault("awsrun first submit: rsync on the host", []).append(target.peak_kb)
+
+    samples = interleaved_samples([Case("rsync -a + ssh tmux new, same master", by_hand, clean),
+                                   Case("awsrun submit (fresh process)", awsrun, clean)], bench.runs)
+    print_spread(f"first submit, {files:,} files / {megabytes:,} MB, into an empty directory, median of "
+                 f"{bench.runs}", samples, next(iter(samples)))
+    clean(0)
+    run(["rm", "-rf", str(project)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--small-files", type=int, default=2000)
     parser.add_argument("--delta-mb", type=int, default=500)
+    parser.add_argument("--many-files", type=int, default=10_000, help="first submit: this many files")
+    parser.add_argument("--many-mb", type=int, default=1000, help="first submit: of this many MB in all")
     parser.add_argument("--child", nargs=4, metavar=("VERB", "PROJECT", "REMOTE", "LOCAL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -148,47 +267,24 @@ def main() -> None:
         run(rsync_push_src, cwd=shell.cwd)
         total = sum(p.stat().st_size for p in project.rglob("*") if p.is_file())
         what = f"{args.big_mib} MiB random + {args.small_files} small files ({total / 1e6:.0f} MB)"
-        push_rows = interleaved_medians([
+        push_rows = interleaved_samples([
             Case("rsync -a, same master: push", rsync_push, clean_remote),
             Case("awsrun push (fresh process)", lambda i: awsrun("push", f"~/a-{i}"), clean_remote),
         ], args.runs)
-        print_table(f"push {what}, loopback sshd, median of {args.runs}", push_rows, push_rows[0][0])
-        pull_rows = interleaved_medians([
+        print_spread(f"push {what}, loopback sshd, median of {args.runs}", push_rows, next(iter(push_rows)))
+        pull_rows = interleaved_samples([
             Case("rsync -a, same master: pull", rsync_pull, clean_local),
             Case("awsrun pull (fresh process)", lambda i: awsrun("pull", "~/r-src", str(scratch / f"pa-{i}")),
                  clean_local),
         ], args.runs)
-        print_table(f"pull {what}, loopback sshd, median of {args.runs}", pull_rows, pull_rows[0][0])
+        print_spread(f"pull {what}, loopback sshd, median of {args.runs}", pull_rows, next(iter(pull_rows)))
         assert (scratch / f"pa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
-        print(f"\npeak RSS, max of {args.runs} runs (MB)")
-        for label, values in rss.items():
-            print(f"{label:58} {max(values) / 1024:10.1f}")
+        print_rss(rss, args.runs)
         run(["rm", "-rf", str(home / "r-src"), *(str(p) for p in scratch.glob("p[ar]-*"))])
 
-        # resubmit: one changed file of 200, connection open
-        small = make_project(scratch / "small", 200, 5_000_000)
-        edited = small / "pkg3" / "mod3.py"
-        small_host = open_host(small)
-
-        def edit(i: int) -> None:
-            edited.write_text(edited.read_text() + f"# edit {i}\n")
-
-        def awsrun_submit(i: int) -> None:
-            jobs.submit(small_host, jobs.SubmitRequest(small, "jobs/quick.py", (), f"b{i}"))
-
-        def rsync_and_tmux(i: int) -> None:
-            run(["rsync", "-az", "--delete", *ssh, f"{small}/", f"{dest}:by-hand/"], cwd=shell.cwd)
-            start = "cd ~/by-hand && python3 jobs/quick.py > out.log 2>&1"
-            run([*shell.ssh, dest, shlex.join(["tmux", "-L", "manual", "new", "-d", "-s", f"h{i}", start])],
-                cwd=shell.cwd)
-
-        cases = [Case("rsync -az + ssh tmux new, same master", rsync_and_tmux, edit),
-                 Case("awsrun jobs.submit, connection open", awsrun_submit, edit)]
-        for case in cases:
-            case.action(-1)
-        rows = interleaved_medians(cases, max(args.runs, 7))
-        print_table("resubmit, one changed file of 200 (5 MB), connection open", rows, rows[0][0])
-        small_host.close()
+        bench = Bench(scratch, shell, ssh, dest, home, env, args.runs)
+        resubmit_rows(bench)
+        first_submit_rows(bench, args.many_files, args.many_mb, rss)
 
         # delta: 1 MB appended to a big file
         delta = scratch / "delta"
@@ -213,6 +309,7 @@ def main() -> None:
         print(f"{'push: bytes on the wire':58} {pushed.bytes_sent / 1e6:10.2f} MB")
         print(f"{'pull: bytes on the wire':58} {back.bytes_received / 1e6:10.2f} MB")
         host.close()
+        print_rss({label: values for label, values in rss.items() if "submit" in label}, args.runs)
         print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import tmux
+from awsrun import start_lock, tmux
 from awsrun.errors import ConfigError
 from tests.harness.clusters import wait_for
 
@@ -64,10 +64,14 @@ def test_launch_line():
 
 def _locked(line: str, python: str = "python3", lock: str = "~/.awsrun/jobs/.work.lock") -> str:
     """The script a start line runs under its lock, after checking the lock's words."""
-    words = shlex.split(line)
-    assert words[:5] == [python, "-c", tmux.LOCK_PROGRAM, lock, str(tmux.START_LOCK_WAIT_S)]
-    assert len(words) == 6 and line.startswith(f"{python} -c ")
-    return words[5]
+    head, sep, tail = line.partition("; if command -v flock >/dev/null 2>&1; then ")
+    assert head.startswith("awsrun_start=") and sep
+    directory = lock.rsplit("/", 1)[0]
+    assert tail == (f"[ -d {directory} ] || ( umask 077; mkdir -p {directory} ); "
+                    f"flock -o -E 16 -w {start_lock.START_LOCK_WAIT_S} {lock} bash -c \"$awsrun_start\"; "
+                    f"else {python} -c {shlex.quote(start_lock.LOCK_PROGRAM)} {lock} {start_lock.START_LOCK_WAIT_S} "
+                    '"$awsrun_start"; fi')
+    return shlex.split(head[len("awsrun_start="):])[0]
 
 
 PRIVATE = "u=$(umask); umask 077; mkdir -p ~/.awsrun/jobs && chmod 700 ~/.awsrun ~/.awsrun/jobs || exit 1; "
@@ -83,7 +87,7 @@ def test_start_job_plain():
         "printf '%s\\0' PYTHONUNBUFFERED=1 > ~/.awsrun/jobs/work/env && "
         "printf '%s\\0' python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/work/launch && "
-        f"date +%s > ~/.awsrun/jobs/work/started_at && umask \"$u\" && {launch}"
+        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > ~/.awsrun/jobs/work/started_at && umask \"$u\" && {launch}"
     )
 
 
@@ -99,12 +103,12 @@ def test_start_job_with_venv_output_dir_env_and_hostile_words():
         "else exit 17; fi; fi; "
         "p=python3; if [ -x ~/venvs/awsrun/bin/python ]; then p=~/venvs/awsrun/bin/python; fi; "
         "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 && "
-        "( umask \"$u\"; mkdir -p ~/'awsrun/p q/runs/run-1' ) && "
         "printf '%s\\0' PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' > ~/.awsrun/jobs/run-1/env && "
         "cat ~/.awsrun/jobs/.run-1.env-ab >> ~/.awsrun/jobs/run-1/env && rm -f ~/.awsrun/jobs/.run-1.env-ab && "
         f"printf '%s\\0' \"$p\" {words} > ~/.awsrun/jobs/run-1/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/run-1/launch && "
-        f"date +%s > ~/.awsrun/jobs/run-1/started_at && umask \"$u\" && {launch}"
+        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > ~/.awsrun/jobs/run-1/started_at && umask \"$u\" && "
+        f"mkdir -p ~/'awsrun/p q/runs/run-1' && {launch}"
     )
     assert words.split(" ")[:4] == ["train.py", "'a", "b'", "';"]  # each hostile word is one quoted word
 
@@ -336,3 +340,36 @@ def test_a_jobs_setup_is_private(machine, tmp_path):
     assert b"s3cret" not in (job / "argv").read_bytes() and b"TOKEN=s3cret\0" in (job / "env").read_bytes()
     assert (machine.workdir / "runs" / "p").stat().st_mode & 0o777 == 0o755  # outputs keep the user's umask
     assert machine(tmux.kill_job("p", root, grace_s=0)).returncode == 0
+
+
+@pytest.mark.parametrize("with_flock", [True, False], ids=["flock", "python-lock"])
+def test_a_start_waits_for_the_lock_and_gives_up_with_exit_starting(machine, monkeypatch, tmp_path, with_flock):
+    """The start lock, by flock(1) or (a target without it) by Python's: held by another start, a start
+    exits EXIT_STARTING and touches nothing; free again, it starts. Its descriptor never reaches the job."""
+    monkeypatch.setattr(start_lock, "START_LOCK_WAIT_S", 1)
+    if not with_flock:  # a PATH where every tool is found but flock
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for tool in ("bash", "tmux", "mkdir", "chmod", "rm", "date", "cat", "env", "sh", "tee", "mv", "python3", "sleep"):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+        machine.env["PATH"] = str(bin_dir)
+    Path(machine.root).mkdir(mode=0o700)
+    holder = subprocess.Popen(["python3", "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+                               f"{machine.root}/.held.lock"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        line = tmux.start_job("held", str(machine.workdir), ["sleep", "30"], jobs_root=machine.root)
+        assert machine(line).returncode == tmux.EXIT_STARTING
+        assert not (Path(machine.root) / "held").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    started = machine(line)
+    assert started.returncode == 0, started.stderr
+    pid_file = Path(machine.root) / "held" / "pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the job's pid")
+    pid = pid_file.read_text().strip()
+    assert not [fd for fd in os.listdir(f"/proc/{pid}/fd")
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".held.lock")]
+    assert machine(tmux.kill_job("held", machine.root, grace_s=0)).returncode == 0

@@ -198,6 +198,9 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
                   "uptime", "$/h", "cost $", "autostop"] + (["autostop fires"] if agent else []), rows)
     else:
         ui.say("no clusters. Start one with `awsrun up` (or `awsrun up --local`).")
+    projects = [(c.name, p.remote_dir, p.local or "(not synced from here)") for c in report.clusters for p in c.projects]
+    if projects:
+        ui.table(["cluster", "remote directory", "local project"], projects, title="projects on the instances")
     if report.orphans:
         ui.table(["id", "cluster", "owner", "state", "type", "region", "adopted"],
                  [(o.id, o.cluster, o.owner, o.state, o.instance_type, o.region, "yes" if o.adopted else "no")

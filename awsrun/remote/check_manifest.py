@@ -1,8 +1,8 @@
-"""Runs on the target after walker.py's text and before apply_push.py's (awsrun.pushcache): reads the
-rule tiers (one JSON line on stdin) and walks the directory argv[1]. When the SHA-256 of its canonical
-manifest is argv[2], it returns and the payload that follows on stdin is applied; otherwise it drains
-stdin, prints that manifest and exits 75 (pushcache.CHANGED). Standard library only; nothing runs on
-import.
+"""Runs on the target after walker.py's text (awsrun.pushcache): reads the rule tiers (one JSON line on
+stdin) and walks the directory argv[1]. When the SHA-256 of its canonical manifest (mtimes in whole
+seconds, as pushcache.digest) is argv[2], it returns: the launch follows (or, without rsync, the payload
+that follows on stdin is applied by apply_push.py's text); otherwise it drains stdin, prints that manifest
+and exits 75 (pushcache.CHANGED). Standard library only; nothing runs on import.
 """
 import json
 import os
@@ -23,7 +23,8 @@ def check_manifest():
              for tier in json.loads(stdin.readline())]
     have = walk_tree(root, tiers, stale_after=600) if os.path.isdir(root) else {}  # noqa: F821 (walker.py's)
     text = json.dumps(have, sort_keys=True, separators=(",", ":"))
-    if sha256(text.encode()).hexdigest() != expected:
+    canonical = {path: [e[0], e[1], e[2] // 1000000000, e[3]] if e[0] == "f" else e for path, e in have.items()}
+    if sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest() != expected:
         while stdin.read(1 << 20):
             pass
         sys.stdout.write(text)
