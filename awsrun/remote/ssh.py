@@ -179,6 +179,29 @@ class SshRemote:
             self._sftp = self._client.open_sftp()
         return self._sftp
 
+    def sftp(self) -> paramiko.SFTPClient:
+        """A new SFTP session on this connection, for the caller to close (awsrun.sftp_transfer)."""
+        try:
+            return self._client.open_sftp()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise RemoteError(f"cannot open SFTP to {self.name}: {_describe(exc)}",
+                              hint="the instance's sshd needs its sftp subsystem (`Subsystem sftp ...`)") from None
+
+
+# what a broken SFTP session raises (SFTPError: packets that make no sense)
+SFTP_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
+
+
+def sftp_over(channel, where: str) -> paramiko.SFTPClient:
+    """paramiko's SFTP client over any byte channel (awsrun.remote.sftp_pipe: the system ssh's pipes)."""
+    try:
+        return paramiko.SFTPClient(channel)
+    except SFTP_ERRORS as exc:
+        detail = getattr(channel, "complaint", lambda: "")() or _describe(exc)
+        channel.close()
+        raise RemoteError(f"cannot open SFTP to {where}: {detail}",
+                          hint="the instance's sshd needs its sftp subsystem (`Subsystem sftp ...`)") from None
+
 
 def _pump(
     channel: paramiko.Channel, stdin: bytes | None, on_line: LineSink | None, timeout: float | None
