@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from awsrun.errors import NotFoundError, RemoteError
 from awsrun.ignore import glob_regex
 from awsrun.remote.base import Remote
-from awsrun.sftp_transfer import CHUNK, NS, Meter, open_files, session_errors, sftp_path, tune
+from awsrun.sftp_transfer import NS, Meter, blocks, open_files, session_errors, sftp_path
 from awsrun.sync import TEMP_PREFIX, PullReport, check_name
 from awsrun.transfer import Progress
 from awsrun.transfer_pull import Listing, PullPlan, pull_plan
@@ -187,7 +187,6 @@ def fetch_below(root_fd: int, entry: Listing, open_source, mode: int, mtime, met
             return "it went away on the instance during the pull"
         temp = f"{TEMP_PREFIX}{os.getpid()}"
         with source:
-            tune(source, entry.size)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=here)
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -211,13 +210,12 @@ def fetch_below(root_fd: int, entry: Listing, open_source, mode: int, mtime, met
 
 
 def _copy_exactly(source, out, size: int, meter: Meter) -> None:
-    left = size
-    while left:
-        block = source.read(min(CHUNK, left))
-        if not block:
-            raise Changed()
-        out.write(block)
-        left -= len(block)
-        meter.add(len(block))
+    try:
+        for block in blocks(source, size):
+            out.write(block)
+            meter.add(len(block))
+    except EOFError:
+        raise Changed() from None
+    source.seek(size)
     if source.read(1):
         raise Changed()
