@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from awsrun.errors import NotFoundError, RemoteError
 from awsrun.ignore import glob_regex
-from awsrun.remote.base import Remote
+from awsrun.remote.base import FileChanged, Remote
 from awsrun.sftp_transfer import NS, Meter, blocks, open_files, session_errors, sftp_path
 from awsrun.sync import TEMP_PREFIX, PullReport, check_name
 from awsrun.transfer import Progress
@@ -26,10 +26,6 @@ from awsrun.transfer_pull import Listing, PullPlan, pull_plan
 _KIND = {stat.S_IFREG: "-", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFIFO: "p", stat.S_IFCHR: "c",
          stat.S_IFBLK: "b", stat.S_IFSOCK: "s"}
 LARGEST = 1 << 62
-
-
-class Changed(Exception):
-    """The file is not what the listing said any more."""
 
 
 # --- --include / --exclude, as rsync reads them ----------------------------------------------------
@@ -200,7 +196,7 @@ def fetch_below(root_fd: int, entry: Listing, open_source, mode: int, mtime, met
                     os.unlink(temp, dir_fd=here)
                 except OSError:
                     pass
-                if isinstance(exc, Changed):
+                if isinstance(exc, FileChanged):
                     return "it changed size on the instance during the pull"
                 raise
         return None
@@ -210,12 +206,6 @@ def fetch_below(root_fd: int, entry: Listing, open_source, mode: int, mtime, met
 
 
 def _copy_exactly(source, out, size: int, meter: Meter) -> None:
-    try:
-        for block in blocks(source, size):
-            out.write(block)
-            meter.add(len(block))
-    except EOFError:
-        raise Changed() from None
-    source.seek(size)
-    if source.read(1):
-        raise Changed()
+    for block in blocks(source, size):
+        out.write(block)
+        meter.add(len(block))

@@ -22,7 +22,7 @@ from typing import Iterator
 from awsrun import sync
 from awsrun.errors import AwsrunError, RemoteError
 from awsrun.ignore import compile_tiers
-from awsrun.remote.base import Remote
+from awsrun.remote.base import FileChanged, Remote
 from awsrun.transfer import JobBusy, Progress, describe_disk
 
 PYTHON = "python3"  # runs the walker on an instance (the local provider's tree is walked in this process)
@@ -69,8 +69,8 @@ def tune(handle) -> None:
 
 
 def blocks(handle, size: int) -> Iterator[bytes]:
-    """The first `size` bytes of an open file, in blocks; EOFError when it ends before. An SFTP file is
-    read ahead in a bounded window (awsrun.remote.ssh.read_ahead)."""
+    """The `size` bytes of an open file, in blocks; FileChanged when it holds fewer or more. An SFTP file
+    is read ahead in a bounded window (awsrun.remote.ssh.read_ahead)."""
     if hasattr(handle, "sftp"):
         from awsrun.remote.ssh import read_ahead
 
@@ -80,9 +80,11 @@ def blocks(handle, size: int) -> Iterator[bytes]:
     while left:
         block = handle.read(min(CHUNK, left))
         if not block:
-            raise EOFError("short read")
+            raise FileChanged("it ended before its listed size")
         left -= len(block)
         yield block
+    if handle.read(1):
+        raise FileChanged("it holds more than its listed size")
 
 
 class Meter:

@@ -171,3 +171,22 @@ def test_impossible_numbers_from_the_instance_are_per_file_warnings(tmp_path):
         "not pulled: 'nan': the instance gave it an impossible mtime (nan)",
         "not pulled: 'none': the instance gave it an impossible size (None)",
     ]
+
+
+@pytest.mark.parametrize("listed", [99_999, 100_001, 0])
+def test_a_file_not_the_size_it_was_listed_with_is_skipped_over_every_transport(target, tmp_path, monkeypatch, listed):
+    """The job wrote between the listing and the read: whatever the file holds now, nothing lands."""
+    import dataclasses
+
+    tree(target.path, {"log.bin": os.urandom(100_000), "ok.txt": "fine"})
+    target.own()
+    listing = sftp_pull.list_source
+
+    def stale(*args):
+        entries, facts, warnings = listing(*args)
+        return [dataclasses.replace(e, size=listed) if e.name == "log.bin" else e for e in entries], facts, warnings
+
+    monkeypatch.setattr(sftp_pull, "list_source", stale)
+    report = sftp_pull.pull(target.remote, target.root, tmp_path / "dest")
+    assert report.warnings == ("not pulled: 'log.bin': it changed size on the instance during the pull",)
+    assert report.files == 1 and written(tmp_path / "dest") == ["ok.txt"]

@@ -35,6 +35,10 @@ class Result:
         return self
 
 
+class FileChanged(Exception):
+    """A file read from the instance is not the size it was listed with (it grew, shrank or was replaced)."""
+
+
 class Remote(Protocol):
     """A shell on "the instance". Implementations: SshRemote, LocalRemote."""
 

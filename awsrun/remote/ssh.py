@@ -17,7 +17,7 @@ import paramiko
 from paramiko.sftp import CMD_DATA, CMD_READ, SFTPError, int64
 
 from awsrun.errors import HostKeyError, RemoteError
-from awsrun.remote.base import Command, LineSink, Result, as_shell
+from awsrun.remote.base import Command, FileChanged, LineSink, Result, as_shell
 from awsrun.remote.hostkeys import KnownHosts
 from awsrun.remote.target import SshTarget
 
@@ -201,26 +201,34 @@ def read_ahead(handle: paramiko.SFTPFile, size: int, window: int = 64) -> Iterat
     round trip per window, not per read, in at most `window` x 32 KB of memory. paramiko's own
     prefetch buffers without bound when the reader is slower than the wire (measured: 345 MB for a
     300 MB file), and its plain reads wait a round trip each. A short read (the file shrank) or the
-    file's end before `size` raises EOFError."""
+    file's end before `size` raises FileChanged, and so does a last read past `size` (sent with the
+    others, no round trip of its own) that finds more."""
     sftp, pending, offset = handle.sftp, deque(), 0
 
     def ask() -> None:
         nonlocal offset
-        length = min(SFTP_READ, size - offset)
+        length = min(SFTP_READ, size - offset) if offset < size else 1  # the last: is there more?
         pending.append((sftp._async_request(type(None), CMD_READ, handle.handle, int64(offset), length), length))
         offset += length
 
-    while offset < size and len(pending) < window:
+    while offset <= size and len(pending) < window:
         ask()
     while pending:
         number, length = pending.popleft()
-        kind, message = sftp._read_response(number)  # answers come in order; a stale one is dropped
+        try:
+            kind, message = sftp._read_response(number)  # answers come in order; a stale one is dropped
+        except EOFError:
+            if pending or offset <= size:
+                raise FileChanged("it ended before its listed size") from None
+            return  # the read past the end found nothing: the file is as listed
         if kind != CMD_DATA:
             raise SFTPError(f"expected data, got packet type {kind}")
         data = message.get_string()
+        if offset > size and not pending:
+            raise FileChanged("it holds more than its listed size")
         if len(data) != length:
-            raise EOFError("short read")
-        if offset < size:
+            raise FileChanged("a short read")
+        if offset <= size:
             ask()
         yield data
 
