@@ -9,11 +9,14 @@ run (cases interleaved, medians of N):
     resubmit    one changed file of 200, the connection open: jobs.submit (sync + start in tmux) against
                 `rsync -az` + `ssh tmux new` over the same master
     delta       bytes on the wire to push, and to pull, a 500 MB file after 1 MB was appended to it
+    --fallback  also awsrun's transfer where rsync is missing (SFTP, awsrun.sftp_transfer/sftp_pull), push
+                and pull beside `rsync -a` over the same master, with the peak RSS of awsrun, of the ssh
+                it runs, and of the host's sshd serving the SFTP session
 
 awsrun's push and pull run in a fresh process each time (python, imports, settings: what a command pays).
 Sizes are flags, for a quick run (`--big-mib 64 --delta-mb 50`). Needs root (the harness sshd).
 
-    python bench/transfer.py [--runs 3] [--big-mib 1024] [--small-files 2000] [--delta-mb 500]
+    python bench/transfer.py [--runs 3] [--big-mib 1024] [--small-files 2000] [--delta-mb 500] [--fallback]
 """
 from __future__ import annotations
 
@@ -46,10 +49,14 @@ def open_host(project: Path):
 
 def child(verb: str, project: Path, remote: str, local: str) -> None:
     """One push or pull as a command does it, in this fresh process; prints its report and peak RSS."""
-    from awsrun import sync, transfer, transfer_pull
+    from awsrun import sftp_pull, sftp_transfer, sync, transfer, transfer_pull
 
     with open_host(project) as host:
-        if verb == "push":
+        if verb == "sftp-push":
+            report = sftp_transfer.push(host.remote, sync.scan(project), remote).as_dict()
+        elif verb == "sftp-pull":
+            report = sftp_pull.pull(host.remote, remote, Path(local)).as_dict()
+        elif verb == "push":
             report = transfer.push(host.remote, sync.scan(project), remote).as_dict()
         else:
             report = transfer_pull.pull(host.remote, remote, Path(local)).as_dict()
@@ -89,12 +96,90 @@ class HostRss:
                     continue
 
 
+class SshdRss:
+    """The peak VmHWM of the processes below the host's sshd listener (the session serving SFTP), polled."""
+
+    def __init__(self, listener: int):
+        self.listener, self.peak_kb, self._stop = listener, 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            parents = {}
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+            below = {self.listener}
+            for _ in range(6):
+                below |= {pid for pid, parent in parents.items() if parent in below}
+            for pid in below - {self.listener}:
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                except OSError:
+                    continue
+
+
+def fallback_rows(args, project: Path, scratch: Path, env: dict, shell, listener: int, what: str) -> None:
+    """--fallback: the SFTP transfer awsrun uses where rsync is missing, beside `rsync -a` over the same
+    master, cases interleaved; awsrun's push and pull in a fresh process each. Pulls read ~/r-src."""
+    ssh, dest = ["-e", shlex.join(shell.ssh)], shell.destination
+    rss: dict[str, list[int]] = {}
+
+    def sftp(verb: str, remote: str, local: str = "-") -> None:
+        with SshdRss(listener) as served:
+            out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", f"sftp-{verb}", str(project),
+                                  remote, local], env=env, capture_output=True, text=True, cwd=shell.cwd)
+        if out.returncode != 0:
+            raise SystemExit(f"awsrun SFTP {verb} failed: {out.stderr[-2000:]}")
+        report = json.loads(out.stdout.splitlines()[-1])
+        rss.setdefault(f"SFTP {verb}: awsrun process", []).append(report["rss_self_kb"])
+        rss.setdefault(f"SFTP {verb}: ssh it runs here", []).append(report["rss_children_kb"])
+        rss.setdefault(f"SFTP {verb}: sshd serving it on the host", []).append(served.peak_kb)
+
+    def clean_remote(i: int) -> None:
+        run([*shell.ssh, dest, f"rm -rf fr-{i} fa-{i}"], cwd=shell.cwd)
+
+    def clean_local(i: int) -> None:
+        run(["rm", "-rf", str(scratch / f"fpa-{i}"), str(scratch / f"fpr-{i}")])
+
+    push_rows = interleaved_medians([
+        Case("rsync -a, same master: push", lambda i: run(["rsync", "-a", *ssh, f"{project}/", f"{dest}:fr-{i}/"],
+                                                           cwd=shell.cwd), clean_remote),
+        Case("awsrun SFTP fallback push (fresh process)", lambda i: sftp("push", f"~/fa-{i}"), clean_remote),
+    ], args.runs)
+    print_table(f"without rsync: push {what}, median of {args.runs}", push_rows, push_rows[0][0])
+    pull_rows = interleaved_medians([
+        Case("rsync -a, same master: pull", lambda i: run(["rsync", "-a", *ssh, f"{dest}:r-src/",
+                                                           str(scratch / f"fpr-{i}") + "/"], cwd=shell.cwd), clean_local),
+        Case("awsrun SFTP fallback pull (fresh process)", lambda i: sftp("pull", "~/r-src", str(scratch / f"fpa-{i}")),
+             clean_local),
+    ], args.runs)
+    print_table(f"without rsync: pull {what}, median of {args.runs}", pull_rows, pull_rows[0][0])
+    assert (scratch / f"fpa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
+    print(f"\npeak RSS without rsync, max of {args.runs} runs (MB)")
+    for label, values in rss.items():
+        print(f"{label:58} {max(values) / 1024:10.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--small-files", type=int, default=2000)
     parser.add_argument("--delta-mb", type=int, default=500)
+    parser.add_argument("--fallback", action="store_true", help="also the SFTP fallback beside rsync -a")
     parser.add_argument("--child", nargs=4, metavar=("VERB", "PROJECT", "REMOTE", "LOCAL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -163,6 +248,8 @@ def main() -> None:
         print(f"\npeak RSS, max of {args.runs} runs (MB)")
         for label, values in rss.items():
             print(f"{label:58} {max(values) / 1024:10.1f}")
+        if args.fallback:
+            fallback_rows(args, project, scratch, env, shell, box.host.process.pid, what)
         run(["rm", "-rf", str(home / "r-src"), *(str(p) for p in scratch.glob("p[ar]-*"))])
 
         # resubmit: one changed file of 200, connection open
