@@ -16,6 +16,7 @@ import os
 import stat
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +28,8 @@ from awsrun.transfer import JobBusy, Progress, describe_disk
 
 PYTHON = "python3"  # runs the walker on an instance (the local provider's tree is walked in this process)
 CHUNK = 256 * 1024
+SMALL = 256 * 1024  # files up to this size go in batches: a few round trips for many files, not five each
+BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # what a batch holds in memory at most
 NS = 1_000_000_000
 STALE_S = 600  # a temporary file this old belongs to a dead transfer
 
@@ -174,14 +177,39 @@ def push(remote: Remote, tree: sync.LocalTree, remote_root: str, *, busy: str | 
             writer.make_root()
             for rel in delete:
                 writer.delete(rel)
+            small = [rel for rel in send if tree.entries[rel][0] == "f" and tree.entries[rel][1] <= SMALL]
+            for batch in batches(small, tree):
+                warnings += writer.put_small(tree, batch, meter)
             for rel in send:
-                problem = writer.put(tree, rel, meter)
-                if problem:
-                    warnings.append(f"skipped {rel!r}: {problem}")
+                if tree.entries[rel][0] != "f" or tree.entries[rel][1] > SMALL:
+                    problem = writer.put(tree, rel, meter)
+                    if problem:
+                        warnings.append(f"skipped {rel!r}: {problem}")
         except session_errors(remote) as exc:
             _fail(remote, remote_root, exc, meter.total - meter.done)
     meter.finish()
     return sync.SyncReport(writer.sent, meter.done, meter.done, len(delete), unchanged, remote_root, tuple(warnings))
+
+
+def batches(rels: list[str], tree: sync.LocalTree) -> Iterator[list[str]]:
+    batch, size = [], 0
+    for rel in rels:
+        if batch and (len(batch) == BATCH_FILES or size + tree.entries[rel][1] > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(rel)
+        size += tree.entries[rel][1]
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class SmallFile:
+    temp: str
+    target: str
+    data: bytes
+    mode: int
+    seconds: int
 
 
 def _fail(remote: Remote, remote_root: str, exc: BaseException, needed: int) -> None:
@@ -193,6 +221,13 @@ def _fail(remote: Remote, remote_root: str, exc: BaseException, needed: int) -> 
     detail = str(exc).strip() or type(exc).__name__
     raise RemoteError(f"cannot write the project into {remote_root} on {remote.name}: {detail}",
                       hint="run the command again: files already sent are not sent again") from None
+
+
+def _open_local(path: Path, rel: str):
+    try:
+        return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    except OSError as exc:
+        raise AwsrunError(f"cannot read {rel!r} of the project: {exc.strerror}", hint="run the command again") from None
 
 
 class Writer:
@@ -281,13 +316,43 @@ class Writer:
         self.sent += 1
         return None
 
+    def put_small(self, tree: sync.LocalTree, rels: list[str], meter: Meter) -> list[str]:
+        """Small files in one batch (awsrun.remote.ssh.put_small_files) -> warnings."""
+        items, names, warnings = [], [], []
+        for rel in rels:
+            entry, parts = tree.entries[rel], rel.split("/")
+            parent = self.directory(parts[:-1])
+            if parent is None:
+                warnings.append(f"skipped {rel!r}: something on its way on the instance is not a directory")
+                continue
+            with _open_local(tree.root / rel, rel) as source:
+                data = source.read(SMALL + 1)
+            self.count += 1
+            seconds = entry[2] // NS if len(data) == entry[1] else 0  # changed while read: sent again next time
+            items.append(SmallFile(f"{parent}/{sync.TEMP_PREFIX}{os.getpid()}-{self.count}", f"{parent}/{parts[-1]}",
+                                   data, entry[3] & 0o777, seconds))
+            names.append(rel)
+        put = getattr(self.files, "put_small_files", None)
+        if put is None:
+            from awsrun.remote.ssh import put_small_files
+
+            errors = put_small_files(self.files, items)
+        else:
+            errors = put(items)
+        for rel, item, error in zip(names, items, errors):
+            if error is None:
+                self.sent += 1
+                meter.add(len(item.data))
+                continue
+            self._discard(item.temp)
+            if not (isinstance(error, OSError) and self._is_directory(item.target)):
+                raise error
+            warnings.append(f"skipped {rel!r}: a directory of that name is in the way on the instance")
+        return warnings
+
     def _copy(self, path: Path, rel: str, temp: str, entry: list, meter: Meter) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise AwsrunError(f"cannot read {rel!r} of the project: {exc.strerror}", hint="run the command again") from None
         copied = 0
-        with os.fdopen(fd, "rb") as source, self.files.open(temp, "wb") as handle:
+        with _open_local(path, rel) as source, self.files.open(temp, "wb") as handle:
             tune(handle)
             while block := source.read(CHUNK):
                 handle.write(block)
