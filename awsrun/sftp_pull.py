@@ -1,4 +1,4 @@
-"""Pull where rsync is missing here or on the instance: over SFTP (awsrun.sftp_transfer opens it), in
+"""Pull where rsync is missing here or on the instance: over SFTP (awsrun.sftp_session opens it), in
 bounded memory whatever the size. Nothing from the instance is trusted: the listing (an SFTP walk that
 follows no symlink) is checked as rsync's is (awsrun.transfer_pull.pull_plan: only regular files with plain
 names, never through a symlink or over a local directory); each file is written through directory handles
@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from awsrun.errors import NotFoundError, RemoteError
 from awsrun.ignore import glob_regex
 from awsrun.remote.base import FileChanged, Remote
-from awsrun.sftp_transfer import NS, Meter, blocks, open_files, session_errors, sftp_path
+from awsrun.sftp_session import NS, Meter, blocks, open_files, session_errors, sftp_path
 from awsrun.sync import TEMP_PREFIX, PullReport, check_name
 from awsrun.transfer import Progress
 from awsrun.transfer_pull import Listing, PullPlan, pull_plan

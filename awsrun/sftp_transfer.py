@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,99 +21,15 @@ from typing import Iterator
 from awsrun import sync
 from awsrun.errors import AwsrunError, RemoteError
 from awsrun.ignore import compile_tiers
-from awsrun.remote.base import FileChanged, Remote
+from awsrun.remote.base import Remote
+from awsrun.sftp_session import CHUNK, NS, Meter, open_files, session_errors, sftp_path, tune
 from awsrun.transfer import JobBusy, Progress, describe_disk
 
 PYTHON = "python3"  # runs the walker on an instance (the local provider's tree is walked in this process)
-CHUNK = 256 * 1024
 SMALL = 256 * 1024  # files up to this size go in batches: a few round trips for many files, not five each
 BATCH_FILES, BATCH_BYTES = 64, 8 << 20  # what a batch holds in memory at most
-NS = 1_000_000_000
 STALE_S = 600  # a temporary file this old belongs to a dead transfer
 
-
-# --- what both directions share --------------------------------------------------------------------
-
-@contextmanager
-def open_files(remote: Remote) -> Iterator:
-    """An SFTP session to `remote` (LocalFiles for this machine), closed at the end."""
-    files = remote.sftp()
-    try:
-        yield files
-    finally:
-        try:
-            files.close()
-        except Exception:  # noqa: BLE001 (a session that broke closes as it can)
-            pass
-
-
-def session_errors(remote: Remote) -> tuple[type[BaseException], ...]:
-    """What a broken or refusing session raises (paramiko's own error type among them over SSH)."""
-    if getattr(remote, "target", None) is None:
-        return (OSError, EOFError)
-    from awsrun.remote.ssh import SFTP_ERRORS
-
-    return SFTP_ERRORS
-
-
-def sftp_path(path: str) -> str:
-    """A path as SFTP names it: SFTP starts in the login's home, so `~/x` is `x`."""
-    if path == "~":
-        return "."
-    return path[2:] if path.startswith("~/") else path
-
-
-def tune(handle) -> None:
-    """Pipelined writes on an SFTP file: no round trip per 32 KB (a local file has nothing to tune)."""
-    if hasattr(handle, "set_pipelined"):
-        handle.set_pipelined(True)
-
-
-def blocks(handle, size: int) -> Iterator[bytes]:
-    """The `size` bytes of an open file, in blocks; FileChanged when it holds fewer or more. An SFTP file
-    is read ahead in a bounded window (awsrun.remote.ssh.read_ahead)."""
-    if hasattr(handle, "sftp"):
-        from awsrun.remote.ssh import read_ahead
-
-        yield from read_ahead(handle, size)
-        return
-    left = size
-    while left:
-        block = handle.read(min(CHUNK, left))
-        if not block:
-            raise FileChanged("it ended before its listed size")
-        left -= len(block)
-        yield block
-    if handle.read(1):
-        raise FileChanged("it holds more than its listed size")
-
-
-class Meter:
-    """Progress as rsync reports it (bytes, percent, rate, ETA), a few times a second at most."""
-
-    def __init__(self, total: int, on_progress: Progress | None):
-        self.total, self.done, self.on_progress = total, 0, on_progress
-        self.started = self.last = time.monotonic()
-
-    def add(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if self.on_progress is not None and now - self.last >= 0.25:
-            self.last = now
-            self._report(now)
-
-    def finish(self) -> None:
-        if self.on_progress is not None and self.done:
-            self._report(time.monotonic())
-
-    def _report(self, now: float) -> None:
-        rate = self.done / max(now - self.started, 1e-6)
-        left = int((self.total - self.done) / rate) if rate and self.total > self.done else 0
-        percent = min(100, int(100 * self.done / self.total)) if self.total else 100
-        self.on_progress(self.done, percent, f"{rate / 1e6:.2f}MB/s", f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}")
-
-
-# --- push -------------------------------------------------------------------------------------------
 
 def target_manifest(remote: Remote, tree: sync.LocalTree, remote_root: str, busy: str | None) -> dict[str, list]:
     """What the target holds under `remote_root` (the walker's entries), after the busy test."""

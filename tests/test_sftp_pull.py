@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import sftp_pull, sftp_transfer, sync
+from awsrun import sftp_pull, sftp_session, sync
 from awsrun.errors import NotFoundError
 from awsrun.remote.local import FileAttrs, LocalFiles, LocalRemote
 from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
@@ -115,17 +115,17 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_one_completes(t
     source = tree(target.path, {"a.txt": "a", "big.bin": os.urandom(3 << 20)})
     target.own()
     dest = tmp_path / "dest"
-    added = sftp_transfer.Meter.add
+    added = sftp_session.Meter.add
 
     def ctrl_c_midway(meter, count):
         added(meter, count)
         if meter.done > 1 << 20:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(sftp_transfer.Meter, "add", ctrl_c_midway)
+    monkeypatch.setattr(sftp_session.Meter, "add", ctrl_c_midway)
     with pytest.raises(KeyboardInterrupt):
         sftp_pull.pull(target.remote, target.root, dest)
-    monkeypatch.setattr(sftp_transfer.Meter, "add", added)
+    monkeypatch.setattr(sftp_session.Meter, "add", added)
     assert not (dest / "big.bin").exists() and not [p for p in dest.iterdir() if p.name.startswith(sync.TEMP_PREFIX)]
     report = sftp_pull.pull(target.remote, target.root, dest)
     assert (dest / "big.bin").read_bytes() == (source / "big.bin").read_bytes()

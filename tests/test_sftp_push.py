@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import sftp_transfer, sync, transfer
+from awsrun import sftp_session, sftp_transfer, sync, transfer
 from awsrun.errors import RemoteError
 from awsrun.remote import sftp_pipe
 from awsrun.remote.local import LocalRemote
@@ -98,17 +98,17 @@ def test_a_cut_transfer_leaves_whole_files_only_and_the_next_push_completes(targ
     old = {f"f{i}.bin": b"old" for i in range(6)}
     tree(target.path, old)
     target.own()
-    added = sftp_transfer.Meter.add
+    added = sftp_session.Meter.add
 
     def ctrl_c_midway(meter, count):  # the user's Ctrl-C, halfway through the third file
         added(meter, count)
         if meter.done > 1_500_000:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(sftp_transfer.Meter, "add", ctrl_c_midway)
+    monkeypatch.setattr(sftp_session.Meter, "add", ctrl_c_midway)
     with pytest.raises(KeyboardInterrupt):
         sftp_transfer.push(target.remote, sync.scan(root), target.root)
-    monkeypatch.setattr(sftp_transfer.Meter, "add", added)
+    monkeypatch.setattr(sftp_session.Meter, "add", added)
     arrived = [name for name in old if (target.path / name).read_bytes() != b"old"]
     assert len(arrived) == 2
     for name in old:
