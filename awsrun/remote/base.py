@@ -57,6 +57,11 @@ class Remote(Protocol):
 
     def get_bytes(self, remote_path: str) -> bytes: ...
 
+    def sftp(self):
+        """A file session for the transfer without rsync (awsrun.sftp_session): paramiko's SFTPClient over
+        SSH, LocalFiles on this machine; the caller closes it."""
+        ...
+
     def interactive_argv(self, command: Command | None = None) -> list[str]:
         """argv of a local process that gives the user a terminal on the instance (for attach / ssh)."""
         ...
