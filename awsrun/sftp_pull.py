@@ -8,16 +8,18 @@ whose size and mtime (to the second) match the local copy is not fetched again.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import stat
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from awsrun.errors import NotFoundError, RemoteError
 from awsrun.ignore import glob_regex
 from awsrun.remote.base import FileChanged, Remote
+from awsrun.sftp_transfer import BATCH_BYTES, BATCH_FILES, SMALL
 from awsrun.sftp_session import NS, Meter, blocks, open_files, session_errors, sftp_path
 from awsrun.sync import TEMP_PREFIX, PullReport, check_name
 from awsrun.transfer import Progress
@@ -130,14 +132,14 @@ def pull(remote: Remote, source: str, destination: Path, *, include: Sequence[st
         root_fd = os.open(destination, os.O_RDONLY | os.O_DIRECTORY)
         pulled = raw = 0
         try:
-            for entry in fetch:
-                mode, mtime = facts[entry.name]
-                problem = fetch_below(root_fd, entry, lambda: files.open(f"{root}/{entry.name}", "rb"), mode,
-                                      mtime, meter)
-                if problem:
-                    warnings.append(f"not pulled: {entry.shown!r}: {problem}")
-                    continue
-                pulled, raw = pulled + 1, raw + entry.size
+            for batch in batches(fetch):
+                for entry, opener in zip(batch, openers(files, root, batch)):
+                    mode, mtime = facts[entry.name]
+                    problem = fetch_below(root_fd, entry, opener, mode, mtime, meter)
+                    if problem:
+                        warnings.append(f"not pulled: {entry.shown!r}: {problem}")
+                        continue
+                    pulled, raw = pulled + 1, raw + entry.size
         except session_errors(remote) as exc:
             raise RemoteError(f"the connection to {remote.name} broke while pulling {source}: "
                               f"{str(exc) or type(exc).__name__}", hint="run the command again: it resumes "
@@ -146,6 +148,45 @@ def pull(remote: Remote, source: str, destination: Path, *, include: Sequence[st
             os.close(root_fd)
     meter.finish()
     return PullReport(pulled, raw, meter.done, unchanged, destination, tuple(warnings))
+
+
+def batches(fetch: list[Listing]) -> Iterator[list[Listing]]:
+    """Small files together (fetched in a few round trips: awsrun.remote.ssh.get_small_files), big ones
+    alone (streamed)."""
+    batch, size = [], 0
+    for entry in fetch:
+        if entry.size > SMALL:
+            yield [entry]
+            continue
+        if batch and (len(batch) == BATCH_FILES or size + entry.size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += entry.size
+    if batch:
+        yield batch
+
+
+def openers(files, root: str, batch: list[Listing]) -> list[Callable]:
+    """For each file of the batch, what opens its bytes: the remote file itself for a big one alone, an
+    in-memory copy of a small one (an error fetching it is raised when opened)."""
+    if len(batch) == 1 and batch[0].size > SMALL:
+        path = f"{root}/{batch[0].name}"
+        return [lambda: files.open(path, "rb")]
+    get = getattr(files, "get_small_files", None)
+    if get is None:
+        from awsrun.remote.ssh import get_small_files
+
+        results = get_small_files(files, [(f"{root}/{entry.name}", entry.size) for entry in batch])
+    else:
+        results = get([(f"{root}/{entry.name}", entry.size) for entry in batch])
+    return [lambda result=result: _opened(result) for result in results]
+
+
+def _opened(result):
+    if isinstance(result, Exception):
+        raise result
+    return io.BytesIO(result)
 
 
 def _have(path: Path, size: int, mtime) -> bool:
@@ -181,6 +222,8 @@ def fetch_below(root_fd: int, entry: Listing, open_source, mode: int, mtime, met
             source = open_source()
         except FileNotFoundError:
             return "it went away on the instance during the pull"
+        except FileChanged:
+            return "it changed size on the instance during the pull"
         temp = f"{TEMP_PREFIX}{os.getpid()}"
         with source:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=here)

@@ -129,7 +129,7 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_one_completes(t
     assert not (dest / "big.bin").exists() and not [p for p in dest.iterdir() if p.name.startswith(sync.TEMP_PREFIX)]
     report = sftp_pull.pull(target.remote, target.root, dest)
     assert (dest / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
-    assert report.files == 1 and report.unchanged == 1
+    assert report.files + report.unchanged == 2 and (dest / "a.txt").read_text() == "a"
 
 
 @pytest.mark.parametrize("change, size", [("grow", 5000), ("shrink", 10), ("vanish", 0)])
@@ -173,12 +173,15 @@ def test_impossible_numbers_from_the_instance_are_per_file_warnings(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("listed", [99_999, 100_001, 0])
-def test_a_file_not_the_size_it_was_listed_with_is_skipped_over_every_transport(target, tmp_path, monkeypatch, listed):
-    """The job wrote between the listing and the read: whatever the file holds now, nothing lands."""
+@pytest.mark.parametrize("holds, listed", [(100_000, 99_999), (100_000, 100_001), (100_000, 0),
+                                           (1_000_000, 999_999), (1_000_000, 1_000_001)])
+def test_a_file_not_the_size_it_was_listed_with_is_skipped_over_every_transport(target, tmp_path, monkeypatch, holds,
+                                                                                 listed):
+    """The job wrote between the listing and the read: whatever the file holds now, nothing lands (small
+    files come in batches, big ones streamed: both ways)."""
     import dataclasses
 
-    tree(target.path, {"log.bin": os.urandom(100_000), "ok.txt": "fine"})
+    tree(target.path, {"log.bin": os.urandom(holds), "ok.txt": "fine"})
     target.own()
     listing = sftp_pull.list_source
 

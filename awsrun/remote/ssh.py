@@ -15,7 +15,7 @@ from typing import Iterator
 
 import paramiko
 from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_FSETSTAT, CMD_HANDLE, CMD_OPEN, CMD_READ, CMD_WRITE,
-                           SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, SFTPError, int64)
+                           SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, SFTPError, int64)
 
 from awsrun.errors import HostKeyError, RemoteError
 from awsrun.remote.base import Command, FileChanged, LineSink, Result, as_shell
@@ -262,6 +262,47 @@ def put_small_files(sftp: paramiko.SFTPClient, items: list) -> list[Exception | 
     for index, number in renamed:
         _answer(sftp, number, errors, index)
     return errors
+
+
+def get_small_files(sftp: paramiko.SFTPClient, items: list[tuple[str, int]]) -> list:
+    """Small files read whole, pipelined: the opens of all of them in one round trip, then each file's
+    reads, one read past its listed size and its close in a second. `items`: (path, listed size).
+    -> per item its bytes, or the error: FileChanged when it holds fewer or more bytes than listed."""
+    opened = [sftp._async_request(type(None), CMD_OPEN, path, SFTP_FLAG_READ, paramiko.SFTPAttributes())
+              for path, _ in items]
+    errors: list[Exception | None] = [None] * len(items)
+    handles = [_answer(sftp, number, errors, index) for index, number in enumerate(opened)]
+    asked = []
+    for index, ((_, size), handle) in enumerate(zip(items, handles)):
+        if handle is None:
+            continue
+        reads = [(sftp._async_request(type(None), CMD_READ, handle, int64(offset), min(SFTP_READ, size - offset)),
+                  min(SFTP_READ, size - offset)) for offset in range(0, size, SFTP_READ)]
+        probe = sftp._async_request(type(None), CMD_READ, handle, int64(size), 1)
+        asked.append((index, reads, probe, sftp._async_request(type(None), CMD_CLOSE, handle)))
+    out: list = list(errors)
+    for index, reads, probe, close in asked:
+        chunks = []
+        for number, length in reads:
+            data = _data(sftp, number)
+            chunks.append(data)
+            if out[index] is None and (data is None or len(data) != length):
+                out[index] = FileChanged("it ended before its listed size")
+        if _data(sftp, probe) and out[index] is None:
+            out[index] = FileChanged("it holds more than its listed size")
+        _answer(sftp, close, errors, index)
+        if out[index] is None:
+            out[index] = b"".join(chunks)
+    return out
+
+
+def _data(sftp: paramiko.SFTPClient, number: int) -> bytes | None:
+    """A read's bytes, or None at the file's end (or any error status)."""
+    try:
+        kind, message = sftp._read_response(number)
+    except (OSError, EOFError, SFTPError):
+        return None
+    return message.get_string() if kind == CMD_DATA else None
 
 
 def _answer(sftp: paramiko.SFTPClient, number: int, errors: list, index: int):
