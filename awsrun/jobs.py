@@ -4,9 +4,9 @@ Every function takes a JobHost: the command's one connection to the cluster's he
 things live on it. Files move with rsync over that connection (awsrun.transfer): a submit is one SSH
 session (awsrun.push_launch), rsync whose remote side first refuses when the job runs and launches once
 the files are there, or with nothing changed since awsrun's last push there, the target's check of its
-tree and the launch; a pull is a listing then the transfer. Where rsync is missing, awsrun's own transfer: a submit is one round trip when the target
-confirms it holds the manifest awsrun last pushed there (awsrun.pushcache), else two. Listing, logs and
-kill are one round trip each.
+tree and the launch; a pull is a listing then the transfer. Where rsync is missing on either side, the
+same steps over SFTP (awsrun.sftp_transfer, awsrun.sftp_pull). Listing, logs and kill are one round trip
+each.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun import checkpoints, push_launch, pushcache, requirements, sync, tmux, transfer, transfer_pull
+from awsrun import (checkpoints, push_launch, pushcache, requirements, sftp_pull, sftp_transfer, sync, tmux,
+                    transfer, transfer_pull)
 from awsrun.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
@@ -196,46 +197,23 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
             host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
         raise _running(name, host.cluster.name) from None
     except transfer.RsyncMissing:
-        report = None  # awsrun's own transfer below
+        report = None  # over SFTP below
     if report is not None:
         if result.exit_code == tmux.EXIT_RUNNING and env_file:  # refused before the start took it in
             host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
         result = _install_then_launch(host, _needs_python(host, result), install, launch)
         return _started(host, request, name, argv, remote_root, tree, report, result, cache, env_file)
-    remembered = cache.load()
-    remote_entries = None
-    if remembered is not None:
-        # one round trip: the target confirms it still holds what was last pushed, applies, launches
-        plan = sync.plan(tree.entries, remembered)
-        data, raw = sync.payload(tree, plan, compress=not host.local)
-        checked = pushcache.checked_apply_command(remote_root, host.python, pushcache.digest(remembered))
-        result = _needs_python(host, host.remote.run(
-            f"if {busy}; then exit {tmux.EXIT_RUNNING}; fi; {checked} && {{ {start}; }}",
-            stdin=pushcache.checked_input(tree, data)))
-        if result.exit_code != pushcache.CHANGED:
-            result = _install_then_launch(host, result, install, launch)
-            return _started(host, request, name, argv, remote_root, tree,
-                            _report(tree, plan, data, raw, remote_root, result), result, cache, env_file)
-        remote_entries = sync.parse_manifest(result.stdout, host.remote.name)
-    if remote_entries is None:
-        probe = f"if {busy}; then echo running; else echo free; fi; " + sync.manifest_command(remote_root, host.python)
-        listing = _needs_python(host, host.remote.run(probe, stdin=sync.manifest_input(tree))).check(
-            f"read the file list of {remote_root} on {host.remote.name}")
-        state_line, _, manifest = listing.stdout.partition("\n")
-        if state_line.strip() == "running":
-            if env_file:
-                host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
-            raise _running(name, host.cluster.name)
-        remote_entries = sync.parse_manifest(manifest, host.remote.name)
-    plan = sync.plan(tree.entries, remote_entries)
-    data, raw = None, 0
-    command = start
-    if plan.send or plan.delete:
-        data, raw = sync.payload(tree, plan, compress=not host.local)
-        command = f"{sync.apply_command(remote_root, host.python)} && {{ {start}; }}"
-    result = _install_then_launch(host, host.remote.run(command, stdin=data), install, launch)
-    return _started(host, request, name, argv, remote_root, tree, _report(tree, plan, data, raw, remote_root, result),
-                    result, cache, env_file)
+    try:  # rsync is missing here or there: the files stream over SFTP, then the same launch as above
+        report = sftp_transfer.push(host.remote, tree, remote_root, busy=busy, on_progress=on_progress)
+    except transfer.JobBusy:
+        if env_file:
+            host.remote.run(f"rm -f {tmux.remote_path(env_file)}")
+        raise _running(name, host.cluster.name) from None
+    cache.forget()
+    links = transfer.link_steps(tree, remote_root)
+    result = _needs_python(host, host.remote.run(f"{links} && {{ {start}; }}" if links else start))
+    result = _install_then_launch(host, result, install, launch)
+    return _started(host, request, name, argv, remote_root, tree, report, result, None, env_file)
 
 
 def stage_env(host: JobHost, name: str, env: dict[str, str]) -> str:
@@ -255,13 +233,6 @@ def _install_then_launch(host: JobHost, result, install: str | None, launch: str
     if not installed.ok:
         return installed
     return host.remote.run(launch)
-
-
-def _report(tree: sync.LocalTree, plan: sync.SyncPlan, data: bytes | None, raw: int, remote_root: str,
-            result) -> sync.SyncReport:
-    sent = len(data or b"") if plan.send or plan.delete else 0
-    return sync.SyncReport(len(plan.send), sent, raw, len(plan.delete), plan.unchanged,
-                           remote_root, tuple(tree.warnings) + tuple(sync.remote_warnings(result.stderr)))
 
 
 def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,
@@ -487,17 +458,16 @@ def pull(host: JobHost, project_dir: Path, session: str, *, to: Path | None = No
          remote_path: str | None = None, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
          on_plan: Callable[[transfer_pull.PullPlan], None] | None = None,
          on_progress: transfer.Progress | None = None) -> sync.PullReport:
-    """rsync when both sides have it (streams, resumes, sends deltas), else awsrun's own transfer."""
+    """rsync when both sides have it (streams, resumes, sends deltas), else SFTP (streams, skips what is
+    already here whole)."""
     remote_root = project_remote_dir(host.remote_dir, project_dir)
     source, destination = pull_paths(project_dir, remote_root, session, to=to, remote_path=remote_path)
     try:
         return transfer_pull.pull(host.remote, source, destination, include=include, exclude=exclude,
                              on_plan=on_plan, on_progress=on_progress)
     except transfer.RsyncMissing:
-        if include or exclude:
-            raise ConfigError("pull --include/--exclude need rsync, here and on the instance",
-                              hint="install rsync (apt-get install rsync), or pull without them") from None
-        return sync.pull(host.remote, source, destination, host.python)
+        return sftp_pull.pull(host.remote, source, destination, include=include, exclude=exclude,
+                              on_plan=on_plan, on_progress=on_progress)
 
 
 # --- kill, attach, ssh, tunnel ------------------------------------------------------------------------

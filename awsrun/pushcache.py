@@ -20,7 +20,7 @@ import shlex
 from pathlib import Path
 
 from awsrun import sync
-from awsrun.remote import apply_push, check_manifest, walker
+from awsrun.remote import check_manifest, walker
 from awsrun.tmux import EXIT_RUNNING, remote_path
 
 CHANGED = 75  # EX_TEMPFAIL: the target's tree is not what was remembered (or could not be walked)
@@ -45,17 +45,6 @@ def unchanged_then(remote_root: str, python: str, expected: str, busy: str, then
 def tiers_input(tree: sync.LocalTree) -> bytes:
     """The walker's rules for the target, as its stdin."""
     return sync.manifest_input(tree)
-
-
-def checked_apply_command(remote_root: str, python: str, expected: str) -> str:
-    """awsrun's own transfer (no rsync): reads `tiers JSON line + payload` on stdin; applies the payload
-    only when the target's manifest has digest `expected`, else prints that manifest and exits CHANGED."""
-    program = sync.target_program(walker, check_manifest, apply_push)
-    return sync.python_command(python, program, remote_path(remote_root), shlex.quote(expected))
-
-
-def checked_input(tree: sync.LocalTree, payload: bytes) -> bytes:
-    return sync.manifest_input(tree) + b"\n" + payload
 
 
 class ManifestCache:

@@ -1,18 +1,8 @@
-"""The project as it is synced (scan: ignore rules, symlinks), and awsrun's own incremental transfer, used
-where rsync (awsrun.transfer) is missing here or on the instance. It holds a push's payload and a pull's
-archive in memory: big files want rsync.
-
-Push (`submit`): the local tree is walked (ignore rules applied, symlinks never followed), the target's
-tree is read in ONE remote command (the same walker, shipped with the same rules, prints a JSON
-manifest: size, mtime_ns and mode per file), and only new or changed files travel, as one zlib'd stream
-of records (`payload`) on the stdin of a second command, which also deletes what the project no
-longer has. The target writes every file under a temporary name and renames it into place, with the
-exact mtime_ns and mode: a killed transfer leaves old files or new files, never half files, and the
-next manifest compares equal for everything that arrived.
-
-Pull (`pull`): one remote command reads the local manifest on stdin and sends back (base64 on stdout)
-a tar of the files that differ. Nothing from the remote is trusted: names are checked, only regular
-files are written, each under the destination through directory handles that refuse symlinks.
+"""The project as it is synced: the ignore rules, the scan (symlinks that leave the project dropped), the
+reports of a push and a pull, the check of a name that came from an instance, and the command that lists
+a target's tree in one round trip (the walker shipped with the project's rules, printing a JSON manifest:
+size, mtime_ns and mode per file). The files themselves move with rsync (awsrun.transfer) or, where rsync
+is missing, over SFTP (awsrun.sftp_transfer, awsrun.sftp_pull).
 
 Ignore rules (gitignore syntax: `*`, `?`, `[...]`, `**`, `/` anchoring, trailing `/` for directories,
 `!` negation, `\\` escapes), later tiers winning: DEFAULT_IGNORE < every `.gitignore` < every
@@ -21,32 +11,24 @@ directory (`!/data/` in .awsrunignore).
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import shlex
-import stat
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from awsrun.errors import AwsrunError, NotFoundError, RemoteError
+from awsrun.errors import RemoteError
 from awsrun.ignore import DEFAULT_IGNORE, compile_tiers, parse_ignore, parse_patterns
-from awsrun.remote import apply_push, list_manifest, pull_send, walker
-from awsrun.remote.base import Remote
+from awsrun.remote import list_manifest, walker
 from awsrun.remote.walker import is_ignored, walk_tree  # noqa: F401 (is_ignored: the rule check, for callers)
 from awsrun.tmux import remote_path
 
 if TYPE_CHECKING:
-    import tarfile
     from types import ModuleType
 
 TEMP_PREFIX = ".awsrun-tmp-"
-MTIME_KEY = "AWSRUN.mtime_ns"
-COMPRESS_LEVEL = 1  # zlib's fastest: code still shrinks ~3x, and on a fast link compression is pure cost
-WARNING_MARK = "awsrun-warning: "  # what awsrun.remote.apply_push.warn writes on stderr
 
 
 # --- the local side ---------------------------------------------------------------------------------
@@ -118,22 +100,9 @@ def _link_inside(root: Path, rel: str, target: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class SyncPlan:
-    send: list[str]
-    delete: list[str]
-    unchanged: int
-
-
-def plan(local: dict[str, list], remote: dict[str, list]) -> SyncPlan:
-    send = sorted(path for path, entry in local.items() if remote.get(path) != entry)
-    delete = sorted(path for path in remote if path not in local)
-    return SyncPlan(send, delete, len(local) - len(send))
-
-
-@dataclass(frozen=True)
 class SyncReport:
     files_sent: int
-    bytes_sent: int          # on the wire (compressed)
+    bytes_sent: int          # on the wire
     bytes_raw: int           # the files' sizes
     deleted: int
     unchanged: int
@@ -142,39 +111,6 @@ class SyncReport:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "warnings": list(self.warnings)}
-
-
-def payload(tree: LocalTree, sync_plan: SyncPlan, *, compress: bool = True) -> tuple[bytes, int]:
-    """The stream for the target (awsrun.remote.apply_push; zlib'd unless `compress` is False, e.g. for a
-    copy on this machine): records of a JSON header line and the file's bytes, the deletion list first and an
-    end mark last, so that a cut stream is told from a whole one. -> (bytes, raw size of the files)"""
-    out = bytearray()
-
-    def record(header: dict, data: bytes = b"") -> None:
-        out.extend(json.dumps(header).encode() + b"\n")
-        out.extend(data)
-
-    raw = 0
-    record({"delete": sync_plan.delete})
-    for rel in sync_plan.send:
-        entry = tree.entries[rel]
-        if entry[0] == "l":
-            record({"name": rel, "link": entry[1]})
-            continue
-        try:
-            fd = os.open(tree.root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:
-            raise AwsrunError(f"cannot read {rel!r} of the project: {exc.strerror}",
-                              hint="run the command again") from None
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read()
-        # what was read is what is described; mtime 0 for a file that changed while read: the next sync
-        # sends it again
-        mtime_ns = entry[2] if len(data) == entry[1] else 0
-        record({"name": rel, "size": len(data), "mode": entry[3], "mtime_ns": mtime_ns}, data)
-        raw += len(data)
-    record({"end": True})
-    return (zlib.compress(out, COMPRESS_LEVEL) if compress else bytes(out)), raw
 
 
 # --- commands the target runs ---------------------------------------------------------------------
@@ -212,31 +148,6 @@ def parse_manifest(text: str, where: str) -> dict[str, list]:
     return manifest
 
 
-def apply_command(remote_root: str, python: str) -> str:
-    """Reads the payload on stdin: deletes, then writes each file whole (temp name + rename)."""
-    return python_command(python, target_program(apply_push), remote_path(remote_root))
-
-
-def remote_warnings(stderr: str) -> list[str]:
-    return [line[len(WARNING_MARK):] for line in stderr.splitlines() if line.startswith(WARNING_MARK)]
-
-
-def push(remote: Remote, tree: LocalTree, remote_root: str, python: str, *, compress: bool = True) -> SyncReport:
-    """Make `remote_root` on the target hold the project's files: two round trips, one when nothing
-    changed."""
-    listing = remote.run(manifest_command(remote_root, python), stdin=manifest_input(tree))
-    listing.check(f"read the file list of {remote_root} on {remote.name}")
-    remote_entries = parse_manifest(listing.stdout, remote.name)
-    sync_plan = plan(tree.entries, remote_entries)
-    if not sync_plan.send and not sync_plan.delete:
-        return SyncReport(0, 0, 0, 0, sync_plan.unchanged, remote_root, tuple(tree.warnings))
-    data, raw = payload(tree, sync_plan, compress=compress)
-    result = remote.run(apply_command(remote_root, python), stdin=data)
-    result.check(f"write the project into {remote_root} on {remote.name}")
-    return SyncReport(len(sync_plan.send), len(data), raw, len(sync_plan.delete), sync_plan.unchanged,
-                      remote_root, tuple(tree.warnings) + tuple(remote_warnings(result.stderr)))
-
-
 # --- pull -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -250,33 +161,6 @@ class PullReport:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "destination": str(self.destination), "warnings": list(self.warnings)}
-
-
-def local_manifest(destination: Path) -> dict[str, list[int]]:
-    """What the destination already holds: {path: [size, mtime_ns]} of its regular files."""
-    if not destination.is_dir():
-        return {}
-    entries = walk_tree(str(destination), [])
-    return {path: [e[1], e[2]] for path, e in entries.items() if e[0] == "f"}
-
-
-def pull_command(remote_source: str, python: str) -> str:
-    """Sends (base64 on stdout) a tar of what differs from the manifest read on stdin."""
-    return python_command(python, target_program(walker, pull_send), remote_path(remote_source))
-
-
-def pull(remote: Remote, remote_source: str, destination: Path, python: str) -> PullReport:
-    have = local_manifest(destination)
-    result = remote.run(pull_command(remote_source, python), stdin=json.dumps(have).encode())
-    if result.exit_code == 3:
-        raise NotFoundError(f"{remote_source} does not exist on {remote.name}",
-                            hint="the job has written no output yet, or the path is wrong (`awsrun ssh -- ls`)")
-    result.check(f"read {remote_source} on {remote.name}")
-    try:
-        data = base64.b64decode(result.stdout.strip(), validate=True)
-    except ValueError:
-        raise RemoteError(f"{remote.name} sent something that is not a file archive") from None
-    return unpack(data, destination, unchanged=len(have), received=len(result.stdout))
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -294,95 +178,3 @@ def check_name(name: str) -> str | None:
     if any(part in ("", ".") for part in parts):
         return "its name is not a plain relative path"
     return None
-
-
-def unpack(data: bytes, destination: Path, *, unchanged: int = 0, received: int | None = None) -> PullReport:
-    """Write the regular files of a tar from the remote under `destination`, and nothing else, nowhere
-    else: names are checked, links and special files skipped, and every directory on the way is opened
-    with O_NOFOLLOW, so neither the archive nor a symlink already in the destination leads outside."""
-    import io
-    import tarfile  # only pull reads a tar: submit's path goes without it
-
-    warnings: list[str] = []
-    files = raw = 0
-    destination.mkdir(parents=True, exist_ok=True)
-    try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise RemoteError(f"the archive from the instance is unreadable: {exc}") from None
-    root_fd = os.open(destination, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with archive:
-            for member in archive:
-                name = member.name
-                reason = check_name(name)
-                if reason is None and member.isdir():
-                    continue
-                if reason is None and not member.isreg():
-                    kind = ("symlink" if member.issym() else "hard link" if member.islnk()
-                            else "device file" if member.ischr() or member.isblk()
-                            else "fifo" if member.isfifo() else "special file")
-                    link = f" -> {member.linkname!r}" if member.issym() or member.islnk() else ""
-                    reason = f"it is a {kind}{link}; pull copies regular files only"
-                if reason is not None:
-                    warnings.append(f"not pulled: {name!r}: {reason}")
-                    continue
-                source = archive.extractfile(member)
-                problem = _write_below(root_fd, name.split("/"), source, member)
-                if problem:
-                    warnings.append(f"not pulled: {name!r}: {problem}")
-                    continue
-                files += 1
-                raw += member.size
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise RemoteError(f"the archive from the instance is damaged: {exc}") from None
-    finally:
-        os.close(root_fd)
-    return PullReport(files, raw, len(data) if received is None else received, unchanged, destination,
-                      tuple(warnings))
-
-
-def _write_below(root_fd: int, parts: list[str], source, member: tarfile.TarInfo) -> str | None:
-    fds = []
-    here = root_fd
-    try:
-        for part in parts[:-1]:
-            try:
-                os.mkdir(part, 0o755, dir_fd=here)
-            except FileExistsError:
-                pass
-            try:
-                here = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
-            except OSError:
-                return f"{part!r} on the way is a symlink or a file locally"
-            fds.append(here)
-        name = parts[-1]
-        try:
-            if stat.S_ISDIR(os.stat(name, dir_fd=here, follow_symlinks=False).st_mode):
-                return "a local directory of that name is in the way"
-        except FileNotFoundError:
-            pass
-        temp = f"{TEMP_PREFIX}{os.getpid()}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=here)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                while True:
-                    block = source.read(1 << 20)
-                    if not block:
-                        break
-                    handle.write(block)
-                handle.flush()
-                os.fchmod(handle.fileno(), member.mode & 0o755)
-                ns = int(member.pax_headers.get(MTIME_KEY, member.mtime * 1_000_000_000))
-                os.utime(handle.fileno(), ns=(ns, ns))
-            os.replace(temp, name, src_dir_fd=here, dst_dir_fd=here)
-        except BaseException:
-            try:
-                os.unlink(temp, dir_fd=here)
-            except OSError:
-                pass
-            raise
-        return None
-    finally:
-        for fd in fds:
-            os.close(fd)

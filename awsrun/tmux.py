@@ -30,7 +30,7 @@ import shlex
 from typing import Mapping, Sequence
 
 from awsrun.errors import ConfigError
-from awsrun.start_lock import EXIT_STARTING, under_lock
+from awsrun.start_lock import EXIT_STARTING, under_lock  # noqa: F401 (EXIT_STARTING: callers read tmux.EXIT_STARTING)
 
 SOCKET = "awsrun"
 JOBS_ROOT = "~/.awsrun/jobs"

@@ -12,7 +12,8 @@ else the project no longer has is deleted. Symlinks that lead out of the project
 
 Pull: awsrun.transfer_pull (a listing checked here first, then the files asked for by name).
 
-Where rsync is missing on either side, RsyncMissing: the caller uses awsrun's own transfer (awsrun.sync).
+Where rsync is missing on either side, RsyncMissing: the caller moves the files over SFTP instead
+(awsrun.sftp_transfer, awsrun.sftp_pull).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ Progress = Callable[[int, int, str, str], None]
 
 
 class RsyncMissing(Exception):
-    """rsync is not installed here or on the instance: use awsrun's own transfer."""
+    """rsync is not installed here or on the instance: move the files over SFTP (awsrun.sftp_transfer)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ run (cases interleaved, medians of N):
     first submit  10,000 files / 1 GB into an empty directory: awsrun submit (fresh process) against
                 `rsync -a` + `ssh tmux new` over the same master
     delta       bytes on the wire to push, and to pull, a 500 MB file after 1 MB was appended to it
+    --fallback  also awsrun's transfer where rsync is missing (SFTP, awsrun.sftp_transfer/sftp_pull), push
+                and pull beside `rsync -a` over the same master, with the peak RSS of awsrun, of the ssh
+                it runs, and of the host's sshd serving the SFTP session
 
 awsrun's push, pull and first submit run in a fresh process each time (python, imports, settings: what a
 command pays). Each ratio is printed with its spread: the min-max of run i against the baseline's run i.
@@ -19,7 +22,7 @@ Sizes are flags, for a quick run (`--big-mib 64 --delta-mb 50 --many-files 1000 
 root (the harness sshd).
 
     python bench/transfer.py [--runs 3] [--big-mib 1024] [--small-files 2000] [--delta-mb 500]
-                             [--many-files 10000] [--many-mb 1000]
+                             [--many-files 10000] [--many-mb 1000] [--fallback]
 """
 from __future__ import annotations
 
@@ -53,10 +56,14 @@ def open_host(project: Path):
 
 def child(verb: str, project: Path, remote: str, local: str) -> None:
     """One push or pull as a command does it, in this fresh process; prints its report and peak RSS."""
-    from awsrun import sync, transfer, transfer_pull
+    from awsrun import sftp_pull, sftp_transfer, sync, transfer, transfer_pull
 
     with open_host(project) as host:
-        if verb == "push":
+        if verb == "sftp-push":
+            report = sftp_transfer.push(host.remote, sync.scan(project), remote).as_dict()
+        elif verb == "sftp-pull":
+            report = sftp_pull.pull(host.remote, remote, Path(local)).as_dict()
+        elif verb == "push":
             report = transfer.push(host.remote, sync.scan(project), remote).as_dict()
         elif verb == "submit":  # `remote`: the session's name
             from awsrun import jobs
@@ -205,6 +212,84 @@ def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, l
     clean(0)
     run(["rm", "-rf", str(project)])
 
+class SshdRss:
+    """The peak VmHWM of the processes below the host's sshd listener (the session serving SFTP), polled."""
+
+    def __init__(self, listener: int):
+        self.listener, self.peak_kb, self._stop = listener, 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            parents = {}
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+            below = {self.listener}
+            for _ in range(6):
+                below |= {pid for pid, parent in parents.items() if parent in below}
+            for pid in below - {self.listener}:
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                except OSError:
+                    continue
+
+
+def fallback_rows(args, project: Path, scratch: Path, env: dict, shell, listener: int, what: str) -> None:
+    """--fallback: the SFTP transfer awsrun uses where rsync is missing, beside `rsync -a` over the same
+    master, cases interleaved; awsrun's push and pull in a fresh process each. Pulls read ~/r-src."""
+    ssh, dest = ["-e", shlex.join(shell.ssh)], shell.destination
+    rss: dict[str, list[int]] = {}
+
+    def sftp(verb: str, remote: str, local: str = "-") -> None:
+        with SshdRss(listener) as served:
+            out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", f"sftp-{verb}", str(project),
+                                  remote, local], env=env, capture_output=True, text=True, cwd=shell.cwd)
+        if out.returncode != 0:
+            raise SystemExit(f"awsrun SFTP {verb} failed: {out.stderr[-2000:]}")
+        report = json.loads(out.stdout.splitlines()[-1])
+        rss.setdefault(f"SFTP {verb}: awsrun process", []).append(report["rss_self_kb"])
+        rss.setdefault(f"SFTP {verb}: ssh it runs here", []).append(report["rss_children_kb"])
+        rss.setdefault(f"SFTP {verb}: sshd serving it on the host", []).append(served.peak_kb)
+
+    def clean_remote(i: int) -> None:
+        run([*shell.ssh, dest, f"rm -rf fr-{i} fa-{i}"], cwd=shell.cwd)
+
+    def clean_local(i: int) -> None:
+        run(["rm", "-rf", str(scratch / f"fpa-{i}"), str(scratch / f"fpr-{i}")])
+
+    push_rows = interleaved_samples([
+        Case("rsync -a, same master: push", lambda i: run(["rsync", "-a", *ssh, f"{project}/", f"{dest}:fr-{i}/"],
+                                                           cwd=shell.cwd), clean_remote),
+        Case("awsrun SFTP fallback push (fresh process)", lambda i: sftp("push", f"~/fa-{i}"), clean_remote),
+    ], args.runs)
+    print_spread(f"without rsync: push {what}, median of {args.runs}", push_rows, next(iter(push_rows)))
+    pull_rows = interleaved_samples([
+        Case("rsync -a, same master: pull", lambda i: run(["rsync", "-a", *ssh, f"{dest}:r-src/",
+                                                           str(scratch / f"fpr-{i}") + "/"], cwd=shell.cwd), clean_local),
+        Case("awsrun SFTP fallback pull (fresh process)", lambda i: sftp("pull", "~/r-src", str(scratch / f"fpa-{i}")),
+             clean_local),
+    ], args.runs)
+    print_spread(f"without rsync: pull {what}, median of {args.runs}", pull_rows, next(iter(pull_rows)))
+    assert (scratch / f"fpa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
+    print(f"\npeak RSS without rsync, max of {args.runs} runs (MB)")
+    for label, values in rss.items():
+        print(f"{label:58} {max(values) / 1024:10.1f}")
+
+
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -214,12 +299,13 @@ def main() -> None:
     parser.add_argument("--delta-mb", type=int, default=500)
     parser.add_argument("--many-files", type=int, default=10_000, help="first submit: this many files")
     parser.add_argument("--many-mb", type=int, default=1000, help="first submit: of this many MB in all")
+    parser.add_argument("--fallback", action="store_true", help="also the SFTP fallback beside rsync -a")
     parser.add_argument("--child", nargs=4, metavar=("VERB", "PROJECT", "REMOTE", "LOCAL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], Path(args.child[1]), args.child[2], args.child[3])
 
-    from awsrun import jobs, sync, transfer, transfer_pull
+    from awsrun import sync, transfer, transfer_pull
 
     with loopback() as box, tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as scratch:
         scratch = Path(scratch)
@@ -280,6 +366,8 @@ def main() -> None:
         print_spread(f"pull {what}, loopback sshd, median of {args.runs}", pull_rows, next(iter(pull_rows)))
         assert (scratch / f"pa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
         print_rss(rss, args.runs)
+        if args.fallback:
+            fallback_rows(args, project, scratch, env, shell, box.host.process.pid, what)
         run(["rm", "-rf", str(home / "r-src"), *(str(p) for p in scratch.glob("p[ar]-*"))])
 
         bench = Bench(scratch, shell, ssh, dest, home, env, args.runs)

@@ -1,46 +1,13 @@
-"""`pull` trusts no remote byte: whatever archive arrives, only regular files are written, and only under
-the destination. First crafted archives against the unpacker, then a real job that builds a hostile
-tree on the machine and a real `awsrun pull` of it."""
+"""`pull` trusts no remote byte: where it writes (pull_paths), then a real job that builds a hostile tree on
+the machine and a real `awsrun pull` of it. The same without rsync: test_sftp_pull."""
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from awsrun import sync
-from awsrun.errors import RemoteError
 from tests.harness.clusters import job_cluster  # noqa: F401 (fixture)
-
-
-def archive(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return buffer.getvalue()
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode = kind, link, mode
-    return info
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-    """dest/ inside a directory whose every other entry must stay untouched."""
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "victim.txt").write_text("original")
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    return tmp_path, dest
 
 
 def snapshot(root: Path, skip: Path) -> dict[str, bytes | str]:
@@ -52,80 +19,6 @@ def snapshot(root: Path, skip: Path) -> dict[str, bytes | str]:
             path = Path(dirpath) / name
             seen[str(path)] = os.readlink(path) if path.is_symlink() else (path.read_bytes() if path.is_file() else "dir")
     return seen
-
-
-@pytest.mark.parametrize("name, reason", [
-    ("/tmp/evil", "it is an absolute path"),
-    ("../evil", "it climbs out with '..'"),
-    ("a/../../evil", "it climbs out with '..'"),
-    ("a/../b", "it climbs out with '..'"),
-    ("./x", "its name is not a plain relative path"),
-    ("a//b", "its name is not a plain relative path"),
-    ("new\nline", "its name holds a control character (newline, tab, ...)"),
-    ("tab\there", "its name holds a control character (newline, tab, ...)"),
-    ("esc\x1b[2J", "its name holds a control character (newline, tab, ...)"),
-])
-def test_hostile_names_are_refused_with_a_warning(sandbox, name, reason):
-    root, dest = sandbox
-    before = snapshot(root, dest)
-    report = sync.unpack(archive((member(name), b"pwned"), (member("ok.txt"), b"fine")), dest)
-    assert report.warnings == (f"not pulled: {name!r}: {reason}",)
-    assert report.files == 1 and (dest / "ok.txt").read_bytes() == b"fine"
-    assert sorted(p.name for p in dest.rglob("*")) == ["ok.txt"]
-    assert snapshot(root, dest) == before
-
-
-@pytest.mark.parametrize("kind, link, what", [
-    (tarfile.SYMTYPE, "/etc/passwd", "symlink -> '/etc/passwd'"),
-    (tarfile.SYMTYPE, "../../outside/victim.txt", "symlink -> '../../outside/victim.txt'"),
-    (tarfile.SYMTYPE, "inner.txt", "symlink -> 'inner.txt'"),
-    (tarfile.LNKTYPE, "/etc/passwd", "hard link -> '/etc/passwd'"),
-    (tarfile.CHRTYPE, "", "device file"),
-    (tarfile.BLKTYPE, "", "device file"),
-    (tarfile.FIFOTYPE, "", "fifo"),
-])
-def test_links_devices_and_fifos_are_never_created(sandbox, kind, link, what):
-    root, dest = sandbox
-    before = snapshot(root, dest)
-    report = sync.unpack(archive((member("x", kind, link), None)), dest)
-    assert report.warnings == (f"not pulled: 'x': it is a {what}; pull copies regular files only",)
-    assert list(dest.iterdir()) == []
-    assert snapshot(root, dest) == before
-
-
-def test_a_symlink_already_in_the_destination_is_never_written_through(sandbox):
-    root, dest = sandbox
-    (dest / "escape").symlink_to(root / "outside")
-    (dest / "victim-link").symlink_to(root / "outside" / "victim.txt")
-    report = sync.unpack(archive((member("escape/victim.txt"), b"pwned"), (member("escape/new.txt"), b"pwned"),
-                                 (member("victim-link"), b"replaced")), dest)
-    assert report.warnings == (
-        "not pulled: 'escape/victim.txt': 'escape' on the way is a symlink or a file locally",
-        "not pulled: 'escape/new.txt': 'escape' on the way is a symlink or a file locally",
-    )
-    assert (root / "outside" / "victim.txt").read_text() == "original"
-    assert not (root / "outside" / "new.txt").exists()
-    # a file named like an existing link replaces the link itself, never its target
-    assert not (dest / "victim-link").is_symlink() and (dest / "victim-link").read_bytes() == b"replaced"
-
-
-def test_modes_are_tamed_and_mtimes_kept(sandbox):
-    _, dest = sandbox
-    info = member("bin/tool", mode=0o6777)
-    info.pax_headers = {sync.MTIME_KEY: "1234567890123456789"}
-    sync.unpack(archive((info, b"#!/bin/sh\n")), dest)
-    written = (dest / "bin" / "tool").stat()
-    assert written.st_mode & 0o7777 == 0o755  # no setuid/setgid/sticky, no group/other write
-    assert written.st_mtime_ns == 1234567890123456789
-
-
-def test_garbage_instead_of_an_archive_is_an_error_not_a_crash(sandbox):
-    _, dest = sandbox
-    with pytest.raises(RemoteError, match="unreadable"):
-        sync.unpack(b"not a tar at all", dest)
-    whole = archive((member("a"), os.urandom(100_000)))
-    with pytest.raises(RemoteError, match="damaged|unreadable"):
-        sync.unpack(whole[: len(whole) // 2], dest)
 
 
 def test_pull_destinations_stay_in_the_project_unless_asked_otherwise(tmp_path):

@@ -140,7 +140,7 @@ def test_a_pull_over_ssh_sends_the_appended_bytes_and_resumes_an_interrupted_fil
     assert not part.parent.exists()
 
 
-def test_without_rsync_on_the_instance_submit_and_pull_use_awsrun_own_transfer(ssh_cluster, fleet, awsrun_home,
+def test_without_rsync_on_the_instance_submit_and_pull_go_over_sftp(ssh_cluster, fleet, awsrun_home,
                                                                                 project, monkeypatch, cli, tmp_path):
     monkeypatch.setattr(transfer, "REMOTE_RSYNC", "rsync-not-installed")
     tree(project, {"pyproject.toml": "", "job.py": "import os\nopen(os.environ['AWSRUN_OUTPUT_DIR'] + '/r.txt', 'w')"
@@ -152,7 +152,12 @@ def test_without_rsync_on_the_instance_submit_and_pull_use_awsrun_own_transfer(s
         assert result.sync.files_sent == 2
         wait_for(lambda: (ssh_cluster.job("work") / "exit_code").exists(), timeout=30, what="the job to end")
         report = jobs.pull(host, project, "work", to=tmp_path / "back")
-    assert report.files == 1 and (tmp_path / "back" / "r.txt").read_text() == "done"
+        assert report.files == 1 and (tmp_path / "back" / "r.txt").read_text() == "done"
+        (project / "job.py").write_text("raise SystemExit(0)\n")
+        again = jobs.submit(host, jobs.SubmitRequest(project, "job.py", session="second"))
+        assert (again.sync.files_sent, again.sync.unchanged) == (1, 1)
+        assert jobs.pull(host, project, "work", to=tmp_path / "none", exclude=("*.txt",)).files == 0
+    assert (ssh_cluster.project(project) / "job.py").read_text() == "raise SystemExit(0)\n"
 
 
 class host_for:

@@ -35,6 +35,10 @@ class Result:
         return self
 
 
+class FileChanged(Exception):
+    """A file read from the instance is not the size it was listed with (it grew, shrank or was replaced)."""
+
+
 class Remote(Protocol):
     """A shell on "the instance". Implementations: SshRemote, LocalRemote."""
 
@@ -52,6 +56,11 @@ class Remote(Protocol):
     def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o644) -> None: ...
 
     def get_bytes(self, remote_path: str) -> bytes: ...
+
+    def sftp(self):
+        """A file session for the transfer without rsync (awsrun.sftp_session): paramiko's SFTPClient over
+        SSH, LocalFiles on this machine; the caller closes it."""
+        ...
 
     def interactive_argv(self, command: Command | None = None) -> list[str]:
         """argv of a local process that gives the user a terminal on the instance (for attach / ssh)."""

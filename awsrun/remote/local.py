@@ -4,10 +4,11 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from awsrun.errors import RemoteError
-from awsrun.remote.base import Command, LineSink, Result, as_shell
+from awsrun.remote.base import Command, FileChanged, LineSink, Result, as_shell
 
 
 class LocalRemote:
@@ -62,6 +63,104 @@ class LocalRemote:
         if command is None:
             return [os.environ.get("SHELL", "bash"), "-l"]
         return ["bash", "-c", as_shell(command)]
+
+    def sftp(self) -> "LocalFiles":
+        return LocalFiles(self.home)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class FileAttrs:
+    filename: str
+    st_mode: int
+    st_size: int
+    st_mtime: int
+
+
+class LocalFiles:
+    """The few calls of paramiko's SFTPClient that awsrun.sftp_transfer makes, on this machine's files
+    (the local provider without rsync): the same code moves files, as plain streamed copies. A relative
+    path is below `home`, as SFTP's are below the login's home."""
+
+    def __init__(self, home: Path):
+        self.home = home
+
+    def _here(self, path: str) -> str:
+        return os.path.join(self.home, os.path.expanduser(path))
+
+    def listdir_attr(self, path: str) -> list[FileAttrs]:
+        out = []
+        with os.scandir(self._here(path)) as entries:
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                out.append(FileAttrs(entry.name, info.st_mode, info.st_size, int(info.st_mtime)))
+        return out
+
+    def lstat(self, path: str) -> FileAttrs:
+        info = os.lstat(self._here(path))
+        return FileAttrs(os.path.basename(path), info.st_mode, info.st_size, int(info.st_mtime))
+
+    def stat(self, path: str) -> FileAttrs:
+        info = os.stat(self._here(path))
+        return FileAttrs(os.path.basename(path), info.st_mode, info.st_size, int(info.st_mtime))
+
+    def open(self, path: str, mode: str = "rb"):
+        flags = os.O_NOFOLLOW | (os.O_RDONLY if "r" in mode else os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        return os.fdopen(os.open(self._here(path), flags, 0o600), mode)
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(self._here(path))
+
+    def symlink(self, source: str, dest: str) -> None:
+        os.symlink(source, self._here(dest))
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        os.mkdir(self._here(path), mode)
+
+    def chmod(self, path: str, mode: int) -> None:
+        os.chmod(self._here(path), mode)
+
+    def utime(self, path: str, times: tuple[float, float]) -> None:
+        os.utime(self._here(path), times)
+
+    def posix_rename(self, old: str, new: str) -> None:
+        os.rename(self._here(old), self._here(new))
+
+    def remove(self, path: str) -> None:
+        os.unlink(self._here(path))
+
+    def rmdir(self, path: str) -> None:
+        os.rmdir(self._here(path))
+
+    def put_small_files(self, items: list) -> list[Exception | None]:
+        """What awsrun.remote.ssh.put_small_files does over SFTP, one file after the other."""
+        errors: list[Exception | None] = []
+        for item in items:
+            try:
+                with self.open(item.temp, "wb") as handle:
+                    handle.write(item.data)
+                self.chmod(item.temp, item.mode)
+                self.utime(item.temp, (item.seconds, item.seconds))
+                self.posix_rename(item.temp, item.target)
+                errors.append(None)
+            except OSError as exc:
+                errors.append(exc)
+        return errors
+
+    def get_small_files(self, items: list[tuple[str, int]]) -> list:
+        """What awsrun.remote.ssh.get_small_files does over SFTP, one file after the other."""
+        out: list = []
+        for path, size in items:
+            try:
+                with self.open(path, "rb") as handle:
+                    data = handle.read(size + 1)
+            except OSError as exc:
+                out.append(exc)
+                continue
+            out.append(data if len(data) == size else FileChanged("it is not its listed size"))
+        return out
 
     def close(self) -> None:
         pass

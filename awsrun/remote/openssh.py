@@ -221,6 +221,14 @@ class OpenSshRemote:
             raise RemoteError(f"cannot read {remote_path} on {self.name}: {_first_line(err)}")
         return out
 
+    def sftp(self):
+        """An SFTP session over the node's master: `ssh -s DEST sftp`, paramiko's client on its pipes."""
+        from awsrun.remote import sftp_pipe
+        from awsrun.remote.ssh import sftp_over
+
+        argv, cwd = self.argv("sftp")
+        return sftp_over(sftp_pipe.start([*argv[:-2], "-s", argv[-2], "sftp"], cwd, self.name), self.name)
+
     # --- terminals and tunnels -------------------------------------------------------------------
     def interactive_argv(self, command: Command | None = None) -> list[str]:
         """The system ssh for a real terminal (attach, ssh, tunnel), over the node's master when there is

@@ -9,16 +9,21 @@ import base64
 import select
 import socket
 import time
+from collections import deque
 from pathlib import Path
+from typing import Iterator
 
 import paramiko
+from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_FSETSTAT, CMD_HANDLE, CMD_OPEN, CMD_READ, CMD_WRITE,
+                           SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, SFTPError, int64)
 
 from awsrun.errors import HostKeyError, RemoteError
-from awsrun.remote.base import Command, LineSink, Result, as_shell
+from awsrun.remote.base import Command, FileChanged, LineSink, Result, as_shell
 from awsrun.remote.hostkeys import KnownHosts
 from awsrun.remote.target import SshTarget
 
 CHUNK = 64 * 1024
+SFTP_READ = 32 * 1024  # the read size every SFTP server serves whole
 
 
 def load_private_key(path: Path) -> paramiko.PKey:
@@ -178,6 +183,147 @@ class SshRemote:
         if self._sftp is None:
             self._sftp = self._client.open_sftp()
         return self._sftp
+
+    def sftp(self) -> paramiko.SFTPClient:
+        """A new SFTP session on this connection, for the caller to close (awsrun.sftp_transfer)."""
+        try:
+            return self._client.open_sftp()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise RemoteError(f"cannot open SFTP to {self.name}: {_describe(exc)}",
+                              hint="the instance's sshd needs its sftp subsystem (`Subsystem sftp ...`)") from None
+
+
+# what a broken SFTP session raises (SFTPError: packets that make no sense)
+SFTP_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
+
+
+def read_ahead(handle: paramiko.SFTPFile, size: int, window: int = 64) -> Iterator[bytes]:
+    """The first `size` bytes of an open SFTP file, in order, `window` reads of 32 KB in flight: one
+    round trip per window, not per read, in at most `window` x 32 KB of memory. paramiko's own
+    prefetch buffers without bound when the reader is slower than the wire (measured: 345 MB for a
+    300 MB file), and its plain reads wait a round trip each. A short read (the file shrank) or the
+    file's end before `size` raises FileChanged, and so does a last read past `size` (sent with the
+    others, no round trip of its own) that finds more."""
+    sftp, pending, offset = handle.sftp, deque(), 0
+
+    def ask() -> None:
+        nonlocal offset
+        length = min(SFTP_READ, size - offset) if offset < size else 1  # the last: is there more?
+        pending.append((sftp._async_request(type(None), CMD_READ, handle.handle, int64(offset), length), length))
+        offset += length
+
+    while offset <= size and len(pending) < window:
+        ask()
+    while pending:
+        number, length = pending.popleft()
+        try:
+            kind, message = sftp._read_response(number)  # answers come in order; a stale one is dropped
+        except EOFError:
+            if pending or offset <= size:
+                raise FileChanged("it ended before its listed size") from None
+            return  # the read past the end found nothing: the file is as listed
+        if kind != CMD_DATA:
+            raise SFTPError(f"expected data, got packet type {kind}")
+        data = message.get_string()
+        if offset > size and not pending:
+            raise FileChanged("it holds more than its listed size")
+        if len(data) != length:
+            raise FileChanged("a short read")
+        if offset <= size:
+            ask()
+        yield data
+
+
+def put_small_files(sftp: paramiko.SFTPClient, items: list) -> list[Exception | None]:
+    """Small files written whole, pipelined (the server answers in order): the opens of all of them in one
+    round trip, their writes, modes and times and closes in a second, and in a third the renames into
+    place of those that met no error (a rename never follows a write that failed). `items`: objects
+    with temp, target, data, mode, seconds. -> per item None, or its first error."""
+    opened = [sftp._async_request(type(None), CMD_OPEN, item.temp, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE |
+                                  SFTP_FLAG_TRUNC, paramiko.SFTPAttributes()) for item in items]
+    errors: list[Exception | None] = [None] * len(items)
+    handles = [_answer(sftp, number, errors, index) for index, number in enumerate(opened)]
+    asked = []
+    for index, (item, handle) in enumerate(zip(items, handles)):
+        if handle is None:
+            continue
+        numbers = [sftp._async_request(type(None), CMD_WRITE, handle, int64(offset), item.data[offset:offset + SFTP_READ])
+                   for offset in range(0, len(item.data), SFTP_READ)]
+        attrs = paramiko.SFTPAttributes()
+        attrs.st_mode, attrs.st_atime, attrs.st_mtime = item.mode, item.seconds, item.seconds
+        numbers.append(sftp._async_request(type(None), CMD_FSETSTAT, handle, attrs))
+        numbers.append(sftp._async_request(type(None), CMD_CLOSE, handle))
+        asked.append((index, numbers))
+    for index, numbers in asked:
+        for number in numbers:
+            _answer(sftp, number, errors, index)
+    renamed = [(index, sftp._async_request(type(None), CMD_EXTENDED, "posix-rename@openssh.com", items[index].temp,
+                                           items[index].target)) for index, _ in asked if errors[index] is None]
+    for index, number in renamed:
+        _answer(sftp, number, errors, index)
+    return errors
+
+
+def get_small_files(sftp: paramiko.SFTPClient, items: list[tuple[str, int]]) -> list:
+    """Small files read whole, pipelined: the opens of all of them in one round trip, then each file's
+    reads, one read past its listed size and its close in a second. `items`: (path, listed size).
+    -> per item its bytes, or the error: FileChanged when it holds fewer or more bytes than listed."""
+    opened = [sftp._async_request(type(None), CMD_OPEN, path, SFTP_FLAG_READ, paramiko.SFTPAttributes())
+              for path, _ in items]
+    errors: list[Exception | None] = [None] * len(items)
+    handles = [_answer(sftp, number, errors, index) for index, number in enumerate(opened)]
+    asked = []
+    for index, ((_, size), handle) in enumerate(zip(items, handles)):
+        if handle is None:
+            continue
+        reads = [(sftp._async_request(type(None), CMD_READ, handle, int64(offset), min(SFTP_READ, size - offset)),
+                  min(SFTP_READ, size - offset)) for offset in range(0, size, SFTP_READ)]
+        probe = sftp._async_request(type(None), CMD_READ, handle, int64(size), 1)
+        asked.append((index, reads, probe, sftp._async_request(type(None), CMD_CLOSE, handle)))
+    out: list = list(errors)
+    for index, reads, probe, close in asked:
+        chunks = []
+        for number, length in reads:
+            data = _data(sftp, number)
+            chunks.append(data)
+            if out[index] is None and (data is None or len(data) != length):
+                out[index] = FileChanged("it ended before its listed size")
+        if _data(sftp, probe) and out[index] is None:
+            out[index] = FileChanged("it holds more than its listed size")
+        _answer(sftp, close, errors, index)
+        if out[index] is None:
+            out[index] = b"".join(chunks)
+    return out
+
+
+def _data(sftp: paramiko.SFTPClient, number: int) -> bytes | None:
+    """A read's bytes, or None at the file's end (or any error status)."""
+    try:
+        kind, message = sftp._read_response(number)
+    except (OSError, EOFError, SFTPError):
+        return None
+    return message.get_string() if kind == CMD_DATA else None
+
+
+def _answer(sftp: paramiko.SFTPClient, number: int, errors: list, index: int):
+    """The handle an answer carries (None for a status), the first error of item `index` kept."""
+    try:
+        kind, message = sftp._read_response(number)
+    except (OSError, SFTPError) as exc:  # an error status: this item's, the session goes on
+        errors[index] = errors[index] or exc
+        return None
+    return message.get_binary() if kind == CMD_HANDLE else None
+
+
+def sftp_over(channel, where: str) -> paramiko.SFTPClient:
+    """paramiko's SFTP client over any byte channel (awsrun.remote.sftp_pipe: the system ssh's pipes)."""
+    try:
+        return paramiko.SFTPClient(channel)
+    except SFTP_ERRORS as exc:
+        detail = getattr(channel, "complaint", lambda: "")() or _describe(exc)
+        channel.close()
+        raise RemoteError(f"cannot open SFTP to {where}: {detail}",
+                          hint="the instance's sshd needs its sftp subsystem (`Subsystem sftp ...`)") from None
 
 
 def _pump(
