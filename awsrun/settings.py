@@ -162,7 +162,7 @@ def _fix_hint(source: str, name: str, example: str, *, quoted: bool = True) -> s
 
 
 def _check_checkpoint_bucket(value: str, source: str) -> None:
-    from awsrun.checkpoints import parse_url
+    from awsrun.job.checkpoints import parse_url
 
     try:
         parse_url(value)

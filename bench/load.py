@@ -79,7 +79,7 @@ def bench_sync(box, scratch: Path, files: int, total: int) -> None:
 
 
 def bench_jobs(box, scratch: Path, runs: int) -> None:
-    from awsrun import jobs
+    from awsrun.job import jobs
     from awsrun.home import Home
     from awsrun.settings import Settings
 

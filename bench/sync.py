@@ -29,11 +29,12 @@ from loopback_host import Case, interleaved_medians, loopback, make_project, pri
 
 def child(project: Path, remote_root: str) -> None:
     """One sync as a command would do it, in this fresh process."""
-    from awsrun import jobs, sync, transfer
+    from awsrun.job import jobs
+    from awsrun.transfer import scan, rsync as transfer
     from awsrun.home import Home
     from awsrun.settings import load_settings
 
-    tree = sync.scan(project)
+    tree = scan.scan(project)
     with jobs.open_host(Home.from_env(), load_settings(project)) as host:
         report = transfer.push(host.remote, tree, remote_root)
     print(json.dumps(report.as_dict()))
@@ -47,7 +48,8 @@ def main() -> None:
     if args.child:
         return child(Path(args.child[0]), args.child[1])
 
-    from awsrun import jobs, sync, transfer
+    from awsrun.job import jobs
+    from awsrun.transfer import scan, rsync as transfer
     from awsrun.home import Home
     from awsrun.settings import load_settings
 
@@ -79,7 +81,7 @@ def main() -> None:
             open_host = jobs.open_host(Home(box.awsrun_home), settings)
 
             def awsrun_open(i: int) -> None:
-                transfer.push(open_host.remote, sync.scan(project), f"~/a-open-{files}")
+                transfer.push(open_host.remote, scan.scan(project), f"~/a-open-{files}")
 
             cases = [
                 Case(f"rsync -az, fresh ssh ({files} files)", rsync(f"r-fresh-{files}"), edit),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from loopback_host import REPO, loopback
 
-from awsrun.bootstrap import bootstrap_node
+from awsrun.setup.bootstrap import bootstrap_node
 from awsrun.remote.ssh import SshTarget, connect
 from tests.harness.sshd import USER
 from tests.harness.torch_host import PIP_ARGS, settings

@@ -1,4 +1,4 @@
-"""Moving big results and many files: awsrun (awsrun.transfer: rsync over its kept OpenSSH master) beside
+"""Moving big results and many files: awsrun (awsrun.transfer.rsync: rsync over its kept OpenSSH master) beside
 `rsync -a` over the SAME master connection, on one loopback sshd host of the test harness, in the same
 run (cases interleaved, medians of N):
 
@@ -12,7 +12,7 @@ run (cases interleaved, medians of N):
     first submit  10,000 files / 1 GB into an empty directory: awsrun submit (fresh process) against
                 `rsync -a` + `ssh tmux new` over the same master
     delta       bytes on the wire to push, and to pull, a 500 MB file after 1 MB was appended to it
-    --fallback  also awsrun's transfer where rsync is missing (SFTP, awsrun.sftp_transfer/sftp_pull), push
+    --fallback  also awsrun's transfer where rsync is missing (SFTP, awsrun.transfer.sftp_push/sftp_pull), push
                 and pull beside `rsync -a` over the same master, with the peak RSS of awsrun, of the ssh
                 it runs, and of the host's sshd serving the SFTP session
 
@@ -47,7 +47,7 @@ MiB = 1 << 20
 
 
 def open_host(project: Path):
-    from awsrun import jobs
+    from awsrun.job import jobs
     from awsrun.home import Home
     from awsrun.settings import load_settings
 
@@ -56,17 +56,17 @@ def open_host(project: Path):
 
 def child(verb: str, project: Path, remote: str, local: str) -> None:
     """One push or pull as a command does it, in this fresh process; prints its report and peak RSS."""
-    from awsrun import sftp_pull, sftp_transfer, sync, transfer, transfer_pull
+    from awsrun.transfer import sftp_pull, sftp_push, scan, rsync, rsync_pull as transfer_pull
 
     with open_host(project) as host:
         if verb == "sftp-push":
-            report = sftp_transfer.push(host.remote, sync.scan(project), remote).as_dict()
+            report = sftp_push.push(host.remote, scan.scan(project), remote).as_dict()
         elif verb == "sftp-pull":
             report = sftp_pull.pull(host.remote, remote, Path(local)).as_dict()
         elif verb == "push":
-            report = transfer.push(host.remote, sync.scan(project), remote).as_dict()
+            report = rsync.push(host.remote, scan.scan(project), remote).as_dict()
         elif verb == "submit":  # `remote`: the session's name
-            from awsrun import jobs
+            from awsrun.job import jobs
 
             report = jobs.submit(host, jobs.SubmitRequest(project, "jobs/quick.py", (), remote)).sync.as_dict()
         else:
@@ -116,7 +116,7 @@ def print_rss(rss: dict[str, list[int]], runs: int) -> None:
 @dataclass
 class Bench:
     scratch: Path
-    shell: object          # awsrun.transfer.Shell: ssh argv over the kept master, destination, cwd
+    shell: object          # awsrun.transfer.rsync.Shell: ssh argv over the kept master, destination, cwd
     ssh: list[str]         # rsync's -e over that master
     dest: str
     home: Path             # the host user's home, as this machine sees it
@@ -131,7 +131,7 @@ class Bench:
 
 def resubmit_rows(bench: Bench) -> None:
     """jobs.submit over the open connection against rsync -az + ssh tmux new: one file changed, then none."""
-    from awsrun import jobs
+    from awsrun.job import jobs
 
     small = make_project(bench.scratch / "small", 200, 5_000_000)
     edited = small / "pkg3" / "mod3.py"
@@ -171,7 +171,7 @@ def resubmit_rows(bench: Bench) -> None:
 def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, list[int]]) -> None:
     """A first submit of FILES files / MEGABYTES MB (random bytes, a few directories deep) into an empty
     directory: `awsrun submit` in a fresh process against rsync -a + ssh tmux new over the same master."""
-    from awsrun.projects import project_remote_dir
+    from awsrun.job.projects import project_remote_dir
 
     project = bench.scratch / "many"
     (project / "jobs").mkdir(parents=True)
@@ -305,7 +305,7 @@ def main() -> None:
     if args.child:
         return child(args.child[0], Path(args.child[1]), args.child[2], args.child[3])
 
-    from awsrun import sync, transfer, transfer_pull
+    from awsrun.transfer import scan, rsync, rsync_pull as transfer_pull
 
     with loopback() as box, tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as scratch:
         scratch = Path(scratch)
@@ -320,7 +320,7 @@ def main() -> None:
             first.remote.run("true")
         host = open_host(project)           # from now on: the system ssh over awsrun's kept master
         host.remote.run("true")
-        shell = transfer.shell_of(host.remote)  # the baseline rides the same master
+        shell = rsync.shell_of(host.remote)  # the baseline rides the same master
         assert any(word.startswith("ControlPath=") for word in shell.ssh), shell.ssh
         ssh = ["-e", shlex.join(shell.ssh)]
         dest = shell.destination
@@ -383,12 +383,12 @@ def main() -> None:
             for _ in range(args.delta_mb):
                 handle.write(os.urandom(1_000_000))
         with open_host(delta) as dhost:
-            transfer.push(dhost.remote, sync.scan(delta), "~/delta")
+            rsync.push(dhost.remote, scan.scan(delta), "~/delta")
             pulled = scratch / "delta-back"
             transfer_pull.pull(dhost.remote, "~/delta", pulled)
             with open(big, "ab") as handle:
                 handle.write(os.urandom(1_000_000))
-            pushed = transfer.push(dhost.remote, sync.scan(delta), "~/delta")
+            pushed = rsync.push(dhost.remote, scan.scan(delta), "~/delta")
             transfer_pull.pull(dhost.remote, "~/delta", pulled)  # level again
             with open(home / "delta" / "metrics.bin", "ab") as handle:
                 handle.write(os.urandom(1_000_000))

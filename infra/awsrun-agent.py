@@ -14,7 +14,7 @@ from nvidia-smi at every tick): a hung loop or a forgotten notebook counts as id
 nvidia-smi, an error) counts as busy: the agent never stops an instance on a guess.
 The stop itself is `shutdown`: the instance was launched with InstanceInitiatedShutdownBehavior=stop
 (or terminate, for --autostop-down), so the OS halting is what stops (or ends) the billing.
-Jobs live in ~/.awsrun/jobs/NAME/ (see awsrun/tmux.py): a job is running while its tmux session exists
+Jobs live in ~/.awsrun/jobs/NAME/ (see awsrun/job/tmux.py): a job is running while its tmux session exists
 and it has no exit_code file; `pid` is the job's process, `launch` the shell line that started it.
 """
 from __future__ import annotations

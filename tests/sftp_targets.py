@@ -31,7 +31,7 @@ def open_target(kind: str, request, tmp_path: Path, monkeypatch) -> Target:
     if kind == "local":
         path = tmp_path / "machine" / "p"
         return Target(kind, LocalRemote(), str(path), path)
-    from awsrun import jobs
+    from awsrun.job import jobs
     from awsrun.home import Home
     from awsrun.settings import load_settings
 

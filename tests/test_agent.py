@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import tmux
+from awsrun.job import tmux
 from awsrun.remote.ssh import SshTarget, connect
 
 AGENT = Path(__file__).resolve().parents[1] / "infra" / "awsrun-agent.py"

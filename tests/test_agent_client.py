@@ -1,6 +1,6 @@
 import pytest
 
-from awsrun.agent import describe_duration, parse_duration
+from awsrun.setup.agent import describe_duration, parse_duration
 from awsrun.errors import ConfigError
 
 
@@ -25,14 +25,14 @@ def test_describe_duration_round_trips():
 
 @pytest.mark.parametrize("text, value", [("5%", 5.0), ("5", 5.0), (" 12.5 % ", 12.5), ("100%", 100.0)])
 def test_parse_percent(text, value):
-    from awsrun.agent import parse_percent
+    from awsrun.setup.agent import parse_percent
 
     assert parse_percent(text) == value
 
 
 @pytest.mark.parametrize("text", ["0%", "150%", "five", "-3"])
 def test_bad_percent_is_one_line(text):
-    from awsrun.agent import parse_percent
+    from awsrun.setup.agent import parse_percent
 
     with pytest.raises(ConfigError) as raised:
         parse_percent(text)
@@ -40,8 +40,8 @@ def test_bad_percent_is_one_line(text):
 
 
 def test_gpu_idle_rides_with_the_autostop_setting_and_needs_a_duration():
-    from awsrun.agent import Autostop
-    from awsrun.autostop import for_up
+    from awsrun.setup.agent import Autostop
+    from awsrun.cluster.autostop import for_up
     from awsrun.settings import Settings
 
     setting = for_up(Settings(autostop="30m"), frozenset({"autostop"}), False, None, 5.0)

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from awsrun import autostop
-from awsrun.agent import Autostop
+from awsrun.cluster import autostop
+from awsrun.setup.agent import Autostop
 from awsrun.errors import ConfigError
 from awsrun.progress import Silent
 from awsrun.settings import Settings

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from awsrun import aws_cluster
-from awsrun.cluster_status import status
+from awsrun.cluster import ec2 as aws_cluster
+from awsrun.cluster.status import status
 from awsrun.home import Home
 from awsrun.providers.aws import AwsProvider
 from awsrun.providers.aws_requests import tags

@@ -12,9 +12,9 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from awsrun import cluster_ops, clusters
+from awsrun.cluster import ops, up
 from awsrun.errors import CloudError, ConfigError, NotImplementedYet
-from awsrun.cluster_context import UpRequest
+from awsrun.cluster.context import UpRequest
 from awsrun.home import Home
 from awsrun.progress import Silent
 from awsrun.providers import aws_errors
@@ -84,7 +84,7 @@ def settings(**changes) -> Settings:
 
 
 def run_up(home: Home, aws, **changes):
-    return clusters.up(home, UpRequest(settings(**changes), bootstrap=False), Silent(), aws=aws)
+    return up.up(home, UpRequest(settings(**changes), bootstrap=False), Silent(), aws=aws)
 
 
 def recorded_instances(home: Home) -> list:
@@ -263,17 +263,17 @@ def test_spot_instance_that_cannot_stop(aws, ec2, home, fleet):
                             "request. You can only stop Spot Instances associated with persistent Spot Instance "
                             "requests.")
     with pytest.raises(aws_errors.SpotCannotStop) as raised:
-        cluster_ops.stop(home, settings(), Silent(), aws=aws_)
+        ops.stop(home, settings(), Silent(), aws=aws_)
     assert raised.value.message.startswith(f"{instance['InstanceId']} is a spot instance that cannot be stopped: ")
     assert "`awsrun down` terminates it" in raised.value.hint
-    cluster_ops.down(home, settings(), Silent())
+    ops.down(home, settings(), Silent())
     assert live_instances(ec2) == []
 
 
 def test_bootstrap_not_available_yet_fails_before_anything_is_launched(aws, ec2, home, monkeypatch):
-    monkeypatch.setitem(sys.modules, "awsrun.bootstrap", None)  # as if the module did not exist
+    monkeypatch.setitem(sys.modules, "awsrun.setup.bootstrap", None)  # as if the module did not exist
     with pytest.raises(NotImplementedYet, match="bootstrap is not available yet; use --no-bootstrap"):
-        clusters.up(home, UpRequest(settings()), Silent(), aws=AwsProvider)
+        up.up(home, UpRequest(settings()), Silent(), aws=AwsProvider)
     assert live_instances(ec2) == []
 
 

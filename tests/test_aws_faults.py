@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from awsrun import cluster_ops
-from awsrun.cluster_status import status
+from awsrun.cluster import ops
+from awsrun.cluster.status import status
 from awsrun.errors import CloudError
 from awsrun.progress import Silent
 from awsrun.providers import aws_errors
@@ -57,12 +57,12 @@ def test_throttled_status_and_terminate_keep_the_records_and_the_reruns_complete
     terminate = Injector(max_attempts=2).error("TerminateInstances", "RequestLimitExceeded",
                                                "Request limit exceeded.", status=503)
     with pytest.raises(aws_errors.ThrottledError) as raised:
-        cluster_ops.down(home, settings(), Silent(), aws=terminate)
+        ops.down(home, settings(), Silent(), aws=terminate)
     assert terminate.sent["TerminateInstances"] == 2
     assert one_line(raised.value) == "AWS throttled awsrun's requests (RequestLimitExceeded) after 2 attempts"
     assert [r.id for r in recorded_instances(home)] == [instance["InstanceId"]]  # still known: down can finish
     assert [i["InstanceId"] for i in live_instances(ec2)] == [instance["InstanceId"]]
 
-    result = cluster_ops.down(home, settings(), Silent(), aws=AwsProvider)
+    result = ops.down(home, settings(), Silent(), aws=AwsProvider)
     assert result.terminated == (instance["InstanceId"],)
     assert recorded_instances(home) == [] and live_instances(ec2) == []

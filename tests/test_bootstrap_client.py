@@ -1,4 +1,4 @@
-"""awsrun.bootstrap without a host: the protocol parsers, the probe, the stack a node gets, the argv, and
+"""awsrun.setup.bootstrap without a host: the protocol parsers, the probe, the stack a node gets, the argv, and
 the reboot / lost-connection loop against a scripted Remote (a real test host must never reboot)."""
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import bootstrap as bs
-from awsrun.bootstrap import BootstrapError, UnsupportedStackError, bootstrap_node
-from awsrun.bootstrap_plan import Probe, bootstrap_argv, node_stack, parse_probe, probe_command
-from awsrun.bootstrap_report import STEPS, StepEvent, StepResult, VerifyResult, parse_event, parse_verify
+from awsrun.setup import bootstrap as bs
+from awsrun.setup.bootstrap import BootstrapError, UnsupportedStackError, bootstrap_node
+from awsrun.setup.bootstrap_plan import Probe, bootstrap_argv, node_stack, parse_probe, probe_command
+from awsrun.setup.bootstrap_report import STEPS, StepEvent, StepResult, VerifyResult, parse_event, parse_verify
 from awsrun.cli.bootstrap import STEPS as CLI_STEPS
 from awsrun.errors import ConfigError, RemoteError
 from awsrun.remote.base import Result
 from awsrun.settings import Settings
-from awsrun.stack import choose_stack
+from awsrun.setup.stack import choose_stack
 
 UBUNTU_2204 = 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="22.04"\n'
 

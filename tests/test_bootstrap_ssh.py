@@ -1,4 +1,4 @@
-"""The real infra/bootstrap.sh, driven by awsrun.bootstrap over SSH, on the loopback `ubuntu` hosts.
+"""The real infra/bootstrap.sh, driven by awsrun.setup.bootstrap over SSH, on the loopback `ubuntu` hosts.
 
 torch comes from the local wheelhouse (tests/harness/torch_host.py; `.ci/run` builds it), so pip never
 leaves the machine. The session makes one torch venv (a torch venv costs ~30-60 s to install and as
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.bootstrap import BootstrapError, bootstrap_node
-from awsrun.bootstrap_plan import packaged_script
-from awsrun.bootstrap_report import STEPS
+from awsrun.setup.bootstrap import BootstrapError, bootstrap_node
+from awsrun.setup.bootstrap_plan import packaged_script
+from awsrun.setup.bootstrap_report import STEPS
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS, settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.catalog import gpu_types, load_catalog, lookup, on_demand_price, quota_names
+from awsrun.setup.catalog import gpu_types, load_catalog, lookup, on_demand_price, quota_names
 
 REPO = Path(__file__).resolve().parents[1]
 CAPABILITY = {"K80": "3.7", "V100": "7.0", "T4": "7.5", "A10G": "8.6", "L4": "8.9", "L40S": "8.9",
@@ -97,7 +97,7 @@ def test_quota_name_of_an_unrecognised_family_raises():
 
 def test_catalog_and_stack_stay_import_light():
     code = (
-        "import sys, awsrun.catalog, awsrun.stack\n"
+        "import sys, awsrun.setup.catalog, awsrun.setup.stack\n"
         "heavy = {'boto3', 'botocore', 'click', 'torch', 'rich', 'paramiko'}\n"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
     )

@@ -12,8 +12,8 @@ from urllib.parse import unquote
 import boto3
 import pytest
 
-from awsrun import checkpoints, recover
-from awsrun.checkpoints import BucketUrl
+from awsrun.job import checkpoints, recover
+from awsrun.job.checkpoints import BucketUrl
 from awsrun.providers.aws import AwsProvider
 from awsrun.providers.aws_errors import AccessDeniedError
 from tests.harness.cli import REPO, guarded_env

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from awsrun import checkpoints
-from awsrun.checkpoints import BucketUrl, MirrorPlan, parse_url
+from awsrun.job import checkpoints
+from awsrun.job.checkpoints import BucketUrl, MirrorPlan, parse_url
 from awsrun.errors import ConfigError
 from awsrun.settings import load_settings
 

@@ -151,7 +151,7 @@ def test_env_values_reach_the_job_through_stdin_never_a_command_line(project, lo
                                                                      monkeypatch):
     """In process, over the real local Remote with every command it runs recorded: a --env secret is in
     no command text (any user of the target can read command lines), only in a 0600 file and the job."""
-    from awsrun import jobs
+    from awsrun.job import jobs
     from awsrun.home import Home
     from awsrun.settings import Settings
 

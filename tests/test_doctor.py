@@ -12,11 +12,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from awsrun import doctor
-from awsrun.doctor import CHECK_NAMES, Check
+from awsrun.account import doctor
+from awsrun.account.doctor import CHECK_NAMES, Check
 from awsrun.home import Home
 from awsrun.providers.aws_clients import AwsClients
-from awsrun.quota import Quota, QuotaCheck
+from awsrun.account.quota import Quota, QuotaCheck
 
 G_ON_DEMAND = "Running On-Demand G and VT instances"
 ALL_TOOLS = {"ssh": "/usr/bin/ssh", "rsync": "/usr/bin/rsync", "tmux": "/usr/bin/tmux"}
@@ -282,4 +282,4 @@ def test_doctor_flags_loose_keys_and_a_missing_include(aws, cli, tmp_path):
 def test_doctor_help_does_not_import_boto3(cli):
     result = cli("doctor", "--help", env={"PYTHONVERBOSE": "1"})
     assert result.exit_code == 0 and "--instance-type" in result.stdout
-    assert "import 'boto3'" not in result.stderr and "import 'awsrun.quota'" not in result.stderr
+    assert "import 'boto3'" not in result.stderr and "import 'awsrun.account.quota'" not in result.stderr

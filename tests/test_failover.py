@@ -12,9 +12,9 @@ import subprocess
 import boto3
 import pytest
 
-from awsrun import clusters, failover
+from awsrun.cluster import up, failover
 from awsrun.errors import ConfigError
-from awsrun.cluster_context import UpRequest
+from awsrun.cluster.context import UpRequest
 from awsrun.home import Home
 from awsrun.progress import Silent
 from awsrun.providers.aws_errors import AccessDeniedError, CapacityError
@@ -40,7 +40,7 @@ def run_up(home: Home, fleet=None, retry: failover.Retry | None = None, **change
     if fleet is not None:
         changes["ssh_proxy_command"] = fleet.proxy_command
     request = UpRequest(settings(**changes), bootstrap=False, retry=retry)
-    return clusters.up(home, request, Silent())
+    return up.up(home, request, Silent())
 
 
 def ec2_in(aws, region: str):
@@ -154,7 +154,7 @@ def test_several_nodes_fall_over_as_a_whole_and_stay_in_one_zone(aws, ec2, home,
     aws.fail_launches("InsufficientInstanceCapacity", instance_type="g4dn.xlarge", after=1)
     request = UpRequest(settings(region="us-east-1", instance_type="g4dn.xlarge,g5.xlarge",
                                  ssh_proxy_command=fleet.proxy_command), nodes=2, bootstrap=False)
-    result = clusters.up(home, request, Silent())
+    result = up.up(home, request, Silent())
     nodes = live(ec2)
     assert sorted(i["InstanceType"] for i in nodes) == ["g5.xlarge", "g5.xlarge"]
     assert len({i["Placement"]["AvailabilityZone"] for i in nodes}) == 1

@@ -197,7 +197,7 @@ NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SES
 
 
 def test_prices_without_credentials_or_region_shows_the_dated_list_prices_and_says_why_no_spot(cli):
-    from awsrun import catalog
+    from awsrun.setup import catalog
 
     shipped = catalog.load_catalog()
     offline = cli("prices", "--gpu", "T4", "--json", env={**NO_CREDENTIALS, "AWS_REGION": "", "AWS_DEFAULT_REGION": ""})
@@ -242,8 +242,8 @@ def test_status_cached_imports_none_of_the_cloud_code(cli):
     assert cli("up", "--local", "--no-bootstrap").exit_code == 0
     probe = ("import sys; from awsrun.cli import cli; import click.testing as t; "
              "r = t.CliRunner().invoke(cli, ['status', '--cached']); assert r.exit_code == 0, r.output; "
-             "print(sorted(m for m in sys.modules if m in ('awsrun.clusters', 'awsrun.aws_cluster', 'awsrun.autostop', "
-             "'awsrun.keys', 'awsrun.access') or m.startswith(('awsrun.providers', 'boto3', 'botocore', 'paramiko'))))")
+             "print(sorted(m for m in sys.modules if m in ('awsrun.cluster.up', 'awsrun.cluster.ec2', 'awsrun.cluster.autostop', "
+             "'awsrun.cluster.keys', 'awsrun.cluster.access') or m.startswith(('awsrun.providers', 'boto3', 'botocore', 'paramiko'))))")
     out = subprocess.run([sys.executable, "-c", probe], env=cli.environment(), cwd=cli.cwd, capture_output=True,
                          text=True)
     assert (out.returncode, out.stdout.strip()) == (0, "[]"), out

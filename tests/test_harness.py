@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import tmux
+from awsrun.job import tmux
 from awsrun.errors import HostKeyError, RemoteError
 from awsrun.remote.ssh import SshTarget, connect
 from tests.harness.cli import guarded_env

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import checkpoints
-from awsrun.checkpoints import BucketUrl
+from awsrun.job import checkpoints
+from awsrun.job.checkpoints import BucketUrl
 from awsrun.providers import aws_network_requests as net
 from awsrun.providers import aws_requests as req
 from tests.harness.iam_policy import Request, allowed

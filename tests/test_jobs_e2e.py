@@ -44,7 +44,7 @@ print("stopped", flush=True)
 
 def test_script_resolution_cwd_then_project_root_then_jobs(tmp_path):
     from awsrun.errors import ConfigError, NotFoundError
-    from awsrun.jobs import resolve_script
+    from awsrun.job.jobs import resolve_script
 
     root = tmp_path / "proj"
     (root / "jobs" / "sub").mkdir(parents=True)
@@ -67,7 +67,7 @@ def test_script_resolution_cwd_then_project_root_then_jobs(tmp_path):
 
 def test_the_home_directory_is_never_synced_as_a_project(tmp_path, monkeypatch):
     from awsrun.errors import ConfigError
-    from awsrun.jobs import check_project_dir
+    from awsrun.job.jobs import check_project_dir
 
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(ConfigError, match="home directory"):
@@ -79,7 +79,7 @@ def test_the_home_directory_is_never_synced_as_a_project(tmp_path, monkeypatch):
 
 
 def test_job_argv_and_display():
-    from awsrun.jobs import display_command, job_argv
+    from awsrun.job.jobs import display_command, job_argv
 
     assert job_argv("jobs/t.py", ("--a", "b c"), "python3") == (["python3", "jobs/t.py", "--a", "b c"], True)
     assert job_argv("run.sh", (), "python3") == (["bash", "run.sh"], False)
@@ -99,14 +99,14 @@ def test_job_argv_and_display():
     ({"alive": True}, "running", None),                       # a session awsrun did not start
 ])
 def test_job_states(raw, label, duration):
-    from awsrun.jobs import job_status
+    from awsrun.job.jobs import job_status
 
     status = job_status({"name": "w", "argv": [], **raw}, now=150.0)
     assert (status.label, status.duration) == (label, duration)
 
 
 def test_exit_status_of_a_followed_job():
-    from awsrun.jobs import KILLED_EXIT, JobEnd
+    from awsrun.job.jobs import KILLED_EXIT, JobEnd
 
     assert [JobEnd(0, False, False).status, JobEnd(3, False, False).status, JobEnd(130, True, False).status,
             JobEnd(None, False, False).status, JobEnd(None, False, True).status, JobEnd(300, False, False).status] == [
@@ -117,7 +117,7 @@ def test_ports_and_the_ssh_argv_for_tunnels_and_commands():
     from types import SimpleNamespace
 
     from awsrun.errors import ConfigError
-    from awsrun.jobs import parse_ports, ssh_argv, tunnel_argv
+    from awsrun.job.jobs import parse_ports, ssh_argv, tunnel_argv
 
     assert parse_ports(["6006", "16006:6006"]) == [(6006, 6006), (16006, 6006)]
     for bad in (["0"], ["70000"], ["a"], ["1:b"], []):
@@ -139,7 +139,7 @@ def test_ports_and_the_ssh_argv_for_tunnels_and_commands():
 
 def test_ssh_config_render_exact():
     from awsrun.errors import ConfigError
-    from awsrun.sshconfig import HostEntry, render
+    from awsrun.cluster.sshconfig import HostEntry, render
 
     entry = HostEntry("gpu", "1.2.3.4", 22, "ubuntu", "/home/me/my keys/k%1", "/home/me/.awsrun/known_hosts",
                       "i-0abc", "aws ssm start-session --target %h --parameters portNumber=%p")

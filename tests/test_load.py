@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import jobs
+from awsrun.job import jobs
 from awsrun.home import Home
 from awsrun.settings import Settings
 from tests.harness.clusters import ssh_cluster, wait_for  # noqa: F401  (fixture)
@@ -117,7 +117,7 @@ class PagedAws:
 
 @pytest.mark.slow
 def test_two_hundred_instances_status_paginates_and_stays_right(cli, ec2, awsrun_home):
-    from awsrun.cluster_status import status
+    from awsrun.cluster.status import status
 
     ids = launch_tagged(ec2, 200, "big")
     paged = PagedAws()

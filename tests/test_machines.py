@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from awsrun.errors import ConfigError
-from awsrun.machines import parse_host
+from awsrun.cluster.machines import parse_host
 
 
 @pytest.mark.parametrize("text, expected", [

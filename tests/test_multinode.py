@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from awsrun import clusters
-from awsrun.cluster_context import UpRequest
+from awsrun.cluster import up
+from awsrun.cluster.context import UpRequest
 from awsrun.home import Home
-from awsrun.projects import project_remote_dir
+from awsrun.job.projects import project_remote_dir
 from awsrun.progress import Silent
 from awsrun.providers.aws import AwsProvider
 from awsrun.providers.aws_errors import CapacityError
@@ -97,7 +97,7 @@ def test_endpoint_that_refuses_placement_groups_launches_without_one_and_says_so
     refusing = Injector().error("CreatePlacementGroup", "UnauthorizedOperation",
                                 "You are not authorized to perform this operation.", status=403)
     reporter = Silent()
-    result = clusters.up(home, UpRequest(_settings(fleet), nodes=3, bootstrap=False), reporter,
+    result = up.up(home, UpRequest(_settings(fleet), nodes=3, bootstrap=False), reporter,
                          aws=refusing)
     assert len(result.launched) == 3 and len(live(ec2)) == 3
     (warning,) = reporter.warnings
@@ -139,7 +139,7 @@ def test_a_node_that_cannot_launch_rolls_the_cluster_back_by_default(aws, ec2, f
     home = Home(tmp_path / "home").ensure()
     injector = _no_capacity()
     with pytest.raises(CapacityError) as raised:
-        clusters.up(home, UpRequest(_settings(fleet), nodes=3, bootstrap=False), Silent(), aws=injector)
+        up.up(home, UpRequest(_settings(fleet), nodes=3, bootstrap=False), Silent(), aws=injector)
     assert injector.sent["RunInstances"] == 3  # the third node in the cluster's zone, once: no other zone
     message = raised.value.message
     assert message.startswith("node 2 of cluster 'default' could not launch (AWS has no on-demand capacity "
@@ -160,7 +160,7 @@ def test_a_node_that_cannot_launch_can_be_left_out_when_asked(aws, ec2, fleet, t
 
     reporter = Silent()
     request = UpRequest(_settings(fleet), nodes=3, bootstrap=False, on_partial="ask", choose_partial=choose)
-    result = clusters.up(home, request, reporter, aws=_no_capacity())
+    result = up.up(home, request, reporter, aws=_no_capacity())
     assert asked == [(2, 2, 3)]
     assert sorted(node_of(i) for i in live(ec2)) == [0, 1]
     assert [r.node for r in result.instances] == [0, 1]
@@ -171,9 +171,9 @@ def test_a_node_that_cannot_launch_can_be_left_out_when_asked(aws, ec2, fleet, t
 
 
 def clusters_ops_down(home: Home) -> None:
-    from awsrun import cluster_ops
+    from awsrun.cluster import ops
 
-    cluster_ops.down(home, Settings(), Silent(), aws=AwsProvider)
+    ops.down(home, Settings(), Silent(), aws=AwsProvider)
 
 
 # --- torchrun across two loopback SSH hosts ---------------------------------------------------------------
@@ -293,8 +293,8 @@ def test_torchrun_on_two_ssh_hosts_is_one_job_of_world_size_two(torch_host, seco
 
 
 def test_job_state_across_nodes_failed_if_any_failed_running_while_any_runs():
-    from awsrun.jobs import JobStatus
-    from awsrun.multinode import aggregate
+    from awsrun.job.jobs import JobStatus
+    from awsrun.job.multinode import aggregate
 
     def status(state, code=None):
         return JobStatus("work", state, code, 1.0, None, None, ["python", "x.py"])
@@ -310,7 +310,7 @@ def test_job_state_across_nodes_failed_if_any_failed_running_while_any_runs():
 
 
 def test_torchrun_words_and_rendezvous_builders():
-    from awsrun.multinode import endpoint, gpus_per_node, node_env, rdzv_port, torchrun_words
+    from awsrun.job.multinode import endpoint, gpus_per_node, node_env, rdzv_port, torchrun_words
 
     assert torchrun_words(nnodes=3, nproc_per_node=8, node_rank=2, endpoint="10.0.0.5:29511", rdzv_id="work") == [
         "-m", "torch.distributed.run", "--nnodes", "3", "--nproc-per-node", "8", "--node-rank", "2",
@@ -325,8 +325,8 @@ def test_nodes_bootstrap_in_parallel_with_lines_per_node_and_a_failure_names_its
     import threading
     from contextlib import contextmanager
 
-    from awsrun import cluster_nodes
-    from awsrun.cluster_context import Run
+    from awsrun.cluster import nodes as cluster_nodes
+    from awsrun.cluster.context import Run
     from awsrun.errors import RemoteError
     from awsrun.state import ClusterRecord, InstanceRecord
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from awsrun import prices
+from awsrun.account import prices
 from awsrun.errors import ConfigError
 from awsrun.providers import aws_requests as req
 from awsrun.state import InstanceRecord

@@ -23,7 +23,7 @@ def snapshot(root: Path, skip: Path) -> dict[str, bytes | str]:
 
 def test_pull_destinations_stay_in_the_project_unless_asked_otherwise(tmp_path):
     from awsrun.errors import ConfigError
-    from awsrun.jobs import pull_paths
+    from awsrun.job.jobs import pull_paths
 
     project = tmp_path / "proj"
     assert pull_paths(project, "~/awsrun/proj", "work") == ("~/awsrun/proj/runs/work", project / "runs" / "work")

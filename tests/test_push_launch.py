@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from awsrun import jobs, pushcache, sync, transfer
+from awsrun.job import jobs
+from awsrun.transfer import pushcache, scan, rsync as transfer
 from tests.harness.clusters import ssh_cluster, wait_for  # noqa: F401 (fixture)
 from tests.test_transfer import host_for
 
@@ -84,7 +85,7 @@ def test_a_submit_is_one_session_and_nothing_changed_sends_no_file(ssh_cluster, 
         assert submit(host, project, "e").sync.files_sent == 0 and sessions.count() == (1, 0)
     remote = {p.relative_to(copy).as_posix() for p in copy.rglob("*")
               if (p.is_file() or p.is_symlink()) and "runs" not in p.parts}
-    assert remote == set(sync.scan(project).entries)
+    assert remote == set(scan.scan(project).entries)
 
 
 @pytest.mark.parametrize("changed", [False, True], ids=["nothing-changed", "one-file-changed"])

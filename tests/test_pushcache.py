@@ -1,4 +1,4 @@
-"""Without rsync, submit in one round trip (awsrun.pushcache): after a first submit the remembered manifest lets the next
+"""Without rsync, submit in one round trip (awsrun.transfer.pushcache): after a first submit the remembered manifest lets the next
 one check + sync + launch in a single remote command; anything changed on the target sends it back to
 two; a running job of that name refuses before a file is written. Counted on the local provider (the
 same jobs.submit code as over SSH) with a wrapper that records each remote command."""
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import jobs
+from awsrun.job import jobs
 from awsrun.home import Home
 from awsrun.settings import load_settings
 from tests.harness.clusters import _env_for, local_cluster, wait_for  # noqa: F401 (fixture)

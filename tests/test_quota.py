@@ -1,4 +1,4 @@
-"""awsrun.quota: the GPU vCPU quota that governs a launch, increase requests, and the cached pre-launch check.
+"""awsrun.account.quota: the GPU vCPU quota that governs a launch, increase requests, and the cached pre-launch check.
 
 EC2 (offerings, running instances) is the harness's moto endpoint. Moto's Service Quotas serves only the
 `vpc` service (no ec2 quotas, no ListServiceQuotas, no requests or their history), so Service Quotas
@@ -15,12 +15,12 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from awsrun import launch_check, quota, quota_requests
+from awsrun.account import launch_check, quota, quota_requests
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
 from awsrun.providers.aws_clients import AwsClients
 from awsrun.providers.aws_errors import TypeNotOffered
-from awsrun.quota import Quota, QuotaCheck
+from awsrun.account.quota import Quota, QuotaCheck
 
 UBUNTU = "ami-0ubuntu2204a"
 G_ON_DEMAND = "Running On-Demand G and VT instances"

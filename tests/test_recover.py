@@ -18,7 +18,7 @@ from typing import Callable
 import boto3
 import pytest
 
-from awsrun.projects import project_remote_dir
+from awsrun.job.projects import project_remote_dir
 from tests.harness.clusters import local_cluster, wait_for  # noqa: F401 (a fixture)
 from tests.harness.sshd import USER, SshHost
 from tests.harness.torch_host import PIP_ARGS
@@ -253,7 +253,7 @@ def test_on_the_local_provider_the_mirror_uses_this_machines_credentials_and_its
         cli, aws, local_cluster, s3, project, tmp_path):
     cli.env["AWSRUN_CHECKPOINT_EVERY"] = "0.3"
     # this machine's credentials as a file: the credentials in awsrun's environment never reach the job's
-    # tmux server (awsrun.tmux.SECRET_ENV), so the mirror beside the job reads the shared credentials file
+    # tmux server (awsrun.job.tmux.SECRET_ENV), so the mirror beside the job reads the shared credentials file
     credentials = tmp_path / "aws-credentials"
     credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
     cli.env["AWS_SHARED_CREDENTIALS_FILE"] = str(credentials)

@@ -7,7 +7,7 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-from awsrun import requirements
+from awsrun.job import requirements
 from tests.harness.clusters import ssh_cluster_on
 
 

@@ -20,7 +20,8 @@ SIZE = 300 * 1000 * 1000
 CHILD = r"""
 import json, os, resource, sys, threading, time
 from pathlib import Path
-from awsrun import jobs, sftp_pull, sftp_transfer, sync
+from awsrun.job import jobs
+from awsrun.transfer import sftp_pull, sftp_push, scan
 from awsrun.home import Home
 from awsrun.settings import load_settings
 

@@ -1,4 +1,4 @@
-"""Pull without rsync (awsrun.sftp_pull) trusts no remote byte: over the local provider and both SSH layers,
+"""Pull without rsync (awsrun.transfer.sftp_pull) trusts no remote byte: over the local provider and both SSH layers,
 only regular files with plain names are written, only under the destination, never through a symlink,
 never more bytes than listed, never a partial file under its final name; a complete file is not fetched
 again; --include/--exclude work as with rsync."""
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import sftp_pull, sftp_session, sync
+from awsrun.transfer import sftp_pull, sftp_session, scan
 from awsrun.errors import NotFoundError
 from awsrun.remote.local import FileAttrs, LocalFiles, LocalRemote
 from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
@@ -126,7 +126,7 @@ def test_an_interrupted_pull_leaves_no_partial_file_and_the_next_one_completes(t
     with pytest.raises(KeyboardInterrupt):
         sftp_pull.pull(target.remote, target.root, dest)
     monkeypatch.setattr(sftp_session.Meter, "add", added)
-    assert not (dest / "big.bin").exists() and not [p for p in dest.iterdir() if p.name.startswith(sync.TEMP_PREFIX)]
+    assert not (dest / "big.bin").exists() and not [p for p in dest.iterdir() if p.name.startswith(scan.TEMP_PREFIX)]
     report = sftp_pull.pull(target.remote, target.root, dest)
     assert (dest / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
     assert report.files + report.unchanged == 2 and (dest / "a.txt").read_text() == "a"

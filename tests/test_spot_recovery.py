@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 
-from awsrun.agent import install_agent
+from awsrun.setup.agent import install_agent
 from awsrun.remote.ssh import SshTarget, connect
 from tests.harness.clusters import ssh_cluster_on, wait_for
 from tests.harness.sshd import USER

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from awsrun.projects import project_remote_dir
+from awsrun.job.projects import project_remote_dir
 from tests.harness.clusters import local_cluster  # noqa: F401 (fixture)
 
 

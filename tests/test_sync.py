@@ -1,4 +1,4 @@
-"""awsrun.sync: the ignore rules (exact), the project scan, and the target's file list through the real
+"""awsrun.transfer.scan: the ignore rules (exact), the project scan, and the target's file list through the real
 walker program (run by a local shell, as the local provider does). Pushing itself: test_transfer (rsync)
 and test_sftp_push (without rsync)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import ignore, sync
+from awsrun.transfer import ignore, scan
 from awsrun.remote.local import LocalRemote
 
 PY = sys.executable
@@ -51,7 +51,7 @@ def test_parse_ignore_exact():
 
 def _ignored(rules_text: str, path: str, is_dir: bool = False, base: str = "") -> bool:
     tiers = ignore.compile_tiers([ignore.parse_ignore(rules_text, base)])
-    return sync.is_ignored(tiers, path, is_dir)
+    return scan.is_ignored(tiers, path, is_dir)
 
 
 @pytest.mark.parametrize("rules, path, is_dir, expected", [
@@ -105,7 +105,7 @@ def test_scan_applies_defaults_gitignore_and_awsrunignore_and_keeps_odd_names(tm
         "sub/.gitignore": "*.tmp\n", "sub/a.tmp": "", "other.tmp": "",
         ".awsrunignore": "!keep.log\n!/data/\nbig/\n", "big/blob": "",
     })
-    tree = sync.scan(root)
+    tree = scan.scan(root)
     assert sorted(tree.entries) == sorted([
         "train.py", "model.pt", *ODD, "src/data/loader.py", "src/runs.py", ".gitignore", "keep.log",
         "sub/.gitignore", "other.tmp", ".awsrunignore", "data/mnist.gz",
@@ -125,7 +125,7 @@ def test_scan_never_follows_a_symlink_out_of_the_project(tmp_path):
     (root / "climb").symlink_to("../outside/secret.txt")
     (root / "dangling").symlink_to("nowhere")
     os.mkfifo(root / "fifo")
-    tree = sync.scan(root)
+    tree = scan.scan(root)
     assert {k: v for k, v in tree.entries.items() if v[0] == "l"} == {
         "inside-rel": ["l", "lib/real.py"], "inside-abs": ["l", "lib"]}
     assert "to-dir/inner.txt" not in tree.entries
@@ -142,8 +142,8 @@ def test_stale_temp_files_of_a_dead_transfer_are_cleared_and_never_listed(tmp_pa
     target = _tree(tmp_path / "m", {"a.py": "a", ".awsrun-tmp-1-1": "half", "sub/.awsrun-tmp-2-1": "half"})
     old = time.time() - 3600
     os.utime(target / ".awsrun-tmp-1-1", (old, old))
-    result = LocalRemote().run(sync.manifest_command(str(target), PY), stdin=b"[[], [], []]")
-    assert list(sync.parse_manifest(result.stdout, "local")) == ["a.py"]
+    result = LocalRemote().run(scan.manifest_command(str(target), PY), stdin=b"[[], [], []]")
+    assert list(scan.parse_manifest(result.stdout, "local")) == ["a.py"]
     assert not (target / ".awsrun-tmp-1-1").exists()
     assert (target / "sub" / ".awsrun-tmp-2-1").exists()  # young: may belong to a transfer in progress
 
@@ -152,8 +152,8 @@ def test_the_helpers_ignore_the_targets_python_environment(tmp_path):
     """A PYTHONPATH on the target holding a module named like one the helpers import changes nothing."""
     shadow = _tree(tmp_path / "shadow", {name: "raise SystemExit(99)\n" for name in ("json.py", "re.py", "os.py")})
     root = _tree(tmp_path / "p", {"a.py": "a", "__pycache__/a.pyc": "c"})
-    tree = sync.scan(root)
+    tree = scan.scan(root)
     hostile = f"PYTHONPATH={shlex.quote(str(shadow))} PYTHONSTARTUP={shlex.quote(str(shadow / 'json.py'))} "
-    listed = LocalRemote().run(hostile + sync.manifest_command(str(root), PY), stdin=sync.manifest_input(tree))
+    listed = LocalRemote().run(hostile + scan.manifest_command(str(root), PY), stdin=scan.manifest_input(tree))
     assert listed.exit_code == 0, listed.stderr
-    assert sync.parse_manifest(listed.stdout, "local") == tree.entries
+    assert scan.parse_manifest(listed.stdout, "local") == tree.entries

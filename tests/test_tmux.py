@@ -1,4 +1,4 @@
-"""awsrun.tmux: exact builders (hostile input included), then the same lines run by bash against a private
+"""awsrun.job.tmux: exact builders (hostile input included), then the same lines run by bash against a private
 tmux server, to show they do what the words say."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import start_lock, tmux
+from awsrun.job import start_lock, tmux
 from awsrun.errors import ConfigError
 from tests.harness.clusters import wait_for
 

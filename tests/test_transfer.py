@@ -1,4 +1,4 @@
-"""awsrun.transfer: rsync moves the files, and the guarantees stay. The ignore tiers as rsync filter rules
+"""awsrun.transfer.rsync: rsync moves the files, and the guarantees stay. The ignore tiers as rsync filter rules
 decide exactly as the walker does; a push deletes what the project lost and nothing ignored; deltas,
 resumed partial files, vanished files, hostile names and same-named projects, over the real rsync and the
 loopback SSH hosts."""
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import jobs, sync, transfer, transfer_pull
-from awsrun.projects import project_remote_dir
+from awsrun.job import jobs
+from awsrun.transfer import scan, rsync, rsync_pull
+from awsrun.job.projects import project_remote_dir
 from awsrun.remote.local import LocalRemote
 from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
 
@@ -29,7 +30,7 @@ def tree(root: Path, files: dict[str, str | bytes]) -> Path:
 
 def rsync_would_send(root: Path) -> set[str]:
     """The files (and links) rsync sends with the project's filter rules: a dry run, listed by name."""
-    rules = b"".join(r.encode() + b"\0" for r in transfer.filter_rules(sync.scan(root)))
+    rules = b"".join(r.encode() + b"\0" for r in rsync.filter_rules(scan.scan(root)))
     listed = subprocess.run(["rsync", "-rl", "--dry-run", "--from0", "--filter=. -", "--out-format=%n",
                              f"{root}/", str(root.parent / "nowhere") + "/"], input=rules, capture_output=True)
     assert listed.returncode == 0, listed.stderr
@@ -62,7 +63,7 @@ IGNORE_CASES = [
 @pytest.mark.parametrize("name, files, rules", IGNORE_CASES, ids=[c[0] for c in IGNORE_CASES])
 def test_rsync_filter_rules_send_exactly_what_the_walker_lists(tmp_path, name, files, rules):
     root = tree(tmp_path / "p", {**files, **rules})
-    assert rsync_would_send(root) == set(sync.scan(root).entries)
+    assert rsync_would_send(root) == set(scan.scan(root).entries)
 
 
 def test_push_copies_exactly_keeps_ignored_results_and_deletes_what_the_project_lost(tmp_path):
@@ -73,24 +74,24 @@ def test_push_copies_exactly_keeps_ignored_results_and_deletes_what_the_project_
     (root / "abs").symlink_to(root / "a.py")            # inside, absolute: made relative on the instance
     (root / "out").symlink_to("/etc/passwd")            # leaves the project: never sent
     target = tmp_path / "machine" / "p"
-    first = transfer.push(LocalRemote(), sync.scan(root), str(target))
+    first = rsync.push(LocalRemote(), scan.scan(root), str(target))
     assert "not synced: symlink 'out' -> '/etc/passwd' leads outside the project" in first.warnings
     assert not os.path.lexists(target / "out") and not os.path.lexists(target / "abs")
-    assert subprocess.run(["bash", "-c", transfer.link_steps(sync.scan(root), str(target))]).returncode == 0
+    assert subprocess.run(["bash", "-c", rsync.link_steps(scan.scan(root), str(target))]).returncode == 0
     assert os.readlink(target / "abs") == "a.py" and os.readlink(target / "rel") == "pkg/b.py"
     for rel in ("a.py", "pkg/b.py", "run.sh", "n\u00e9w line.py"):
         here, there = (root / rel).stat(), (target / rel).stat()
         assert (target / rel).read_bytes() == (root / rel).read_bytes()
         assert (there.st_mtime_ns // 10**9, stat.S_IMODE(there.st_mode)) == (here.st_mtime_ns // 10**9,
                                                                             stat.S_IMODE(here.st_mode))
-    again = transfer.push(LocalRemote(), sync.scan(root), str(target))
+    again = rsync.push(LocalRemote(), scan.scan(root), str(target))
     assert (again.files_sent, again.deleted, again.bytes_raw) == (0, 0, 0)
 
     tree(target, {"runs/work/model.pt": "w", "pkg/__pycache__/b.pyc": "", "data/set.bin": "d"})  # the job's
     (root / "a.py").write_text("A2")
     (root / "pkg" / "deep" / "c.py").unlink()
     (root / "pkg" / "deep").rmdir()
-    third = transfer.push(LocalRemote(), sync.scan(root), str(target))
+    third = rsync.push(LocalRemote(), scan.scan(root), str(target))
     assert (third.files_sent, third.deleted) == (1, 1)
     assert (target / "a.py").read_text() == "A2" and not (target / "pkg" / "deep").exists()
     for kept in ("runs/work/model.pt", "pkg/__pycache__/b.pyc", "data/set.bin", "abs"):
@@ -104,11 +105,11 @@ def test_a_push_over_ssh_sends_the_changed_blocks_of_a_grown_file_not_the_file(s
     big.write_bytes(os.urandom(8 * MB))
     with host_for(ssh_cluster, fleet, awsrun_home, project, monkeypatch, cli) as host:
         remote_root = project_remote_dir(host.remote_dir, project)
-        first = transfer.push(host.remote, sync.scan(project), remote_root)
+        first = rsync.push(host.remote, scan.scan(project), remote_root)
         assert first.bytes_sent > 8 * MB
         with big.open("ab") as handle:
             handle.write(os.urandom(MB // 4))
-        grown = transfer.push(host.remote, sync.scan(project), remote_root)
+        grown = rsync.push(host.remote, scan.scan(project), remote_root)
     assert grown.files_sent == 1 and grown.bytes_raw == 8 * MB + MB // 4
     assert grown.bytes_sent < MB  # the appended quarter MB and the block checksums, not 8 MB
     assert (ssh_cluster.project(project) / "metrics.bin").read_bytes() == big.read_bytes()
@@ -131,7 +132,7 @@ def test_a_pull_over_ssh_sends_the_appended_bytes_and_resumes_an_interrupted_fil
 
         # an interrupted pull left its part in the partial directory, never under the file's name
         (remote / "runs/work/new.bin").write_bytes(os.urandom(4 * MB))
-        part = dest / transfer.PARTIAL_DIR / "new.bin"
+        part = dest / rsync.PARTIAL_DIR / "new.bin"
         part.parent.mkdir()
         part.write_bytes((remote / "runs/work/new.bin").read_bytes()[: 3 * MB])
         resumed = jobs.pull(host, project, "work", to=dest)
@@ -142,12 +143,12 @@ def test_a_pull_over_ssh_sends_the_appended_bytes_and_resumes_an_interrupted_fil
 
 def test_without_rsync_on_the_instance_submit_and_pull_go_over_sftp(ssh_cluster, fleet, awsrun_home,
                                                                                 project, monkeypatch, cli, tmp_path):
-    monkeypatch.setattr(transfer, "REMOTE_RSYNC", "rsync-not-installed")
+    monkeypatch.setattr(rsync, "REMOTE_RSYNC", "rsync-not-installed")
     tree(project, {"pyproject.toml": "", "job.py": "import os\nopen(os.environ['AWSRUN_OUTPUT_DIR'] + '/r.txt', 'w')"
                                                    ".write('done')\n"})
     with host_for(ssh_cluster, fleet, awsrun_home, project, monkeypatch, cli) as host:
-        with pytest.raises(transfer.RsyncMissing):
-            transfer.push(host.remote, sync.scan(project), project_remote_dir(host.remote_dir, project))
+        with pytest.raises(rsync.RsyncMissing):
+            rsync.push(host.remote, scan.scan(project), project_remote_dir(host.remote_dir, project))
         result = jobs.submit(host, jobs.SubmitRequest(project, "job.py"))
         assert result.sync.files_sent == 2
         wait_for(lambda: (ssh_cluster.job("work") / "exit_code").exists(), timeout=30, what="the job to end")
@@ -195,8 +196,8 @@ def test_listing_lines_that_are_no_entry_and_names_that_cannot_be_written_are_pe
              "lrwxrwxrwx         11 2026/12/04 16:00:00 passwd -> /etc/passwd",
              "crw-r--r--          0 2026/12/04 16:00:00 tty",
              "prw-r--r--          0 2026/12/04 16:00:00 pipe"]
-    entries, warnings = transfer_pull.parse_listing(lines)
-    plan = transfer_pull.pull_plan(entries, tmp_path, warnings)
+    entries, warnings = rsync_pull.parse_listing(lines)
+    plan = rsync_pull.pull_plan(entries, tmp_path, warnings)
     assert [e.name for e in plan.fetch] == ["ok.txt"]
     assert len(plan.warnings) == 9 and all(w.startswith("not pulled: ") for w in plan.warnings)
     assert "not pulled: 'new\\nline': its name holds a control character (newline, tab, ...)" in plan.warnings
@@ -210,8 +211,8 @@ def test_files_that_vanish_while_a_pull_runs_are_warnings_and_the_rest_arrives(t
     rotating = tmp_path / "rsync-rotating"  # removes the old checkpoint as the transfer starts
     rotating.write_text(f"#!/bin/sh\ncase \"$*\" in *files-from*) rm -f {source}/ckpt-1.pt;; esac\nexec rsync \"$@\"\n")
     rotating.chmod(0o755)
-    monkeypatch.setattr(transfer, "RSYNC", str(rotating))
-    report = transfer_pull.pull(LocalRemote(), str(source), tmp_path / "dest")
+    monkeypatch.setattr(rsync, "RSYNC", str(rotating))
+    report = rsync_pull.pull(LocalRemote(), str(source), tmp_path / "dest")
     assert report.files == 1 and (tmp_path / "dest" / "metrics.jsonl").read_text() == "m"
     assert len(report.warnings) == 1 and "ckpt-1.pt" in report.warnings[0], report.warnings
     assert not (tmp_path / "dest" / "ckpt-1.pt").exists()
@@ -227,8 +228,8 @@ def test_a_file_that_arrives_far_bigger_than_the_bytes_sent_is_removed(tmp_path,
     inflating.write_text(f"#!/bin/sh\nrsync \"$@\"; code=$?\ncase \"$*\" in *files-from*) "
                          f"truncate -s 1G {dest}/huge.bin;; esac\nexit $code\n")
     inflating.chmod(0o755)
-    monkeypatch.setattr(transfer, "RSYNC", str(inflating))
-    report = transfer_pull.pull(LocalRemote(), str(source), dest)
+    monkeypatch.setattr(rsync, "RSYNC", str(inflating))
+    report = rsync_pull.pull(LocalRemote(), str(source), dest)
     assert report.warnings == ("not pulled: 'huge.bin': it came bigger than the bytes sent allow (removed)",)
     assert report.files == 1 and not (dest / "huge.bin").exists() and (dest / "ok.txt").read_text() == "fine"
 
@@ -236,10 +237,10 @@ def test_a_file_that_arrives_far_bigger_than_the_bytes_sent_is_removed(tmp_path,
 def test_pull_include_and_exclude_leave_the_rest_behind(tmp_path):
     source = tree(tmp_path / "src", {"summary.json": "{}", "curves.png": "p", "checkpoints/c1.pt": "c",
                                      "sub/metrics.json": "[]"})
-    left = transfer_pull.pull(LocalRemote(), str(source), tmp_path / "a", exclude=["checkpoints/"])
+    left = rsync_pull.pull(LocalRemote(), str(source), tmp_path / "a", exclude=["checkpoints/"])
     assert sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file()) == \
         ["curves.png", "sub/metrics.json", "summary.json"] and left.files == 3
-    only = transfer_pull.pull(LocalRemote(), str(source), tmp_path / "b", include=["*.json"])
+    only = rsync_pull.pull(LocalRemote(), str(source), tmp_path / "b", include=["*.json"])
     assert sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*") if p.is_file()) == \
         ["sub/metrics.json", "summary.json"] and only.files == 2
 
@@ -287,7 +288,7 @@ def test_rsync_progress_reaches_the_caller_and_shows_as_plain_lines_when_not_a_t
 
     source = tree(tmp_path / "src", {"weights.bin": os.urandom(3 * MB)})
     seen = []
-    transfer_pull.pull(LocalRemote(), str(source), tmp_path / "dest", on_progress=lambda *report: seen.append(report))
+    rsync_pull.pull(LocalRemote(), str(source), tmp_path / "dest", on_progress=lambda *report: seen.append(report))
     assert seen and seen[-1][0] == 3 * MB and seen[-1][1] == 100  # bytes, percent (then rate and ETA)
 
     progress = ui.TransferProgress("pulling")
@@ -303,10 +304,10 @@ def test_rsync_progress_reaches_the_caller_and_shows_as_plain_lines_when_not_a_t
 def test_a_large_pull_says_how_much_it_is_about_to_fetch(tmp_path, capsys):
     from awsrun.cli.jobs import LARGE_PULL, _say_plan
 
-    entries, _ = transfer_pull.parse_listing([f"-rw-r--r-- {LARGE_PULL:,} 2026/12/04 16:00:00 ckpt.pt",
+    entries, _ = rsync_pull.parse_listing([f"-rw-r--r-- {LARGE_PULL:,} 2026/12/04 16:00:00 ckpt.pt",
                                          "-rw-r--r--          5 2026/12/04 16:00:00 small.json"])
-    _say_plan(transfer_pull.pull_plan(entries, tmp_path, []))
-    _say_plan(transfer_pull.pull_plan(entries[1:], tmp_path, []))
+    _say_plan(rsync_pull.pull_plan(entries, tmp_path, []))
+    _say_plan(rsync_pull.pull_plan(entries[1:], tmp_path, []))
     assert capsys.readouterr().err.splitlines() == [
         "fetching up to 100.0 MB (2 files new or changed; leave some behind with --exclude PATTERN)"]
 
@@ -329,15 +330,15 @@ def test_an_interrupted_pull_leaves_no_file_under_a_final_name_and_the_next_one_
     watcher = threading.Thread(target=ctrl_c_once_big_bin_is_on_its_way, daemon=True)
     watcher.start()
     with pytest.raises(KeyboardInterrupt):
-        transfer_pull.pull(LocalRemote(), str(source), dest)
+        rsync_pull.pull(LocalRemote(), str(source), dest)
         watcher.join()  # the Ctrl-C lands while this waits, if the pull was faster than the watcher
     big = dest / "big.bin"
     assert not big.exists()
     assert not [p for p in dest.rglob("*") if p.name.startswith(".big.bin.")]  # no rsync temp left behind
-    assert 0 < (dest / transfer.PARTIAL_DIR / "big.bin").stat().st_size < 256 * MB
-    transfer_pull.pull(LocalRemote(), str(source), dest)
+    assert 0 < (dest / rsync.PARTIAL_DIR / "big.bin").stat().st_size < 256 * MB
+    rsync_pull.pull(LocalRemote(), str(source), dest)
     assert big.read_bytes() == (source / "big.bin").read_bytes() and (dest / "a.txt").read_text() == "a"
-    assert not (dest / transfer.PARTIAL_DIR).exists()
+    assert not (dest / rsync.PARTIAL_DIR).exists()
 
 
 def _temp_size(directory: Path, prefix: str) -> int:

@@ -1,4 +1,4 @@
-"""`awsrun up` on a node that is ready: the bootstrap's ready stamp (awsrun.bootstrap_plan.ready_digest) lets up
+"""`awsrun up` on a node that is ready: the bootstrap's ready stamp (awsrun.setup.bootstrap_plan.ready_digest) lets up
 skip the checks (two `import torch`, seconds) after ONE probe, and only when nothing could have changed:
 same boot, same script, same arguments, same requirements. `awsrun bootstrap` always checks. Against a
 scripted node (the real script's protocol lines), as tests/test_bootstrap_client.py does."""
@@ -8,7 +8,7 @@ import re
 import shlex
 from dataclasses import replace
 
-from awsrun.bootstrap import bootstrap_node
+from awsrun.setup.bootstrap import bootstrap_node
 from awsrun.remote.base import Result
 from awsrun.settings import Settings
 

@@ -38,7 +38,7 @@ TRAIN = ("train_stn.py", "--dataset", "digits", "--model", "fcn", "--steps", str
 # --- the pure pieces ---------------------------------------------------------------------------------
 
 def test_server_argv_url_and_install_command():
-    from awsrun import watch
+    from awsrun.job import watch
     from awsrun.errors import ConfigError
 
     board = watch.tensorboard_spec(6006, "runs/a b")
@@ -66,7 +66,7 @@ def test_server_argv_url_and_install_command():
 
 
 def test_probe_answer_parsing():
-    from awsrun import watch
+    from awsrun.job import watch
     from awsrun.errors import RemoteError
 
     probe = watch.parse_probe("python=/h/v/bin/python\nvenv=1\ninstalled=0\nrunning=1\nargv=/h/v/bin/python\n"
@@ -80,7 +80,7 @@ def test_probe_answer_parsing():
 def test_probe_and_wait_commands_on_a_real_shell(tmp_path):
     """The probe finds the next free port and a running server's argv; the wait command gives up with
     the log's tail when the session is gone (tmux on a private socket dir)."""
-    from awsrun import watch
+    from awsrun.job import watch
     from awsrun.remote.local import LocalRemote
 
     jobs_root = tmp_path / "jobs"
@@ -101,7 +101,7 @@ def test_probe_and_wait_commands_on_a_real_shell(tmp_path):
 
 
 def test_free_local_port_skips_taken_ones():
-    from awsrun.watch import free_local_port
+    from awsrun.job.watch import free_local_port
 
     first = _free_port_pair()
     with socket.socket() as taken:

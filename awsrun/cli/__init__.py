@@ -111,13 +111,13 @@ def _main(args: list[str]) -> None:
 
 def _explained(args: list[str], exc: AwsrunError) -> AwsrunError:
     """An SSH failure on an EC2 cluster becomes what EC2 says happened to the instance (spot reclaim,
-    terminated, stopped), with the state updated: see awsrun.vanished. Anything else stays as it is."""
+    terminated, stopped), with the state updated: see awsrun.cluster.vanished. Anything else stays as it is."""
     from awsrun.errors import RemoteError
 
     if not isinstance(exc, RemoteError):
         return exc
     try:
-        from awsrun import vanished
+        from awsrun.cluster import vanished
 
         app = AppContext.from_environment()
         return vanished.explain(app.home, app.settings(cluster=_cluster_flag(args)).cluster, exc)

@@ -8,7 +8,7 @@ import click
 from awsrun import ui
 from awsrun.cli.context import AppContext
 
-# Kept here (not imported from awsrun.bootstrap_report) so `awsrun --help` stays light; a test checks they agree.
+# Kept here (not imported from awsrun.setup.bootstrap_report) so `awsrun --help` stays light; a test checks they agree.
 STEPS = ("packages", "driver", "venv", "torch", "requirements", "verify")
 
 
@@ -21,7 +21,7 @@ class _Screen:
         self.failed = False
 
     def __call__(self, line: str) -> None:
-        from awsrun.bootstrap_report import parse_event, parse_verify
+        from awsrun.setup.bootstrap_report import parse_event, parse_verify
 
         event = parse_event(line)
         if event is not None:
@@ -45,8 +45,8 @@ def bootstrap_command(app: AppContext, cluster: str | None, node: int, force_ste
       awsrun bootstrap                           check the default cluster's node 0 (seconds when done)
       awsrun bootstrap --force-step torch        reinstall PyTorch (e.g. after changing torch_spec)
     """
-    from awsrun.access import load_node, open_remote
-    from awsrun.bootstrap import bootstrap_node
+    from awsrun.cluster.access import load_node, open_remote
+    from awsrun.setup.bootstrap import bootstrap_node
 
     # autostop=None: the agent is the cluster's business (recorded by `up`, changed by `awsrun autostop`,
     # EC2 only: it halts the OS, so never on machines awsrun did not launch); a bootstrap leaves it alone

@@ -80,9 +80,9 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
                autostop_down: bool, autostop_gpu_idle: str | None, on_partial: str | None, dry_run: bool,
                retry_until_up: bool, retry_for: str | None, **flags: Any) -> None:
     """Provision (or resume) a cluster and bootstrap it over SSH."""
-    from awsrun import clusters
-    from awsrun.agent import parse_percent
-    from awsrun.cluster_context import UpRequest
+    from awsrun.cluster import up
+    from awsrun.setup.agent import parse_percent
+    from awsrun.cluster.context import UpRequest
 
     if local and hosts:
         raise ConfigError("--local and --host exclude each other")
@@ -105,7 +105,7 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
                         choose_partial=_choose_partial,
                         retry=_retry(retry_until_up, retry_for, settings.retry_backoff))
     try:
-        result = clusters.up(app.home, request, UiReporter())
+        result = up.up(app.home, request, UiReporter())
     except Exception as exc:
         _show_attempts(getattr(exc, "attempts", ()))
         raise
@@ -126,8 +126,8 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
 
 
 def _retry(until_up: bool, retry_for: str | None, backoff_s: float):
-    from awsrun.agent import duration_seconds
-    from awsrun.failover import Retry
+    from awsrun.setup.agent import duration_seconds
+    from awsrun.cluster.failover import Retry
 
     if until_up and retry_for:
         raise ConfigError("--retry-until-up and --retry-for exclude each other",
@@ -149,8 +149,8 @@ def _show_attempts(attempts) -> None:
 
 
 def _show_plan(settings, count: int) -> None:
-    from awsrun.capacity_plan import plan
-    from awsrun.cluster_context import default_aws
+    from awsrun.cluster.capacity_plan import plan
+    from awsrun.cluster.context import default_aws
 
     rows = plan(settings, default_aws, count)
     ui.table(["#", "region", "type", "market", "zones, in order", "$/h", "quota", "headroom vCPUs", "needs", "note"],
@@ -178,11 +178,11 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
     if cached and agent:
         raise ConfigError("--cached makes no remote call; leave out --agent")
     if cached:
-        from awsrun.cluster_status import cached_status as _cached
+        from awsrun.cluster.status import cached_status as _cached
 
         report = _cached(app.home, cluster)
     else:
-        from awsrun.cluster_status import status
+        from awsrun.cluster.status import status
 
         report = status(app.home, app.settings(), cluster=cluster, agent=agent)
     if as_json:
@@ -216,9 +216,9 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
 @click.pass_obj
 def stop_command(app: AppContext, cluster: str | None) -> None:
     """Stop the cluster's instances: the disk is kept, compute billing ends."""
-    from awsrun import cluster_ops
+    from awsrun.cluster import ops
 
-    result = cluster_ops.stop(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
+    result = ops.stop(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
     ui.say(f"stopped {', '.join(result.changed)}" if result.changed else "nothing was running")
     _say_costs(result.costs)
 
@@ -230,9 +230,9 @@ def stop_command(app: AppContext, cluster: str | None) -> None:
 @click.pass_obj
 def start_command(app: AppContext, cluster: str | None, move: bool) -> None:
     """Start the cluster's stopped instances again (they get new public IPs)."""
-    from awsrun import cluster_ops
+    from awsrun.cluster import ops
 
-    result = cluster_ops.start(app.home, app.settings(**_given(cluster=cluster)), UiReporter(), move=move)
+    result = ops.start(app.home, app.settings(**_given(cluster=cluster)), UiReporter(), move=move)
     for record in result.instances:
         ui.say(f"{record.id} {record.state} at {record.public_ip or record.private_ip}")
 
@@ -243,11 +243,11 @@ def start_command(app: AppContext, cluster: str | None, move: bool) -> None:
 @click.pass_obj
 def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
     """Terminate the cluster and delete what awsrun created for it (security group, key pair)."""
-    from awsrun import cluster_ops
+    from awsrun.cluster import ops
 
     settings = app.settings(**_given(cluster=cluster))
-    record, instances = cluster_ops.recorded(app.home, settings.cluster)
-    running = cluster_ops.running_jobs(app.home, settings)
+    record, instances = ops.recorded(app.home, settings.cluster)
+    running = ops.running_jobs(app.home, settings)
     name = settings.cluster
     if record is None or record.provider == "aws":
         what = f"terminate the instances of cluster {name!r} and delete its security group and key pair"
@@ -255,16 +255,16 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
         where = "this machine is" if record.provider == "local" else "its machines are"
         what = f"forget cluster {name!r} ({where} left alone)"
     if running:
-        what += f" and end its {cluster_ops.running_label(running)}"
+        what += f" and end its {ops.running_label(running)}"
     if not yes:
         if not sys.stdin.isatty():
             raise ConfigError(f"`awsrun down` would {what}: confirm with --yes",
                               hint=f"awsrun down --yes --cluster {name}")
         ids = ", ".join(i.id for i in instances) or "no instances recorded"
         click.confirm(f"{what} ({ids})?", abort=True, err=True)
-    result = cluster_ops.down(app.home, settings, UiReporter(), end_jobs=True)
+    result = ops.down(app.home, settings, UiReporter(), end_jobs=True)
     if result.provider != "aws":
-        ended = f"; ended {cluster_ops.jobs_label(result.ended_jobs)}" if result.ended_jobs else ""
+        ended = f"; ended {ops.jobs_label(result.ended_jobs)}" if result.ended_jobs else ""
         ui.say(f"cluster {result.cluster!r} is forgotten: awsrun launched nothing for it, so nothing was "
                f"terminated{ended}")
         return
@@ -278,7 +278,7 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
 
 def _say_costs(costs) -> None:
     """One line per instance whose session ended: hours x price, and the total."""
-    from awsrun.prices import total
+    from awsrun.account.prices import total
 
     for cost in costs:
         price = (f"${_rate(cost.hourly_usd)}/h ({cost.price_source})" if cost.hourly_usd is not None
@@ -291,7 +291,7 @@ def _say_costs(costs) -> None:
 
 
 def _autostop(setting: dict | None) -> str:
-    from awsrun.agent import describe_duration
+    from awsrun.setup.agent import describe_duration
 
     if not setting or not setting.get("idle_seconds"):
         return "off"

@@ -1,4 +1,4 @@
-"""`awsrun doctor` and `awsrun quota request|status`: parse, call awsrun.doctor / awsrun.quota, render.
+"""`awsrun doctor` and `awsrun quota request|status`: parse, call awsrun.account.doctor / awsrun.account.quota, render.
 
 The core modules (and boto3 behind them) are imported inside the commands, never on the --help path.
 """
@@ -50,9 +50,9 @@ def doctor_command(app: AppContext, instance_type: str | None, spot: bool | None
 
     Exits 8 when any check fails; warnings (⚠) do not fail.
     """
-    from awsrun import doctor
+    from awsrun.account import doctor
 
-    from awsrun.failover import candidates as up_candidates
+    from awsrun.cluster.failover import candidates as up_candidates
 
     regions = region if "," in (region or "") else None
     settings = app.settings(instance_type=instance_type, spot=spot, region=None if regions else region,
@@ -91,7 +91,7 @@ def quota_group() -> None:
 def quota_request_command(app: AppContext, instance_type: str, count: int, spot: bool, region: str | None,
                           yes: bool, as_json: bool) -> int:
     """File a Service Quotas increase so COUNT instances of the type fit (asks first unless --yes)."""
-    from awsrun import quota, quota_requests
+    from awsrun.account import quota, quota_requests
     from awsrun.providers.aws_clients import AwsClients, region_flag_for, resolve_region
 
     settings = app.settings(region=region, instance_type=instance_type)  # validates the type
@@ -131,7 +131,8 @@ def quota_request_command(app: AppContext, instance_type: str, count: int, spot:
 def quota_status_command(app: AppContext, instance_type: str | None, spot: bool, region: str | None,
                          as_json: bool) -> None:
     """List pending and past EC2 quota increase requests with their state."""
-    from awsrun import catalog, quota, quota_requests
+    from awsrun.setup import catalog
+    from awsrun.account import quota, quota_requests
     from awsrun.providers.aws_clients import AwsClients, resolve_region
 
     settings = app.settings(region=region, instance_type=instance_type)  # validates the type

@@ -1,6 +1,6 @@
 """Job verbs: submit, jobs, logs, attach, pull, kill, ssh, tunnel, ssh-config.
 
-Parse, call awsrun.jobs (imported inside each command, so `awsrun --help` stays light), render.
+Parse, call awsrun.job.jobs (imported inside each command, so `awsrun --help` stays light), render.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _warn(lines) -> None:
 
 
 def _open(app: AppContext, cluster: str | None):
-    from awsrun.jobs import open_host
+    from awsrun.job.jobs import open_host
 
     settings = app.settings(cluster=cluster)
     return settings, open_host(app.home, settings)
@@ -108,7 +108,8 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
     With --checkpoint-bucket (or the setting), runs/SESSION is mirrored to S3 as the job runs; if EC2
     ends the instance, `awsrun submit --recover` launches a replacement and resumes the job from there.
     """
-    from awsrun import jobs, multinode, sync, tmux
+    from awsrun.job import jobs, multinode, tmux
+    from awsrun.transfer import scan
 
     if recover:
         if script is not None or follow or pull_on_exit or nodes or nproc_per_node or rdzv_port or env_pairs \
@@ -127,7 +128,7 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
     env = tmux.validate_env(env_pairs)
     project = jobs.check_project_dir(workdir if workdir is not None else app.project_dir)
     relative = jobs.resolve_script(script, app.cwd, project)
-    tree = sync.scan(project)
+    tree = scan.scan(project)
     request = jobs.SubmitRequest(project, relative, tuple(args), name, env, fresh=not resume)
     if nodes is None:
         nodes = multinode.node_count(app.home, settings.cluster)
@@ -144,7 +145,7 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
             return _follow_and_pull(head, project, name, follow)
     with jobs.open_host(app.home, settings) as host:
         if settings.checkpoint_bucket:
-            from awsrun import recover as recovery
+            from awsrun.job import recover as recovery
 
             with ui.phase(f"preparing the S3 mirror of runs/{name}"):
                 result, notes = recovery.submit_mirrored(app.home, settings, host, request, tree)
@@ -194,7 +195,7 @@ def _say_set_aside(name: str, set_aside: str | None, where: str = "") -> None:
 
 def _recover(app: AppContext, cluster: str | None, session: str | None, checkpoint_bucket: str | None,
              bootstrap: bool, as_json: bool) -> int:
-    from awsrun import recover as recovery
+    from awsrun.job import recover as recovery
     from awsrun.cli.cluster import UiReporter
 
     if checkpoint_bucket:
@@ -215,7 +216,7 @@ def _recover(app: AppContext, cluster: str | None, session: str | None, checkpoi
 
 
 def _submit_nodes(app: AppContext, settings, request, tree, as_json: bool) -> None:
-    from awsrun import jobs, multinode
+    from awsrun.job import jobs, multinode
 
     def said(node: int, result) -> None:
         report = result.sync
@@ -238,7 +239,7 @@ def _submit_nodes(app: AppContext, settings, request, tree, as_json: bool) -> No
 
 def _follow_and_pull(host, project: Path, name: str, follow: bool) -> int:
     """submit -f / --pull-on-exit: the log (of the head) until the job ends, then its outputs."""
-    from awsrun import jobs
+    from awsrun.job import jobs
 
     try:
         if follow:
@@ -297,7 +298,7 @@ def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
     """Every job on the cluster: running / exited N / killed, start, duration (one round trip).
 
     On a cluster of several nodes, one row per job across its nodes: failed if any node failed."""
-    from awsrun import jobs, multinode
+    from awsrun.job import jobs, multinode
 
     settings = app.settings(cluster=cluster)
     if multinode.node_count(app.home, settings.cluster) > 1:
@@ -316,7 +317,7 @@ def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
     if as_json:
         ui.emit_json([job.as_dict() for job in listing])
         return
-    from awsrun.projects import job_projects
+    from awsrun.job.projects import job_projects
 
     projects = job_projects(app.home, settings.cluster)  # which local project each remote dir holds
     ui.table(["session", "state", "started", "duration", "command", "project"],
@@ -336,9 +337,9 @@ def jobs_command(app: AppContext, cluster: str | None, as_json: bool) -> None:
 def logs_command(app: AppContext, session: str | None, follow: bool, lines: int | None, node: int,
                  cluster: str | None) -> int:
     """The output of job SESSION (default: setting `session`). Ctrl-C stops following, never the job."""
-    from awsrun import jobs
+    from awsrun.job import jobs
 
-    from awsrun.tmux import validate_session_name
+    from awsrun.job.tmux import validate_session_name
 
     settings = app.settings(cluster=cluster)
     name = validate_session_name(settings.session if session is None else session)
@@ -364,7 +365,7 @@ def attach_command(app: AppContext, session: str | None, cluster: str | None) ->
     """Attach this terminal to a running job's tmux session (detach: ctrl-b d; the job goes on).
 
     Without SESSION: the only running job, or a choice among them."""
-    from awsrun import jobs
+    from awsrun.job import jobs
 
     settings, host = _open(app, cluster)
     with host:
@@ -405,16 +406,16 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
     Only regular files are written, and only under the destination: absolute names, '..', links,
     devices and names with control characters are skipped with a warning. --from-s3 works when the
     instance is gone."""
-    from awsrun import jobs
+    from awsrun.job import jobs
 
-    from awsrun.tmux import validate_session_name
+    from awsrun.job.tmux import validate_session_name
 
     settings = app.settings(cluster=cluster)
     name = settings.session if session is None else session
     if remote_path is None:
         validate_session_name(name)
     if from_s3:
-        from awsrun.recover import pull_from_mirror
+        from awsrun.job.recover import pull_from_mirror
 
         if remote_path is not None or as_json or include or exclude:
             raise ConfigError("--from-s3 brings back runs/SESSION as mirrored: it takes no --remote, --include, "
@@ -440,9 +441,9 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
 @click.pass_obj
 def kill_command(app: AppContext, session: str, force: bool, cluster: str | None) -> None:
     """Stop job SESSION: Ctrl-C (a chance to save a checkpoint), then end its tmux session (on every node)."""
-    from awsrun import jobs, multinode
+    from awsrun.job import jobs, multinode
 
-    from awsrun.tmux import validate_session_name
+    from awsrun.job.tmux import validate_session_name
 
     validate_session_name(session)
     settings = app.settings(cluster=cluster)
@@ -464,7 +465,7 @@ def ssh_command(app: AppContext, cluster: str | None, command: tuple[str, ...]) 
     """A shell on the cluster's head node, or `awsrun ssh -- CMD...` to run one command.
 
     One word is a shell command line ('nvidia-smi | head'); several are an argv, each word quoted."""
-    from awsrun import jobs
+    from awsrun.job import jobs
 
     _, host = _open(app, cluster)
     with host:
@@ -481,7 +482,7 @@ def ssh_command(app: AppContext, cluster: str | None, command: tuple[str, ...]) 
 def tunnel_command(app: AppContext, ports: tuple[str, ...], cluster: str | None) -> int:
     """Forward localhost:PORT to the instance's 127.0.0.1:PORT (PORT or LOCAL:REMOTE, e.g. 6006 for
     TensorBoard, 8888 for Jupyter) until Ctrl-C."""
-    from awsrun import jobs
+    from awsrun.job import jobs
 
     pairs = jobs.parse_ports(ports)
     settings, host = _open(app, cluster)
@@ -508,7 +509,7 @@ def tunnel_command(app: AppContext, ports: tuple[str, ...], cluster: str | None)
 def ssh_config_command(app: AppContext, install: bool) -> None:
     """Write AWSRUN_HOME/ssh_config: a Host entry per cluster node, so `ssh CLUSTER`, scp, rsync and
     editors' remote-SSH work (same key, pinned host keys and ProxyCommand as awsrun)."""
-    from awsrun import sshconfig
+    from awsrun.cluster import sshconfig
 
     path, entries, skipped = sshconfig.write_config(app.home, app.settings())
     _warn(f"left out {line}" for line in skipped)

@@ -1,4 +1,4 @@
-"""Watch verbs: tensorboard, notebook. The servers run on the instance's 127.0.0.1 (awsrun.watch); these
+"""Watch verbs: tensorboard, notebook. The servers run on the instance's 127.0.0.1 (awsrun.job.watch); these
 commands open the SSH tunnel to them, print the local URL on stdout and hold the tunnel until Ctrl-C."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ OPEN = click.option("--open", "open_browser", is_flag=True, help="Also open the 
 def _serve(app: AppContext, cluster: str | None, spec, open_browser: bool) -> int:
     import webbrowser
 
-    from awsrun import jobs, watch
-    from awsrun.projects import project_remote_dir
+    from awsrun.job import jobs, watch
+    from awsrun.job.projects import project_remote_dir
 
     settings = app.settings(cluster=cluster)
     workdir = project_remote_dir(settings.remote_dir, app.project_dir)
@@ -68,7 +68,7 @@ def tensorboard_command(app: AppContext, cluster: str | None, logdir: str, port:
 
     Installs tensorboard into the venv when missing, runs it as job `tensorboard` (reused when it is
     already running). Ctrl-C closes the tunnel only: `awsrun kill tensorboard` stops the server."""
-    from awsrun import watch
+    from awsrun.job import watch
 
     return _serve(app, cluster, watch.tensorboard_spec(port, logdir), open_browser)
 
@@ -85,7 +85,7 @@ def notebook_command(app: AppContext, cluster: str | None, port: int, open_brows
 
     Installs jupyterlab into the venv when missing, runs it as job `notebook` (reused when it is already
     running). Ctrl-C closes the tunnel only: `awsrun kill notebook` stops the server."""
-    from awsrun import watch
+    from awsrun.job import watch
 
     return _serve(app, cluster, watch.notebook_spec(port), open_browser)
 

@@ -1,4 +1,4 @@
-"""S3 and IAM for the checkpoint mirror (awsrun.checkpoints): the bucket (private, this account's), the
+"""S3 and IAM for the checkpoint mirror (awsrun.job.checkpoints): the bucket (private, this account's), the
 permissions boundary, the instance profile whose role the instance's mirror runs as, and attaching it.
 Part of AwsProvider (providers/aws.py), whose `call`, `client`, `caller_arn` and `region` these methods use.
 """

@@ -50,7 +50,7 @@ class SpotCannotStop(CloudError):
 
 
 # Service Quotas codes of the vCPU quotas GPU users hit (service code ec2). The names are those
-# awsrun.catalog.quota_names returns; a name missing here gets a lookup command instead of a code.
+# awsrun.setup.catalog.quota_names returns; a name missing here gets a lookup command instead of a code.
 QUOTA_CODES = {
     "Running On-Demand G and VT instances": "L-DB2E81BA",
     "All G and VT Spot Instance Requests": "L-3819A6DF",
@@ -256,7 +256,7 @@ def from_code(code: str, message: str, operation: str, context: ErrorContext) ->
 
 
 def quota_error(code: str, context: ErrorContext) -> QuotaError:
-    from awsrun import catalog
+    from awsrun.setup import catalog
 
     kind = context.instance_type or "this instance type"
     market = "spot" if context.spot else "on-demand"
@@ -289,7 +289,7 @@ def quota_error(code: str, context: ErrorContext) -> QuotaError:
 
 def _other_types(instance_type: str | None) -> str:
     try:
-        from awsrun import catalog
+        from awsrun.setup import catalog
 
         others = [t for t in catalog.gpu_types() if t != instance_type][:3]
     except Exception:  # the catalog only decorates the hint

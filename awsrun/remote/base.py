@@ -58,7 +58,7 @@ class Remote(Protocol):
     def get_bytes(self, remote_path: str) -> bytes: ...
 
     def sftp(self):
-        """A file session for the transfer without rsync (awsrun.sftp_session): paramiko's SFTPClient over
+        """A file session for the transfer without rsync (awsrun.transfer.sftp_session): paramiko's SFTPClient over
         SSH, LocalFiles on this machine; the caller closes it."""
         ...
 

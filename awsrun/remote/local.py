@@ -80,7 +80,7 @@ class FileAttrs:
 
 
 class LocalFiles:
-    """The few calls of paramiko's SFTPClient that awsrun.sftp_transfer makes, on this machine's files
+    """The few calls of paramiko's SFTPClient that awsrun.transfer.sftp_push makes, on this machine's files
     (the local provider without rsync): the same code moves files, as plain streamed copies. A relative
     path is below `home`, as SFTP's are below the login's home."""
 

@@ -10,7 +10,7 @@ becomes the new master. Sockets live in AWSRUN_HOME/sockets (0700; ssh makes the
 so a master is never shared by a different key, proxy or pinned host.
 
 Host keys: StrictHostKeyChecking=yes against awsrun's known_hosts. A node whose key is not pinned yet
-never comes here: awsrun.access sends its first contact through paramiko, which pins the key (checked
+never comes here: awsrun.cluster.access sends its first contact through paramiko, which pins the key (checked
 against the fingerprints EC2 printed at boot).
 """
 from __future__ import annotations

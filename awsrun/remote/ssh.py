@@ -185,7 +185,7 @@ class SshRemote:
         return self._sftp
 
     def sftp(self) -> paramiko.SFTPClient:
-        """A new SFTP session on this connection, for the caller to close (awsrun.sftp_transfer)."""
+        """A new SFTP session on this connection, for the caller to close (awsrun.transfer.sftp_push)."""
         try:
             return self._client.open_sftp()
         except (OSError, EOFError, paramiko.SSHException) as exc:

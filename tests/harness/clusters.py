@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun import tmux
+from awsrun.job import tmux
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from tests.harness.sshd import USER, SshHost
 
@@ -31,7 +31,7 @@ NAME = "default"
 class JobCluster:
     provider: str                 # "ssh" or "local"
     remote_dir: Path              # settings.remote_dir where jobs run: projects land in remote_dir/<name>
-    jobs_dir: Path                # job directories (see awsrun/tmux.py)
+    jobs_dir: Path                # job directories (see awsrun/job/tmux.py)
     tmux_env: dict[str, str]      # environment that reaches the cluster's tmux server
     host: SshHost | None = None
     key: Path | None = None
@@ -40,8 +40,8 @@ class JobCluster:
     socket: str = tmux.SOCKET     # the cluster's tmux socket: on this machine, one per AWSRUN_HOME
 
     def project(self, project: Path) -> Path:
-        """The synced copy of a local project on the machine (awsrun.projects.project_remote_dir's name)."""
-        from awsrun.projects import project_remote_dir
+        """The synced copy of a local project on the machine (awsrun.job.projects.project_remote_dir's name)."""
+        from awsrun.job.projects import project_remote_dir
 
         return self.remote_dir / Path(project_remote_dir("/", project)).name
 

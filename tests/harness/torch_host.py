@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.bootstrap import BootstrapError, bootstrap_node
-from awsrun.bootstrap_report import BootstrapReport
+from awsrun.setup.bootstrap import BootstrapError, bootstrap_node
+from awsrun.setup.bootstrap_report import BootstrapReport
 from awsrun.remote.ssh import SshRemote, SshTarget, connect
 from awsrun.settings import Settings
 from tests.harness.sshd import USER, SshHost

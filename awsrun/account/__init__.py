@@ -1,0 +1,1 @@
+"""What an AWS account allows and costs: prices, GPU quotas, and doctor's checklist."""
