@@ -37,6 +37,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -76,11 +77,11 @@ def child(verb: str, project: Path, remote: str, local: str) -> None:
     print(json.dumps(report))
 
 
-class HostRss:
-    """The peak VmHWM of rsync processes on the host whose command line names `marker` (polled)."""
+class PeakRss:
+    """The peak VmHWM of the processes `pids()` names, polled every 50 ms while the block runs."""
 
-    def __init__(self, marker: str):
-        self.marker, self.peak_kb, self._stop = marker.encode(), 0, threading.Event()
+    def __init__(self, pids: Callable[[], Iterable[int]]):
+        self.pids, self.peak_kb, self._stop = pids, 0, threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def __enter__(self):
@@ -93,18 +94,44 @@ class HostRss:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.05):
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
+            for pid in self.pids():
                 try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    if not cmdline.startswith(b"rsync\0--server") or self.marker not in cmdline:
-                        continue
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmHWM:"):
                             self.peak_kb = max(self.peak_kb, int(line.split()[1]))
                 except OSError:
                     continue
+
+
+def host_rsync_rss(marker: str) -> PeakRss:
+    """The host's rsync processes whose command line names `marker`."""
+    def pids() -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"rsync\0--server") and marker.encode() in cmdline:
+                found.append(int(pid))
+        return found
+    return PeakRss(pids)
+
+
+def sshd_session_rss(listener: int) -> PeakRss:
+    """The processes below the host's sshd listener (the session serving SFTP)."""
+    def pids() -> set[int]:
+        parents = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        below = {listener}
+        for _ in range(6):
+            below |= {pid for pid, parent in parents.items() if parent in below}
+        return below - {listener}
+    return PeakRss(pids)
 
 
 def print_rss(rss: dict[str, list[int]], runs: int) -> None:
@@ -194,7 +221,7 @@ def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, l
         bench.tmux_new("many-by-hand", f"m{i}")
 
     def awsrun(i: int) -> None:
-        with HostRss(on_host.name) as target:
+        with host_rsync_rss(on_host.name) as target:
             out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", "submit", str(project),
                                   f"first{i}", "-"], env=bench.env, capture_output=True, text=True)
         if out.returncode != 0:
@@ -212,41 +239,6 @@ def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, l
     clean(0)
     run(["rm", "-rf", str(project)])
 
-class SshdRss:
-    """The peak VmHWM of the processes below the host's sshd listener (the session serving SFTP), polled."""
-
-    def __init__(self, listener: int):
-        self.listener, self.peak_kb, self._stop = listener, 0, threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.05):
-            parents = {}
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-            below = {self.listener}
-            for _ in range(6):
-                below |= {pid for pid, parent in parents.items() if parent in below}
-            for pid in below - {self.listener}:
-                try:
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-                except OSError:
-                    continue
-
-
 def fallback_rows(args, project: Path, scratch: Path, env: dict, shell, listener: int, what: str) -> None:
     """--fallback: the SFTP transfer awsrun uses where rsync is missing, beside `rsync -a` over the same
     master, cases interleaved; awsrun's push and pull in a fresh process each. Pulls read ~/r-src."""
@@ -254,7 +246,7 @@ def fallback_rows(args, project: Path, scratch: Path, env: dict, shell, listener
     rss: dict[str, list[int]] = {}
 
     def sftp(verb: str, remote: str, local: str = "-") -> None:
-        with SshdRss(listener) as served:
+        with sshd_session_rss(listener) as served:
             out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", f"sftp-{verb}", str(project),
                                   remote, local], env=env, capture_output=True, text=True, cwd=shell.cwd)
         if out.returncode != 0:
@@ -327,7 +319,7 @@ def main() -> None:
         rss: dict[str, list[int]] = {}
 
         def awsrun(verb: str, remote: str, local: str = "-") -> None:
-            with HostRss(remote.strip("~/")) as target:
+            with host_rsync_rss(remote.strip("~/")) as target:
                 out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", verb, str(project),
                                       remote, local], env=env, capture_output=True, text=True, cwd=shell.cwd)
             if out.returncode != 0:

@@ -13,14 +13,8 @@ from awsrun.transfer import sftp_pull, sftp_session, scan
 from awsrun.errors import NotFoundError
 from awsrun.remote.local import FileAttrs, LocalFiles, LocalRemote
 from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
+from tests.harness.files import tree
 
-
-def tree(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return root
 
 
 def written(dest: Path) -> list[str]:

@@ -18,16 +18,10 @@ from awsrun.errors import RemoteError
 from awsrun.remote import sftp_pipe
 from awsrun.remote.local import LocalRemote
 from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
+from tests.harness.files import tree
 
 ODD = ["sp ace.py", "quo'te\".py", "ü漢.py", "new\nline.py", "-dash.py", "$(touch x).py", "back\\slash.py"]
 
-
-def tree(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return root
 
 
 def state(root: Path) -> dict[str, tuple]:

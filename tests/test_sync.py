@@ -14,6 +14,7 @@ import pytest
 
 from awsrun.transfer import ignore, scan
 from awsrun.remote.local import LocalRemote
+from tests.harness.files import tree as _tree
 
 PY = sys.executable
 
@@ -83,13 +84,6 @@ def test_rules_of_a_nested_ignore_file_apply_below_it_only():
     assert _ignored("/only", "sub/only", base="sub") is True
     assert _ignored("/only", "sub/deeper/only", base="sub") is False
 
-
-def _tree(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return root
 
 
 ODD = ["sp ace.py", "quo'te\".py", "ü漢.py", "new\nline.py", "-dash.py", "$(touch x).py", "back\\slash.py"]

@@ -16,16 +16,10 @@ from awsrun.transfer import scan, rsync, rsync_pull
 from awsrun.job.projects import project_remote_dir
 from awsrun.remote.local import LocalRemote
 from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
+from tests.harness.files import tree
 
 MB = 1 << 20
 
-
-def tree(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return root
 
 
 def rsync_would_send(root: Path) -> set[str]:
