@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from awsrun.setup.bootstrap import bootstrap_node  # noqa: E402
 from awsrun.remote.ssh import SshTarget, connect  # noqa: E402
 from awsrun.settings import Settings  # noqa: E402
+from awsrun.setup.bootstrap import bootstrap_node  # noqa: E402
 from awsrun.state import ClusterRecord, InstanceRecord, State  # noqa: E402
 from tests.harness.sshd import SshHost, free_port  # noqa: E402
 

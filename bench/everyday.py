@@ -23,7 +23,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from loopback_host import Case, interleaved_medians, loopback, make_project, run  # noqa: E402
+from loopback_host import (  # noqa: E402
+    Case,
+    interleaved_medians,
+    loopback,
+    make_project,
+    run,
+)
 
 
 def table(title: str, rows: list[tuple[str, float]], baseline: str, goals: dict[str, str] | None = None) -> None:

@@ -33,7 +33,12 @@ from stn.data import BatchSampler, load_digits, mix_seed  # noqa: E402
 from stn.model import build_model  # noqa: E402
 from stn.rng import CounterRandom  # noqa: E402
 from stn.training import (  # noqa: E402
-    CHANNELS_LAST, LrSchedule, TrainMeter, TrainStep, make_optimizer, memory_format_for,
+    CHANNELS_LAST,
+    LrSchedule,
+    TrainMeter,
+    TrainStep,
+    make_optimizer,
+    memory_format_for,
 )
 
 DEVICE = torch.device(os.environ.get("GPU_CHECKS_DEVICE", "cuda"))  # cpu: a dry run of the Python, no graph

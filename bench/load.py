@@ -79,8 +79,8 @@ def bench_sync(box, scratch: Path, files: int, total: int) -> None:
 
 
 def bench_jobs(box, scratch: Path, runs: int) -> None:
-    from awsrun.job import jobs
     from awsrun.home import Home
+    from awsrun.job import jobs
     from awsrun.settings import Settings
 
     project = scratch / "jobs-project"

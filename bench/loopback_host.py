@@ -4,8 +4,8 @@ and a user `ubuntu`, as `bash .ci/run` sets up. Used by bench/submit_latency.py 
 from __future__ import annotations
 
 import os
-import shlex
 import random
+import shlex
 import shutil
 import statistics
 import subprocess

@@ -23,7 +23,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loopback_host import Case, interleaved_medians, loopback, make_project, print_table, run
+from loopback_host import (
+    Case,
+    interleaved_medians,
+    loopback,
+    make_project,
+    print_table,
+    run,
+)
 
 GOAL_MS = 150
 

@@ -24,15 +24,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from loopback_host import Case, interleaved_medians, loopback, make_project, print_table, run  # noqa: E402
+from loopback_host import (  # noqa: E402
+    Case,
+    interleaved_medians,
+    loopback,
+    make_project,
+    print_table,
+    run,
+)
 
 
 def child(project: Path, remote_root: str) -> None:
     """One sync as a command would do it, in this fresh process."""
-    from awsrun.job import jobs
-    from awsrun.transfer import scan, rsync as transfer
     from awsrun.home import Home
+    from awsrun.job import jobs
     from awsrun.settings import load_settings
+    from awsrun.transfer import rsync as transfer
+    from awsrun.transfer import scan
 
     tree = scan.scan(project)
     with jobs.open_host(Home.from_env(), load_settings(project)) as host:
@@ -48,10 +56,11 @@ def main() -> None:
     if args.child:
         return child(Path(args.child[0]), args.child[1])
 
-    from awsrun.job import jobs
-    from awsrun.transfer import scan, rsync as transfer
     from awsrun.home import Home
+    from awsrun.job import jobs
     from awsrun.settings import load_settings
+    from awsrun.transfer import rsync as transfer
+    from awsrun.transfer import scan
 
     with loopback() as box, tempfile.TemporaryDirectory() as scratch:
         env = box.env()

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from loopback_host import REPO, loopback
 
-from awsrun.setup.bootstrap import bootstrap_node
 from awsrun.remote.ssh import SshTarget, connect
+from awsrun.setup.bootstrap import bootstrap_node
+from tests.harness.job_packages import link_packages
 from tests.harness.sshd import USER
 from tests.harness.torch_host import PIP_ARGS, settings
-from tests.harness.job_packages import link_packages
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -48,7 +48,13 @@ from stn.data import BatchSampler, load_digits, mix_seed  # noqa: E402
 from stn.distort import canvas_size  # noqa: E402
 from stn.model import build_model, parameter_count  # noqa: E402
 from stn.rng import CounterRandom  # noqa: E402
-from stn.training import LrSchedule, TrainMeter, TrainStep, make_optimizer, memory_format_for  # noqa: E402
+from stn.training import (  # noqa: E402
+    LrSchedule,
+    TrainMeter,
+    TrainStep,
+    make_optimizer,
+    memory_format_for,
+)
 
 DEFAULT_BATCH = 256  # train_stn's
 MODES = ("eager", "graph", "compile", "compile+graph")

@@ -42,14 +42,21 @@ from typing import Callable, Iterable
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from loopback_host import Case, interleaved_samples, loopback, make_project, print_spread, run  # noqa: E402
+from loopback_host import (  # noqa: E402
+    Case,
+    interleaved_samples,
+    loopback,
+    make_project,
+    print_spread,
+    run,
+)
 
 MiB = 1 << 20
 
 
 def open_host(project: Path):
-    from awsrun.job import jobs
     from awsrun.home import Home
+    from awsrun.job import jobs
     from awsrun.settings import load_settings
 
     return jobs.open_host(Home.from_env(), load_settings(project, {}))
@@ -57,7 +64,8 @@ def open_host(project: Path):
 
 def child(verb: str, project: Path, remote: str, local: str) -> None:
     """One push or pull as a command does it, in this fresh process; prints its report and peak RSS."""
-    from awsrun.transfer import sftp_pull, sftp_push, scan, rsync, rsync_pull as transfer_pull
+    from awsrun.transfer import rsync, scan, sftp_pull, sftp_push
+    from awsrun.transfer import rsync_pull as transfer_pull
 
     with open_host(project) as host:
         if verb == "sftp-push":
@@ -297,7 +305,8 @@ def main() -> None:
     if args.child:
         return child(args.child[0], Path(args.child[1]), args.child[2], args.child[3])
 
-    from awsrun.transfer import scan, rsync, rsync_pull as transfer_pull
+    from awsrun.transfer import rsync, scan
+    from awsrun.transfer import rsync_pull as transfer_pull
 
     with loopback() as box, tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as scratch:
         scratch = Path(scratch)

@@ -27,21 +27,48 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-
 from stn.artifacts import (
-    CURVES, METRICS, STN_GRID, SUMMARY, MetricsLog, TensorBoard, plot_curves, save_figure,
-    stn_grid_figure, write_json_atomic,
+    CURVES,
+    METRICS,
+    STN_GRID,
+    SUMMARY,
+    MetricsLog,
+    TensorBoard,
+    plot_curves,
+    save_figure,
+    stn_grid_figure,
+    write_json_atomic,
 )
-from stn.checkpoint import ResumeError, check_resumable, load_latest_checkpoint, save_checkpoint
+from stn.checkpoint import (
+    ResumeError,
+    check_resumable,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from stn.data import DATASETS, BatchSampler, DataError, load_digits, mix_seed
 from stn.distort import KINDS, canvas_size, distort
 from stn.model import MODELS, build_model, parameter_count
 from stn.rng import CounterRandom
-from stn.runtime import Runtime, StopRequest, TrainClock, UsageError, agreed_stop, describe, log, start_runtime
-from stn.training import (
-    EAGER_WARMUP_STEPS, LrSchedule, TrainMeter, TrainStep, adopt_lr_tensor, make_optimizer, memory_format_for,
+from stn.runtime import (
+    Runtime,
+    StopRequest,
+    TrainClock,
+    UsageError,
+    agreed_stop,
+    describe,
+    log,
+    start_runtime,
 )
+from stn.training import (
+    EAGER_WARMUP_STEPS,
+    LrSchedule,
+    TrainMeter,
+    TrainStep,
+    adopt_lr_tensor,
+    make_optimizer,
+    memory_format_for,
+)
+from torch.nn.parallel import DistributedDataParallel
 
 DEFAULT_OUT = "runs/local"
 EXIT_BAD_CONFIG = 2

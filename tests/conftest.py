@@ -111,6 +111,6 @@ def cli(awsrun_home: Path, project: Path, request) -> AwsrunCli:
     if "fleet" in request.fixturenames:
         env["AWSRUN_SSH_PROXY_COMMAND"] = request.getfixturevalue("fleet").proxy_command
     return AwsrunCli(home=awsrun_home, cwd=project, env=env)
-from tests.harness.torch_host import torch_host  # noqa: E402,F401
 from tests.harness.imds import imds  # noqa: E402,F401
 from tests.harness.job_packages import job_pythonpath  # noqa: E402,F401
+from tests.harness.torch_host import torch_host  # noqa: E402,F401

@@ -31,8 +31,8 @@ def open_target(kind: str, request, tmp_path: Path, monkeypatch) -> Target:
     if kind == "local":
         path = tmp_path / "machine" / "p"
         return Target(kind, LocalRemote(), str(path), path)
-    from awsrun.job import jobs
     from awsrun.home import Home
+    from awsrun.job import jobs
     from awsrun.settings import load_settings
 
     fleet, home, cli = (request.getfixturevalue(name) for name in ("fleet", "awsrun_home", "cli"))

@@ -16,7 +16,9 @@ if str(JOBS) not in sys.path:  # lets tests import the job's own modules (stn.*,
 
 
 def job_env(**extra: str) -> dict[str, str]:
-    from tests.harness.cli import guarded_env  # the job's network, too, stays on loopback
+    from tests.harness.cli import (
+        guarded_env,  # the job's network, too, stays on loopback
+    )
 
     env = {k: v for k, v in guarded_env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     # One torch thread per job: on a loaded 2-core machine two threads thrash (the same 300-step

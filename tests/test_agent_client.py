@@ -1,7 +1,7 @@
 import pytest
 
-from awsrun.setup.agent import describe_duration, parse_duration
 from awsrun.errors import ConfigError
+from awsrun.setup.agent import describe_duration, parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -40,9 +40,9 @@ def test_bad_percent_is_one_line(text):
 
 
 def test_gpu_idle_rides_with_the_autostop_setting_and_needs_a_duration():
-    from awsrun.setup.agent import Autostop
     from awsrun.cluster.autostop import for_up
     from awsrun.settings import Settings
+    from awsrun.setup.agent import Autostop
 
     setting = for_up(Settings(autostop="30m"), frozenset({"autostop"}), False, None, 5.0)
     assert setting == Autostop(1800, False, False, 5.0)

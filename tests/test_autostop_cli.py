@@ -12,10 +12,10 @@ import time
 import pytest
 
 from awsrun.cluster import autostop
-from awsrun.setup.agent import Autostop
 from awsrun.errors import ConfigError
 from awsrun.progress import Silent
 from awsrun.settings import Settings
+from awsrun.setup.agent import Autostop
 from awsrun.state import InstanceRecord
 from tests.harness.sshd import USER
 

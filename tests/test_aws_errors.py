@@ -13,8 +13,8 @@ from xml.sax.saxutils import escape
 import pytest
 
 from awsrun.cluster import ops, up
-from awsrun.errors import CloudError, ConfigError, NotImplementedYet
 from awsrun.cluster.context import UpRequest
+from awsrun.errors import CloudError, ConfigError, NotImplementedYet
 from awsrun.home import Home
 from awsrun.progress import Silent
 from awsrun.providers import aws_errors
@@ -278,7 +278,12 @@ def test_bootstrap_not_available_yet_fails_before_anything_is_launched(aws, ec2,
 
 
 def test_errors_outside_the_api():
-    from botocore.exceptions import EndpointConnectionError, NoCredentialsError, NoRegionError, TokenRetrievalError
+    from botocore.exceptions import (
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        TokenRetrievalError,
+    )
 
     assert aws_errors.translate(NoCredentialsError()).message == "no AWS credentials found"
     region = aws_errors.translate(NoRegionError())
@@ -290,7 +295,11 @@ def test_errors_outside_the_api():
 
 
 def test_credential_problems_have_one_wording_for_every_command():
-    from botocore.exceptions import ClientError, PartialCredentialsError, ProfileNotFound
+    from botocore.exceptions import (
+        ClientError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
 
     partial = PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY")
     profile = ProfileNotFound(profile="work")

@@ -13,7 +13,14 @@ from awsrun.errors import CloudError
 from awsrun.progress import Silent
 from awsrun.providers import aws_errors
 from awsrun.providers.aws import AwsProvider
-from tests.test_aws_errors import Injector, home, live_instances, recorded_instances, run_up, settings  # noqa: F401
+from tests.test_aws_errors import (  # noqa: F401
+    Injector,
+    home,
+    live_instances,
+    recorded_instances,
+    run_up,
+    settings,
+)
 
 
 def one_line(error) -> str:

@@ -7,14 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.setup import bootstrap as bs
-from awsrun.setup.bootstrap import BootstrapError, UnsupportedStackError, bootstrap_node
-from awsrun.setup.bootstrap_plan import Probe, bootstrap_argv, node_stack, parse_probe, probe_command
-from awsrun.setup.bootstrap_report import STEPS, StepEvent, StepResult, VerifyResult, parse_event, parse_verify
 from awsrun.cli.bootstrap import STEPS as CLI_STEPS
 from awsrun.errors import ConfigError, RemoteError
 from awsrun.remote.base import Result
 from awsrun.settings import Settings
+from awsrun.setup import bootstrap as bs
+from awsrun.setup.bootstrap import BootstrapError, UnsupportedStackError, bootstrap_node
+from awsrun.setup.bootstrap_plan import (
+    Probe,
+    bootstrap_argv,
+    node_stack,
+    parse_probe,
+    probe_command,
+)
+from awsrun.setup.bootstrap_report import (
+    STEPS,
+    StepEvent,
+    StepResult,
+    VerifyResult,
+    parse_event,
+    parse_verify,
+)
 from awsrun.setup.stack import choose_stack
 
 UBUNTU_2204 = 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="22.04"\n'

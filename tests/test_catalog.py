@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.setup.catalog import gpu_types, load_catalog, lookup, on_demand_price, quota_names
+from awsrun.setup.catalog import (
+    gpu_types,
+    load_catalog,
+    lookup,
+    on_demand_price,
+    quota_names,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CAPABILITY = {"K80": "3.7", "V100": "7.0", "T4": "7.5", "A10G": "8.6", "L4": "8.9", "L40S": "8.9",

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
+from awsrun.errors import ConfigError
 from awsrun.job import checkpoints
 from awsrun.job.checkpoints import BucketUrl, MirrorPlan, parse_url
-from awsrun.errors import ConfigError
 from awsrun.settings import load_settings
 
 

@@ -8,7 +8,13 @@ import signal
 import subprocess
 import time
 
-from tests.harness.clusters import job_cluster, local_cluster, local_cluster_in, ssh_cluster, wait_for  # noqa: F401
+from tests.harness.clusters import (  # noqa: F401
+    job_cluster,
+    local_cluster,
+    local_cluster_in,
+    ssh_cluster,
+    wait_for,
+)
 from tests.test_up_e2e import SSH_CIDR, _start_paused, live, ok
 
 ROUNDS = 3
@@ -151,8 +157,8 @@ def test_env_values_reach_the_job_through_stdin_never_a_command_line(project, lo
                                                                      monkeypatch):
     """In process, over the real local Remote with every command it runs recorded: a --env secret is in
     no command text (any user of the target can read command lines), only in a 0600 file and the job."""
-    from awsrun.job import jobs
     from awsrun.home import Home
+    from awsrun.job import jobs
     from awsrun.settings import Settings
 
     for name, value in local_cluster.tmux_env.items():

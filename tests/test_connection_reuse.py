@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.remote.openssh import SOCKET_PATH_MAX, Control, close_masters, master_pid, parse_persist, socket_name
+from awsrun.remote.openssh import (
+    SOCKET_PATH_MAX,
+    Control,
+    close_masters,
+    master_pid,
+    parse_persist,
+    socket_name,
+)
 from awsrun.remote.target import SshTarget
 from tests.harness.clusters import ssh_cluster, wait_for  # noqa: F401 (fixture)
 

@@ -14,9 +14,9 @@ from botocore.stub import Stubber
 
 from awsrun.account import doctor
 from awsrun.account.doctor import CHECK_NAMES, Check
+from awsrun.account.quota import Quota, QuotaCheck
 from awsrun.home import Home
 from awsrun.providers.aws_clients import AwsClients
-from awsrun.account.quota import Quota, QuotaCheck
 
 G_ON_DEMAND = "Running On-Demand G and VT instances"
 ALL_TOOLS = {"ssh": "/usr/bin/ssh", "rsync": "/usr/bin/rsync", "tmux": "/usr/bin/tmux"}

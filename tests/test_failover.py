@@ -12,16 +12,16 @@ import subprocess
 import boto3
 import pytest
 
-from awsrun.cluster import up, failover
-from awsrun.errors import ConfigError
+from awsrun.cluster import failover, up
 from awsrun.cluster.context import UpRequest
+from awsrun.errors import ConfigError
 from awsrun.home import Home
 from awsrun.progress import Silent
 from awsrun.providers.aws_errors import AccessDeniedError, CapacityError
 from awsrun.settings import Settings
 from awsrun.state import State
-from tests.test_up_e2e import ok, status_ids, status_json
 from tests.harness.cli import wait_for_pause
+from tests.test_up_e2e import ok, status_ids, status_json
 
 CIDR = "203.0.113.7/32"
 G_ON_DEMAND = "Running On-Demand G and VT instances"

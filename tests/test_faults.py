@@ -20,7 +20,11 @@ from pathlib import Path
 import pytest
 
 from awsrun.state import State
-from tests.harness.clusters import local_cluster, ssh_cluster, wait_for  # noqa: F401  (fixtures)
+from tests.harness.clusters import (  # noqa: F401  (fixtures)
+    local_cluster,
+    ssh_cluster,
+    wait_for,
+)
 
 CUTPROXY = Path(__file__).parent / "harness" / "cutproxy.py"
 MB = 1_000_000

@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
+from tests.harness.clusters import (  # noqa: F401 (fixtures)
+    job_cluster,
+    local_cluster,
+    ssh_cluster,
+    wait_for,
+)
 from tests.test_jobs_e2e import TICKER, make_project
 
 RESUMER = (

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.job import tmux
 from awsrun.errors import HostKeyError, RemoteError
+from awsrun.job import tmux
 from awsrun.remote.ssh import SshTarget, connect
 from tests.harness.cli import guarded_env
 

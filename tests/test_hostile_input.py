@@ -18,18 +18,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 
-from awsrun.setup.agent import parse_duration
 from awsrun.cli import INTERNAL_ERROR, main
+from awsrun.cluster.machines import parse_host
 from awsrun.errors import AwsrunError, ConfigError
 from awsrun.job.jobs import parse_ports
-from awsrun.cluster.machines import parse_host
+from awsrun.job.tmux import validate_env, validate_session_name
 from awsrun.providers.aws_network_requests import parse_cidr
 from awsrun.providers.aws_requests import validate_cluster_name
 from awsrun.settings import SETTING_NAMES, load_settings
+from awsrun.setup.agent import parse_duration
 from awsrun.state import ClusterRecord, InstanceRecord, State
-from awsrun.job.tmux import validate_env, validate_session_name
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])
@@ -312,9 +313,9 @@ def _toml(value) -> str:
 
 def test_a_trailing_newline_never_passes_a_validator():
     """`$` in a regex matches before a final newline: every validator anchors with \\Z instead."""
-    from awsrun.job import tmux
-    from awsrun.errors import ConfigError
     from awsrun.cluster.machines import parse_host
+    from awsrun.errors import ConfigError
+    from awsrun.job import tmux
     from awsrun.providers.aws_requests import validate_cluster_name
     from awsrun.settings import load_settings
 

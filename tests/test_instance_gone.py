@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.state import State
 from awsrun.cluster.vanished import describe_reason
+from awsrun.state import State
 from tests.harness.ec2_endpoint import ACCOUNT_ID
 from tests.test_faults import one_line_error
 

@@ -14,7 +14,11 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.harness.clusters import job_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
+from tests.harness.clusters import (  # noqa: F401 (fixtures)
+    job_cluster,
+    ssh_cluster,
+    wait_for,
+)
 
 # Waits for a `go` file in its working directory (the synced project), so the test decides when it
 # ends; copies blob.bin of the project into its output directory.
@@ -138,8 +142,8 @@ def test_ports_and_the_ssh_argv_for_tunnels_and_commands():
 
 
 def test_ssh_config_render_exact():
-    from awsrun.errors import ConfigError
     from awsrun.cluster.sshconfig import HostEntry, render
+    from awsrun.errors import ConfigError
 
     entry = HostEntry("gpu", "1.2.3.4", 22, "ubuntu", "/home/me/my keys/k%1", "/home/me/.awsrun/known_hosts",
                       "i-0abc", "aws ssm start-session --target %h --parameters portNumber=%p")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.job import jobs
 from awsrun.home import Home
+from awsrun.job import jobs
 from awsrun.settings import Settings
 from tests.harness.clusters import ssh_cluster, wait_for  # noqa: F401  (fixture)
 from tests.harness.ec2_endpoint import image_ids

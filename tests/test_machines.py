@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from awsrun.errors import ConfigError
 from awsrun.cluster.machines import parse_host
+from awsrun.errors import ConfigError
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.test_up_e2e import live, ok, state_of, status_ids, status_json, up
 from tests.harness.cli import wait_for_pause
+from tests.test_up_e2e import live, ok, state_of, status_ids, status_json, up
 
 NO_ROOM = "We currently do not have sufficient g4dn.xlarge capacity in the Availability Zone you requested."
 

@@ -310,7 +310,13 @@ def test_job_state_across_nodes_failed_if_any_failed_running_while_any_runs():
 
 
 def test_torchrun_words_and_rendezvous_builders():
-    from awsrun.job.multinode import endpoint, gpus_per_node, node_env, rdzv_port, torchrun_words
+    from awsrun.job.multinode import (
+        endpoint,
+        gpus_per_node,
+        node_env,
+        rdzv_port,
+        torchrun_words,
+    )
 
     assert torchrun_words(nnodes=3, nproc_per_node=8, node_rank=2, endpoint="10.0.0.5:29511", rdzv_id="work") == [
         "-m", "torch.distributed.run", "--nnodes", "3", "--nproc-per-node", "8", "--node-rank", "2",

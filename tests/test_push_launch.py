@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from awsrun.job import jobs
-from awsrun.transfer import pushcache, scan, rsync as transfer
+from awsrun.transfer import pushcache, scan
+from awsrun.transfer import rsync as transfer
 from tests.harness.clusters import ssh_cluster, wait_for  # noqa: F401 (fixture)
 from tests.test_transfer import host_for
 

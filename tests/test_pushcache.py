@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.job import jobs
 from awsrun.home import Home
+from awsrun.job import jobs
 from awsrun.settings import load_settings
-from tests.harness.clusters import _env_for, local_cluster, wait_for  # noqa: F401 (fixture)
+from tests.harness.clusters import (  # noqa: F401 (fixture)
+    _env_for,
+    local_cluster,
+    wait_for,
+)
 
 
 class Counting:

@@ -16,11 +16,11 @@ import pytest
 from botocore.stub import Stubber
 
 from awsrun.account import launch_check, quota, quota_requests
+from awsrun.account.quota import Quota, QuotaCheck
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
 from awsrun.providers.aws_clients import AwsClients
 from awsrun.providers.aws_errors import TypeNotOffered
-from awsrun.account.quota import Quota, QuotaCheck
 
 UBUNTU = "ami-0ubuntu2204a"
 G_ON_DEMAND = "Running On-Demand G and VT instances"

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.transfer import sftp_pull, sftp_session, scan
 from awsrun.errors import NotFoundError
 from awsrun.remote.local import FileAttrs, LocalFiles, LocalRemote
-from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
+from awsrun.transfer import scan, sftp_pull, sftp_session
 from tests.harness.files import tree
-
+from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
 
 
 def written(dest: Path) -> list[str]:

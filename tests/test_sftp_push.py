@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.transfer import sftp_session, sftp_push, scan, rsync
 from awsrun.errors import RemoteError
 from awsrun.remote import sftp_pipe
 from awsrun.remote.local import LocalRemote
-from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
+from awsrun.transfer import rsync, scan, sftp_push, sftp_session
 from tests.harness.files import tree
+from tests.sftp_targets import target, target2  # noqa: F401 (fixtures)
 
 ODD = ["sp ace.py", "quo'te\".py", "ü漢.py", "new\nline.py", "-dash.py", "$(touch x).py", "back\\slash.py"]
 

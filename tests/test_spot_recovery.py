@@ -10,9 +10,8 @@ import re
 import shutil
 from pathlib import Path
 
-
-from awsrun.setup.agent import install_agent
 from awsrun.remote.ssh import SshTarget, connect
+from awsrun.setup.agent import install_agent
 from tests.harness.clusters import ssh_cluster_on, wait_for
 from tests.harness.sshd import USER
 

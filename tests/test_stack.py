@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from awsrun.setup.stack import Stack, choose_stack, normalize_gpu_model, parse_os_release
+from awsrun.setup.stack import (
+    Stack,
+    choose_stack,
+    normalize_gpu_model,
+    parse_os_release,
+)
 
 JAMMY = """PRETTY_NAME="Ubuntu 22.04.4 LTS"
 NAME="Ubuntu"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.transfer import ignore, scan
 from awsrun.remote.local import LocalRemote
+from awsrun.transfer import ignore, scan
 from tests.harness.files import tree as _tree
 
 PY = sys.executable

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.job import start_lock, tmux
 from awsrun.errors import ConfigError
+from awsrun.job import start_lock, tmux
 from tests.harness.clusters import wait_for
 
 HOSTILE = ["a b", "; rm -rf ~", "$(touch pwned)", "`id`", "'", '"', "\\", "*", "~", "", "line\nbreak", "ü", "-x"]

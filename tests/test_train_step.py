@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
-
-from tests.stn_helpers import explain, run_job
-
 import train_stn  # noqa: E402  (tests.stn_helpers puts jobs/ on sys.path)
 from stn.data import BatchSampler, load_digits
 from stn.model import build_model
 from stn.rng import CounterRandom, permutation
-from stn.training import LrSchedule, TrainMeter, TrainStep, adopt_lr_tensor, lr_factor, make_optimizer
+from stn.training import (
+    LrSchedule,
+    TrainMeter,
+    TrainStep,
+    adopt_lr_tensor,
+    lr_factor,
+    make_optimizer,
+)
+from torch.overrides import TorchFunctionMode
+
+from tests.stn_helpers import explain, run_job
 
 # Tensor methods that make the host wait for the device (or copy a value to it).
 HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,

@@ -19,16 +19,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from tests.stn_helpers import JOB, JOBS, REPO, explain, job_env, read_json, read_jsonl, run_job, start_job
-
 import train_stn  # noqa: E402  (tests.stn_helpers puts jobs/ on sys.path)
+from PIL import Image
 from stn import distort as distortions
 from stn.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from stn.data import BatchSampler, load_digits
 from stn.model import MODELS, build_model, parameter_count
 from stn.rng import CounterRandom
+
+from tests.stn_helpers import (
+    JOB,
+    JOBS,
+    REPO,
+    explain,
+    job_env,
+    read_json,
+    read_jsonl,
+    run_job,
+    start_job,
+)
 
 SUMMARY_KEYS = {"test_error", "images_per_s", "steps", "wall_s", "device", "model", "distortion", "world_size"}
 # A run small enough for a 2-core CPU; SIGTERM/resume and torchrun tests use it.

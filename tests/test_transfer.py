@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 
 from awsrun.job import jobs
-from awsrun.transfer import scan, rsync, rsync_pull
 from awsrun.job.projects import project_remote_dir
 from awsrun.remote.local import LocalRemote
-from tests.harness.clusters import job_cluster, local_cluster, ssh_cluster, wait_for  # noqa: F401 (fixtures)
+from awsrun.transfer import rsync, rsync_pull, scan
+from tests.harness.clusters import (  # noqa: F401 (fixtures)
+    job_cluster,
+    local_cluster,
+    ssh_cluster,
+    wait_for,
+)
 from tests.harness.files import tree
 
 MB = 1 << 20

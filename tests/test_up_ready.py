@@ -8,9 +8,9 @@ import re
 import shlex
 from dataclasses import replace
 
-from awsrun.setup.bootstrap import bootstrap_node
 from awsrun.remote.base import Result
 from awsrun.settings import Settings
+from awsrun.setup.bootstrap import bootstrap_node
 
 PROBE = """home=/home/ubuntu
 user=ubuntu

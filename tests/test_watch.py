@@ -38,8 +38,8 @@ TRAIN = ("train_stn.py", "--dataset", "digits", "--model", "fcn", "--steps", str
 # --- the pure pieces ---------------------------------------------------------------------------------
 
 def test_server_argv_url_and_install_command():
-    from awsrun.job import watch
     from awsrun.errors import ConfigError
+    from awsrun.job import watch
 
     board = watch.tensorboard_spec(6006, "runs/a b")
     assert board.argv("/v/bin/python", 6007) == [
@@ -66,8 +66,8 @@ def test_server_argv_url_and_install_command():
 
 
 def test_probe_answer_parsing():
-    from awsrun.job import watch
     from awsrun.errors import RemoteError
+    from awsrun.job import watch
 
     probe = watch.parse_probe("python=/h/v/bin/python\nvenv=1\ninstalled=0\nrunning=1\nargv=/h/v/bin/python\n"
                               "argv=-m\nargv=a=b\nfree=6007\n")

@@ -35,10 +35,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from awsrun.account import quota as quotas
-from awsrun.providers.aws_clients import AwsClients, chain_region, credentials_source
-from awsrun.providers.aws_errors import aws_error_code, botocore_errors, describe_aws_error
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
+from awsrun.providers.aws_clients import AwsClients, chain_region, credentials_source
+from awsrun.providers.aws_errors import (
+    aws_error_code,
+    botocore_errors,
+    describe_aws_error,
+)
 
 SCHEMA = 1
 # "candidates" comes after "quota" only when `up` has several candidates (types x regions) to try.

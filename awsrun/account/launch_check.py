@@ -13,11 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from awsrun.account.quota import (
+    Quota,
+    QuotaCheck,
+    QuotaTooLow,
+    check_quota,
+    offered_zones,
+)
 from awsrun.home import Home
 from awsrun.providers.aws_clients import AwsClients, chain_region, resolve_region
 from awsrun.providers.aws_errors import TypeNotOffered
-from awsrun.account.quota import Quota, QuotaCheck, QuotaTooLow, check_quota, offered_zones
-
 
 DEFAULT_MAX_AGE_S = 600.0
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
-from awsrun.setup import catalog
 from awsrun.errors import AwsrunError, ConfigError
+from awsrun.setup import catalog
 from awsrun.state import InstanceRecord
 
 LIST_PRICE = "on-demand list price"

@@ -16,10 +16,15 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from awsrun.setup import catalog
 from awsrun.errors import AwsrunError, CloudError, ConfigError
 from awsrun.providers.aws_clients import AwsClients
-from awsrun.providers.aws_errors import DENIED_CODES, aws_error_code, botocore_errors, describe_aws_error
+from awsrun.providers.aws_errors import (
+    DENIED_CODES,
+    aws_error_code,
+    botocore_errors,
+    describe_aws_error,
+)
+from awsrun.setup import catalog
 
 SERVICE_CODE = "ec2"
 # Instance states that hold vCPU quota: a stopped instance holds none.

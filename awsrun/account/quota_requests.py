@@ -11,10 +11,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from awsrun.account.quota import SERVICE_CODE, QuotaCheck, QuotaUnknown
 from awsrun.errors import AwsrunError, CloudError
 from awsrun.providers.aws_clients import AwsClients
-from awsrun.providers.aws_errors import aws_error_code, aws_message, botocore_errors, describe_aws_error
-from awsrun.account.quota import SERVICE_CODE, QuotaCheck, QuotaUnknown
+from awsrun.providers.aws_errors import (
+    aws_error_code,
+    aws_message,
+    botocore_errors,
+    describe_aws_error,
+)
 
 
 class NothingToRequest(AwsrunError):

@@ -9,8 +9,8 @@ import sys
 import click
 
 from awsrun import __version__
-from awsrun.errors import AwsrunError
 from awsrun.cli.context import AppContext
+from awsrun.errors import AwsrunError
 
 INTERNAL_ERROR = 70
 # Each module's COMMANDS, loaded in this order until the command asked for is found (all of them for

@@ -81,8 +81,8 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
                retry_until_up: bool, retry_for: str | None, **flags: Any) -> None:
     """Provision (or resume) a cluster and bootstrap it over SSH."""
     from awsrun.cluster import up
-    from awsrun.setup.agent import parse_percent
     from awsrun.cluster.context import UpRequest
+    from awsrun.setup.agent import parse_percent
 
     if local and hosts:
         raise ConfigError("--local and --host exclude each other")
@@ -126,8 +126,8 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
 
 
 def _retry(until_up: bool, retry_for: str | None, backoff_s: float):
-    from awsrun.setup.agent import duration_seconds
     from awsrun.cluster.failover import Retry
+    from awsrun.setup.agent import duration_seconds
 
     if until_up and retry_for:
         raise ConfigError("--retry-until-up and --retry-for exclude each other",

@@ -51,7 +51,6 @@ def doctor_command(app: AppContext, instance_type: str | None, spot: bool | None
     Exits 8 when any check fails; warnings (⚠) do not fail.
     """
     from awsrun.account import doctor
-
     from awsrun.cluster.failover import candidates as up_candidates
 
     regions = region if "," in (region or "") else None
@@ -131,9 +130,9 @@ def quota_request_command(app: AppContext, instance_type: str, count: int, spot:
 def quota_status_command(app: AppContext, instance_type: str | None, spot: bool, region: str | None,
                          as_json: bool) -> None:
     """List pending and past EC2 quota increase requests with their state."""
-    from awsrun.setup import catalog
     from awsrun.account import quota, quota_requests
     from awsrun.providers.aws_clients import AwsClients, resolve_region
+    from awsrun.setup import catalog
 
     settings = app.settings(region=region, instance_type=instance_type)  # validates the type
     clients = AwsClients(resolve_region(settings.region))

@@ -24,8 +24,8 @@ def prices_command(app: AppContext, gpu: str | None, region: str | None, as_json
     EC2's current price in each zone of the region (describe_spot_price_history; needs credentials).
     `awsrun up --spot` launches in the cheapest zone.
     """
-    from awsrun.cluster.context import default_aws
     from awsrun.account.prices import prices_for
+    from awsrun.cluster.context import default_aws
 
     table = prices_for(app.settings(region=region).region, gpu, default_aws)
     if as_json:
@@ -63,9 +63,9 @@ def autostop_command(app: AppContext, duration: str, cluster: str | None, down: 
       awsrun autostop 1h --gpu-idle 5%   a job whose GPUs idle under 5% for the hour counts as idle
       awsrun autostop off          never
     """
-    from awsrun.setup.agent import Autostop, parse_duration, parse_percent
-    from awsrun.cluster.autostop import set_autostop
     from awsrun.cli.cluster import UiReporter
+    from awsrun.cluster.autostop import set_autostop
+    from awsrun.setup.agent import Autostop, parse_duration, parse_percent
 
     setting = Autostop(parse_duration(duration), down, while_ssh, parse_percent(gpu_idle) if gpu_idle else None)
     settings = app.settings(**({"cluster": cluster} if cluster else {}))

@@ -195,8 +195,8 @@ def _say_set_aside(name: str, set_aside: str | None, where: str = "") -> None:
 
 def _recover(app: AppContext, cluster: str | None, session: str | None, checkpoint_bucket: str | None,
              bootstrap: bool, as_json: bool) -> int:
-    from awsrun.job import recover as recovery
     from awsrun.cli.cluster import UiReporter
+    from awsrun.job import recover as recovery
 
     if checkpoint_bucket:
         raise ConfigError("--recover uses the bucket each job was submitted with; leave --checkpoint-bucket out")
@@ -338,7 +338,6 @@ def logs_command(app: AppContext, session: str | None, follow: bool, lines: int 
                  cluster: str | None) -> int:
     """The output of job SESSION (default: setting `session`). Ctrl-C stops following, never the job."""
     from awsrun.job import jobs
-
     from awsrun.job.tmux import validate_session_name
 
     settings = app.settings(cluster=cluster)
@@ -407,7 +406,6 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
     devices and names with control characters are skipped with a warning. --from-s3 works when the
     instance is gone."""
     from awsrun.job import jobs
-
     from awsrun.job.tmux import validate_session_name
 
     settings = app.settings(cluster=cluster)
@@ -442,7 +440,6 @@ def pull_command(app: AppContext, session: str | None, to: Path | None, remote_p
 def kill_command(app: AppContext, session: str, force: bool, cluster: str | None) -> None:
     """Stop job SESSION: Ctrl-C (a chance to save a checkpoint), then end its tmux session (on every node)."""
     from awsrun.job import jobs, multinode
-
     from awsrun.job.tmux import validate_session_name
 
     validate_session_name(session)

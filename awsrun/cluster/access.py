@@ -136,7 +136,12 @@ def _openssh(home: Home, settings: Settings, cluster: ClusterRecord, instance: I
     persist = persist_seconds(settings)
     if persist <= 0 or shutil.which("ssh") is None or not KnownHosts(target.known_hosts).lookup(target.alias):
         return None
-    from awsrun.remote.openssh import Control, OpenSshRemote, prepare_directory, socket_name
+    from awsrun.remote.openssh import (
+        Control,
+        OpenSshRemote,
+        prepare_directory,
+        socket_name,
+    )
 
     if not prepare_directory(home.sockets_dir):
         return None

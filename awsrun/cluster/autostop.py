@@ -12,12 +12,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
-from awsrun.setup.agent import CONFIG_KEY, AgentInstall, Autostop, agent_status, install_agent, parse_duration
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
 from awsrun.progress import Reporter
 from awsrun.remote.base import Remote
 from awsrun.settings import Settings
+from awsrun.setup.agent import (
+    CONFIG_KEY,
+    AgentInstall,
+    Autostop,
+    agent_status,
+    install_agent,
+    parse_duration,
+)
 from awsrun.state import ClusterRecord, InstanceRecord
 
 if TYPE_CHECKING:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from awsrun.setup import catalog
 from awsrun.cluster import failover
 from awsrun.errors import AwsrunError
 from awsrun.settings import Settings
+from awsrun.setup import catalog
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ class PlanRow:
 
 def plan(settings: Settings, aws: Callable[[str | None], Any], count: int = 1) -> list[PlanRow]:
     """One row per candidate, in the order `up` tries them. `aws(region)` gives an AwsProvider."""
+    from awsrun.account.quota import check_quota
     from awsrun.cluster.ec2 import launch_zones
     from awsrun.providers.aws_clients import AwsClients
     from awsrun.providers.aws_errors import QUOTA_CODES
-    from awsrun.account.quota import check_quota
 
     providers: dict[str | None, Any] = {}
     rows = []

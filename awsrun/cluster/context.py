@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from awsrun.home import Home
 from awsrun.account.prices import SessionCost
+from awsrun.home import Home
 from awsrun.progress import Reporter
 from awsrun.remote.base import Remote
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 if TYPE_CHECKING:
-    from awsrun.cluster import nodes as cluster_nodes, failover
+    from awsrun.cluster import failover
+    from awsrun.cluster import nodes as cluster_nodes
     from awsrun.providers.aws import AwsProvider
 
 AwsFactory = Callable[[str | None], "AwsProvider"]  # boto3 is imported lazily: it is slow

@@ -22,12 +22,17 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from awsrun.setup import catalog
+from awsrun.account.quota import QuotaTooLow, request_command
 from awsrun.errors import AwsrunError, CloudError
 from awsrun.progress import Reporter
-from awsrun.providers.aws_errors import QUOTA_CODES, CapacityError, QuotaError, TypeNotOffered
-from awsrun.account.quota import QuotaTooLow, request_command
+from awsrun.providers.aws_errors import (
+    QUOTA_CODES,
+    CapacityError,
+    QuotaError,
+    TypeNotOffered,
+)
 from awsrun.settings import Settings, split_list
+from awsrun.setup import catalog
 
 MAX_BACKOFF_S = 600.0
 ANY_ZONE = "EC2's choice"  # a launch without a zone: EC2 picks one

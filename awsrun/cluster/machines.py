@@ -13,7 +13,6 @@ from awsrun.cluster.context import Run, UpRequest, UpResult
 from awsrun.errors import ConfigError, HostKeyError, RemoteError
 from awsrun.state import ClusterRecord, InstanceRecord
 
-
 # Both end up as words of an ssh command line: nothing that could read as an option or a second word.
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\Z")
 _HOST = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]{0,252}\Z")

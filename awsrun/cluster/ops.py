@@ -5,13 +5,26 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 
-from awsrun.cluster import autostop, ec2 as aws_cluster
-from awsrun.job import tmux
-from awsrun.cluster.access import close_connections, cluster_not_found, require_cluster, wait_for_ssh
-from awsrun.cluster.context import ActionResult, AwsFactory, DownResult, Run, default_aws, open_state
+from awsrun.account.prices import PriceBook, SessionCost, session_costs
+from awsrun.cluster import autostop
+from awsrun.cluster import ec2 as aws_cluster
+from awsrun.cluster.access import (
+    close_connections,
+    cluster_not_found,
+    require_cluster,
+    wait_for_ssh,
+)
+from awsrun.cluster.context import (
+    ActionResult,
+    AwsFactory,
+    DownResult,
+    Run,
+    default_aws,
+    open_state,
+)
 from awsrun.errors import ConfigError, Interrupted, NotFoundError
 from awsrun.home import Home
-from awsrun.account.prices import PriceBook, SessionCost, session_costs
+from awsrun.job import tmux
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import cluster_filters, validate_cluster_name
 from awsrun.settings import Settings

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-
 from typing import TYPE_CHECKING
 
-from awsrun.setup.agent import CONFIG_KEY, Autostop
+from awsrun.account.prices import PriceBook
 from awsrun.errors import AwsrunError
 from awsrun.home import Home
-from awsrun.account.prices import PriceBook
 from awsrun.job.projects import ProjectDir, project_dirs
 from awsrun.settings import Settings
+from awsrun.setup.agent import CONFIG_KEY, Autostop
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 if TYPE_CHECKING:

@@ -12,10 +12,19 @@ import dataclasses
 from pathlib import Path
 
 from awsrun import locks
-from awsrun.cluster import autostop, ec2 as aws_cluster, nodes as cluster_nodes, keys
+from awsrun.cluster import autostop, keys
+from awsrun.cluster import ec2 as aws_cluster
+from awsrun.cluster import nodes as cluster_nodes
 from awsrun.cluster.access import open_remote, wait_for_ssh
 from awsrun.cluster.caller_ip import looks_up_address
-from awsrun.cluster.context import AwsFactory, Run, UpRequest, UpResult, default_aws, open_state
+from awsrun.cluster.context import (
+    AwsFactory,
+    Run,
+    UpRequest,
+    UpResult,
+    default_aws,
+    open_state,
+)
 from awsrun.cluster.network import ensure_network, ssh_cidr_for_up, world_open_warnings
 from awsrun.errors import AwsrunError, ConfigError, Interrupted, NotImplementedYet
 from awsrun.home import Home

@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from awsrun.job import checkpoints, push_launch, requirements, tmux
-from awsrun.transfer import pushcache, sftp_pull, sftp_push, scan as sync, rsync as transfer, rsync_pull
 from awsrun.cluster.access import load_node, open_remote
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
+from awsrun.job import checkpoints, push_launch, requirements, tmux
 from awsrun.job.projects import project_remote_dir, remember_project
 from awsrun.remote.base import Remote
 from awsrun.remote.target import CLEAR_FORWARDINGS
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, JobRecord, State
+from awsrun.transfer import pushcache, rsync_pull, sftp_pull, sftp_push
+from awsrun.transfer import rsync as transfer
+from awsrun.transfer import scan as sync
 
 KILLED_EXIT = 137  # what `submit --follow` exits with when the job was killed (128 + SIGKILL, as shells do)
 

@@ -15,13 +15,13 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from awsrun.job import jobs, tmux
-from awsrun.transfer import scan as sync
 from awsrun.cluster.access import require_cluster
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
+from awsrun.job import jobs, tmux
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
+from awsrun.transfer import scan as sync
 
 RDZV_PORTS = (29500, 29900)   # the default port is picked in this range from the session name
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shutil
 
-from awsrun.transfer import pushcache, rsync as transfer
 from awsrun.remote.base import Remote, Result
+from awsrun.transfer import pushcache
+from awsrun.transfer import rsync as transfer
 from awsrun.transfer.scan import LocalTree, SyncReport
 
 

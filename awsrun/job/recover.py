@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from awsrun.job import checkpoints, jobs, tmux
-from awsrun.transfer import scan as sync
 from awsrun.cluster.access import require_cluster
 from awsrun.errors import CloudError, NotFoundError
 from awsrun.home import Home
+from awsrun.job import checkpoints, jobs, tmux
 from awsrun.settings import Settings
 from awsrun.state import State
+from awsrun.transfer import scan as sync
+
 
 @dataclass(frozen=True)
 class Recipe:

@@ -30,7 +30,10 @@ import shlex
 from typing import Mapping, Sequence
 
 from awsrun.errors import ConfigError
-from awsrun.job.start_lock import EXIT_STARTING, under_lock  # noqa: F401 (EXIT_STARTING: callers read tmux.EXIT_STARTING)
+from awsrun.job.start_lock import (  # noqa: F401 (EXIT_STARTING: callers read tmux.EXIT_STARTING)
+    EXIT_STARTING,
+    under_lock,
+)
 
 SOCKET = "awsrun"
 JOBS_ROOT = "~/.awsrun/jobs"

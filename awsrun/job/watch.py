@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from awsrun.job import tmux
 from awsrun.errors import ConfigError, RemoteError
-from awsrun.remote.process import stop_process
+from awsrun.job import tmux
 from awsrun.job.jobs import JobHost, stage_env
+from awsrun.remote.process import stop_process
 
 PORT_SPAN = 50           # how many ports from the asked one are tried, here and on the instance
 READY_TIMEOUT_S = 120.0  # a first start imports a lot (TensorBoard: ~5 s; Jupyter Lab: ~5-10 s)

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from awsrun.providers.aws_requests import TAG_CLUSTER, TAG_LAUNCH_TOKEN, TAG_NODE, TAG_OWNER
+from awsrun.providers.aws_requests import (
+    TAG_CLUSTER,
+    TAG_LAUNCH_TOKEN,
+    TAG_NODE,
+    TAG_OWNER,
+)
 
 
 @dataclass(frozen=True)

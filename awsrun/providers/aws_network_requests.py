@@ -9,7 +9,11 @@ import ipaddress
 from typing import Any
 
 from awsrun.errors import ConfigError
-from awsrun.providers.aws_requests import placement_group_name, security_group_name, tags
+from awsrun.providers.aws_requests import (
+    placement_group_name,
+    security_group_name,
+    tags,
+)
 
 
 def security_group_request(cluster: str, owner: str, vpc_id: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "ClearAllForwardings=yes")
 CLEAR_FORWARDINGS = ("-o", "ClearAllForwardings=yes")
 

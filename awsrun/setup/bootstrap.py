@@ -17,14 +17,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-from awsrun.setup.agent import install_agent, parse_duration
-from awsrun.setup.bootstrap_plan import (READY_FILE, STATE_DIR, Probe, bootstrap_argv, node_stack, packaged_script,
-                                   parse_probe, probe_command, ready_digest)
-from awsrun.setup.bootstrap_report import (STEPS, BootstrapReport, StepEvent, StepResult, VerifyResult, parse_event,
-                                     parse_verify)
 from awsrun.errors import ConfigError, RemoteError
 from awsrun.remote.base import Remote, Result
 from awsrun.settings import Settings
+from awsrun.setup.agent import install_agent, parse_duration
+from awsrun.setup.bootstrap_plan import (
+    READY_FILE,
+    STATE_DIR,
+    Probe,
+    bootstrap_argv,
+    node_stack,
+    packaged_script,
+    parse_probe,
+    probe_command,
+    ready_digest,
+)
+from awsrun.setup.bootstrap_report import (
+    STEPS,
+    BootstrapReport,
+    StepEvent,
+    StepResult,
+    VerifyResult,
+    parse_event,
+    parse_verify,
+)
 
 EXIT_REBOOT = 100                          # bootstrap.sh: driver installed, reboot and run again
 MAX_REBOOTS = 2

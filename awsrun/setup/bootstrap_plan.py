@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Sequence
 
-from awsrun.setup import catalog
 from awsrun.errors import RemoteError
 from awsrun.settings import Settings
+from awsrun.setup import catalog
 from awsrun.setup.stack import Stack, choose_stack
 
 STATE_DIR = ".awsrun/bootstrap"            # under the login user's home; the script's default

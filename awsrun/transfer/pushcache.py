@@ -19,9 +19,9 @@ import os
 import shlex
 from pathlib import Path
 
-from awsrun.transfer import scan as sync
-from awsrun.transfer import check_manifest, walker
 from awsrun.job.tmux import EXIT_RUNNING, remote_path
+from awsrun.transfer import check_manifest, walker
+from awsrun.transfer import scan as sync
 
 CHANGED = 75  # EX_TEMPFAIL: the target's tree is not what was remembered (or could not be walked)
 

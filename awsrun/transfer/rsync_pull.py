@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from awsrun.transfer import rsync
 from awsrun.errors import NotFoundError
 from awsrun.remote.base import Remote
+from awsrun.transfer import rsync
+from awsrun.transfer.rsync import (
+    PARTIAL,
+    PARTIAL_DIR,
+    VANISHED,
+    Progress,
+    run_rsync,
+    shell_of,
+)
 from awsrun.transfer.scan import PullReport, check_name
-from awsrun.transfer.rsync import PARTIAL, PARTIAL_DIR, VANISHED, Progress, run_rsync, shell_of
 
 NAME_MAX = 255
 

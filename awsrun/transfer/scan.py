@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from awsrun.errors import RemoteError
-from awsrun.transfer.ignore import DEFAULT_IGNORE, compile_tiers, parse_ignore, parse_patterns
-from awsrun.transfer import list_manifest, walker
-from awsrun.transfer.walker import is_ignored, walk_tree  # noqa: F401 (is_ignored: the rule check, for callers)
 from awsrun.job.tmux import remote_path
+from awsrun.transfer import list_manifest, walker
+from awsrun.transfer.ignore import (
+    DEFAULT_IGNORE,
+    compile_tiers,
+    parse_ignore,
+    parse_patterns,
+)
+from awsrun.transfer.walker import (  # noqa: F401 (is_ignored: the rule check, for callers)
+    is_ignored,
+    walk_tree,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -17,13 +17,20 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from awsrun.errors import NotFoundError, RemoteError
-from awsrun.transfer.ignore import glob_regex
 from awsrun.remote.base import FileChanged, Remote
-from awsrun.transfer.sftp_push import BATCH_BYTES, BATCH_FILES, SMALL
-from awsrun.transfer.sftp_session import NS, Meter, blocks, open_files, session_errors, sftp_path
-from awsrun.transfer.scan import TEMP_PREFIX, PullReport, check_name
+from awsrun.transfer.ignore import glob_regex
 from awsrun.transfer.rsync import Progress
 from awsrun.transfer.rsync_pull import Listing, PullPlan, pull_plan
+from awsrun.transfer.scan import TEMP_PREFIX, PullReport, check_name
+from awsrun.transfer.sftp_push import BATCH_BYTES, BATCH_FILES, SMALL
+from awsrun.transfer.sftp_session import (
+    NS,
+    Meter,
+    blocks,
+    open_files,
+    session_errors,
+    sftp_path,
+)
 
 _KIND = {stat.S_IFREG: "-", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFIFO: "p", stat.S_IFCHR: "c",
          stat.S_IFBLK: "b", stat.S_IFSOCK: "s"}

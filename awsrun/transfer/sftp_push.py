@@ -18,12 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from awsrun.transfer import scan as sync
 from awsrun.errors import AwsrunError, RemoteError
-from awsrun.transfer.ignore import compile_tiers
 from awsrun.remote.base import Remote
-from awsrun.transfer.sftp_session import CHUNK, NS, Meter, open_files, session_errors, sftp_path, tune
+from awsrun.transfer import scan as sync
+from awsrun.transfer.ignore import compile_tiers
 from awsrun.transfer.rsync import JobBusy, Progress, describe_disk
+from awsrun.transfer.sftp_session import (
+    CHUNK,
+    NS,
+    Meter,
+    open_files,
+    session_errors,
+    sftp_path,
+    tune,
+)
 
 PYTHON = "python3"  # runs the walker on an instance (the local provider's tree is walked in this process)
 SMALL = 256 * 1024  # files up to this size go in batches: a few round trips for many files, not five each

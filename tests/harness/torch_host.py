@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.setup.bootstrap import BootstrapError, bootstrap_node
-from awsrun.setup.bootstrap_report import BootstrapReport
 from awsrun.remote.ssh import SshRemote, SshTarget, connect
 from awsrun.settings import Settings
+from awsrun.setup.bootstrap import BootstrapError, bootstrap_node
+from awsrun.setup.bootstrap_report import BootstrapReport
 from tests.harness.sshd import USER, SshHost
 from tests.harness.sshd import WHEELHOUSE as HOSTS_WHEELHOUSE
 
