@@ -60,7 +60,7 @@ def own_peak_kb():
 threading.Thread(target=poll, daemon=True).start()
 host = jobs.open_host(Home(Path(os.environ["AWSRUN_HOME"])), load_settings(project))
 started = time.monotonic()
-pushed = sftp_transfer.push(host.remote, sync.scan(project), remote_root)
+pushed = sftp_push.push(host.remote, scan.scan(project), remote_root)
 push_s = time.monotonic() - started
 started = time.monotonic()
 pulled = sftp_pull.pull(host.remote, remote_root, back)

@@ -119,7 +119,7 @@ from pathlib import Path
 from awsrun.transfer import sftp_push, scan
 from tests.sftp_targets import Target
 from awsrun.remote.local import LocalRemote
-sftp_transfer.push(LocalRemote(), sync.scan(Path(sys.argv[1])), sys.argv[2])
+sftp_push.push(LocalRemote(), scan.scan(Path(sys.argv[1])), sys.argv[2])
 """
 
 
