@@ -80,7 +80,7 @@ def bench_sync(box, scratch: Path, files: int, total: int) -> None:
 
 def bench_jobs(box, scratch: Path, runs: int) -> None:
     from awsrun.home import Home
-    from awsrun.job import jobs
+    from awsrun.job import jobs, submission
     from awsrun.settings import Settings
 
     project = scratch / "jobs-project"
@@ -98,7 +98,7 @@ def bench_jobs(box, scratch: Path, runs: int) -> None:
 
     try:
         for index in range(50):
-            jobs.submit(host, jobs.SubmitRequest(project, "jobs/quick.py", (), f"job{index:02d}"))
+            submission.submit(host, submission.SubmitRequest(project, "jobs/quick.py", (), f"job{index:02d}"))
         host.remote.run = counted
         start = time.perf_counter()
         listed = jobs.list_jobs(host)

@@ -6,7 +6,7 @@ run (cases interleaved, medians of N):
     pull        the same back into an empty local directory
     peak RSS    of awsrun's process, of what it runs here (rsync, ssh), and of the rsync it runs on the
                 host (VmHWM of the host's rsync processes, polled)
-    resubmit    one changed file of 200, the connection open: jobs.submit (sync + start in tmux) against
+    resubmit    one changed file of 200, the connection open: submission.submit (sync + start in tmux) against
                 `rsync -az` + `ssh tmux new` over the same master
     unchanged   the same with nothing changed: against `ssh tmux new` alone, and `rsync -az` + `ssh tmux new`
     first submit  10,000 files / 1 GB into an empty directory: awsrun submit (fresh process) against
@@ -75,9 +75,9 @@ def child(verb: str, project: Path, remote: str, local: str) -> None:
         elif verb == "push":
             report = rsync.push(host.remote, scan.scan(project), remote).as_dict()
         elif verb == "submit":  # `remote`: the session's name
-            from awsrun.job import jobs
+            from awsrun.job import submission
 
-            report = jobs.submit(host, jobs.SubmitRequest(project, "jobs/quick.py", (), remote)).sync.as_dict()
+            report = submission.submit(host, submission.SubmitRequest(project, "jobs/quick.py", (), remote)).sync.as_dict()
         else:
             report = transfer_pull.pull(host.remote, remote, Path(local)).as_dict()
     report["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -165,8 +165,8 @@ class Bench:
 
 
 def resubmit_rows(bench: Bench) -> None:
-    """jobs.submit over the open connection against rsync -az + ssh tmux new: one file changed, then none."""
-    from awsrun.job import jobs
+    """submission.submit over the open connection against rsync -az + ssh tmux new: one file changed, then none."""
+    from awsrun.job import submission
 
     small = make_project(bench.scratch / "small", 200, 5_000_000)
     edited = small / "pkg3" / "mod3.py"
@@ -176,7 +176,7 @@ def resubmit_rows(bench: Bench) -> None:
         edited.write_text(edited.read_text() + f"# edit {i}\n")
 
     def submit(prefix: str):
-        return lambda i: jobs.submit(host, jobs.SubmitRequest(small, "jobs/quick.py", (), f"{prefix}{i}"))
+        return lambda i: submission.submit(host, submission.SubmitRequest(small, "jobs/quick.py", (), f"{prefix}{i}"))
 
     def rsync_and_tmux(prefix: str):
         def action(i: int) -> None:
@@ -185,7 +185,7 @@ def resubmit_rows(bench: Bench) -> None:
         return action
 
     cases = [Case("rsync -az + ssh tmux new, same master", rsync_and_tmux("h"), edit),
-             Case("awsrun jobs.submit, connection open", submit("b"), edit)]
+             Case("awsrun submission.submit, connection open", submit("b"), edit)]
     for case in cases:
         case.action(-1)
     runs = max(bench.runs, 7)
@@ -194,7 +194,7 @@ def resubmit_rows(bench: Bench) -> None:
                  cases[0].label)
     unchanged = [Case("ssh tmux new alone, same master", lambda i: bench.tmux_new("by-hand", f"t{i}")),
                  Case("rsync -az + ssh tmux new, nothing changed", rsync_and_tmux("n")),
-                 Case("awsrun jobs.submit, nothing changed", submit("u"))]
+                 Case("awsrun submission.submit, nothing changed", submit("u"))]
     samples = interleaved_samples(unchanged, runs)
     print_spread(f"resubmit, nothing changed (200 files), connection open, median of {runs}", samples,
                  unchanged[0].label)

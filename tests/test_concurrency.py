@@ -158,7 +158,7 @@ def test_env_values_reach_the_job_through_stdin_never_a_command_line(project, lo
     """In process, over the real local Remote with every command it runs recorded: a --env secret is in
     no command text (any user of the target can read command lines), only in a 0600 file and the job."""
     from awsrun.home import Home
-    from awsrun.job import jobs
+    from awsrun.job import jobs, submission
     from awsrun.settings import Settings
 
     for name, value in local_cluster.tmux_env.items():
@@ -175,7 +175,7 @@ def test_env_values_reach_the_job_through_stdin_never_a_command_line(project, lo
             return real(command, **kwargs)
 
         host.remote.run = recording
-        jobs.submit(host, jobs.SubmitRequest(project, "job.py", session="sec", env={"API_KEY": secret}))
+        submission.submit(host, submission.SubmitRequest(project, "job.py", session="sec", env={"API_KEY": secret}))
     job = local_cluster.job("sec")
     wait_for(lambda: (job / "exit_code").exists(), what="the job")
     assert (job / "log").read_text() == "seen\n"

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from awsrun.cli import INTERNAL_ERROR, main
 from awsrun.cluster.machines import parse_host
 from awsrun.errors import AwsrunError, ConfigError
-from awsrun.job.jobs import parse_ports
+from awsrun.job.interactive import parse_ports
 from awsrun.job.tmux import validate_env, validate_session_name
 from awsrun.providers.aws_network_requests import parse_cidr
 from awsrun.providers.aws_requests import validate_cluster_name

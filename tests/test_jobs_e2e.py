@@ -121,7 +121,7 @@ def test_ports_and_the_ssh_argv_for_tunnels_and_commands():
     from types import SimpleNamespace
 
     from awsrun.errors import ConfigError
-    from awsrun.job.jobs import parse_ports, ssh_argv, tunnel_argv
+    from awsrun.job.interactive import parse_ports, ssh_argv, tunnel_argv
 
     assert parse_ports(["6006", "16006:6006"]) == [(6006, 6006), (16006, 6006)]
     for bad in (["0"], ["70000"], ["a"], ["1:b"], []):

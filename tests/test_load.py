@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from awsrun.home import Home
-from awsrun.job import jobs
+from awsrun.job import jobs, submission
 from awsrun.settings import Settings
 from tests.harness.clusters import ssh_cluster, wait_for  # noqa: F401  (fixture)
 from tests.harness.ec2_endpoint import image_ids
@@ -54,7 +54,7 @@ def test_fifty_jobs_are_listed_in_one_round_trip(cli, project, ssh_cluster, awsr
     host = jobs.open_host(Home(awsrun_home), Settings())
     try:
         for index in range(50):
-            jobs.submit(host, jobs.SubmitRequest(project, "job.py", (str(index % 10),), f"job{index:02d}"))
+            submission.submit(host, submission.SubmitRequest(project, "job.py", (str(index % 10),), f"job{index:02d}"))
         wait_for(lambda: len(list(ssh_cluster.jobs_dir.glob("*/exit_code"))) == 45, timeout=60,
                  what="the 45 short jobs to end")
         counting = CountingRemote(host.remote)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from awsrun.job import jobs
+from awsrun.job import jobs, submission
 from awsrun.transfer import pushcache, scan
 from awsrun.transfer import rsync as transfer
 from tests.harness.clusters import ssh_cluster, wait_for  # noqa: F401 (fixture)
@@ -50,8 +50,8 @@ def project_files(project):
     return project
 
 
-def submit(host, project, session: str, *args: str) -> jobs.SubmitResult:
-    return jobs.submit(host, jobs.SubmitRequest(project, "job.py", args, session))
+def submit(host, project, session: str, *args: str) -> submission.SubmitResult:
+    return submission.submit(host, submission.SubmitRequest(project, "job.py", args, session))
 
 
 def test_a_submit_is_one_session_and_nothing_changed_sends_no_file(ssh_cluster, fleet, awsrun_home, project_files,
@@ -98,7 +98,7 @@ def test_a_running_job_refuses_before_any_file_is_written(ssh_cluster, fleet, aw
         wait_for(lambda: "busy" in jobs.running_sessions(host), timeout=30, what="the job to run")
         if changed:
             (project / "m1.py").write_text("x = 'not yet'\n")
-        with pytest.raises(jobs.JobRunning):
+        with pytest.raises(submission.JobRunning):
             submit(host, project, "busy")
         assert (ssh_cluster.project(project) / "m1.py").read_text() == "x = 1\n"
         jobs.kill(host, "busy", force=True)

@@ -1,7 +1,7 @@
 """Without rsync, submit in one round trip (awsrun.transfer.pushcache): after a first submit the remembered manifest lets the next
 one check + sync + launch in a single remote command; anything changed on the target sends it back to
 two; a running job of that name refuses before a file is written. Counted on the local provider (the
-same jobs.submit code as over SSH) with a wrapper that records each remote command."""
+same submission.submit code as over SSH) with a wrapper that records each remote command."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from awsrun.home import Home
-from awsrun.job import jobs
+from awsrun.job import jobs, submission
 from awsrun.settings import load_settings
 from tests.harness.clusters import (  # noqa: F401 (fixture)
     _env_for,
@@ -44,16 +44,16 @@ def host(local_cluster, awsrun_home, project, monkeypatch):
     host.close()
 
 
-def submit(host, project: Path, session: str, *args: str) -> jobs.SubmitResult:
+def submit(host, project: Path, session: str, *args: str) -> submission.SubmitResult:
     host.remote.commands.clear()
-    return jobs.submit(host, jobs.SubmitRequest(project, "job.py", args, session))
+    return submission.submit(host, submission.SubmitRequest(project, "job.py", args, session))
 
 
 def test_a_running_job_refuses_before_any_file_is_written(host, project, local_cluster):
     submit(host, project, "busy", "60")
     wait_for(lambda: "busy" in jobs.running_sessions(host), timeout=30, what="the job to run")
     (project / "m1.py").write_text("x = 'not yet'\n")
-    with pytest.raises(jobs.JobRunning):
+    with pytest.raises(submission.JobRunning):
         submit(host, project, "busy")
     assert len(host.remote.commands) == 1
     assert (local_cluster.project(project) / "m1.py").read_text() == "x = 1\n"

@@ -59,7 +59,7 @@ def test_the_same_user_config_does_forward_the_agent_without_awsruns_options(ssh
 def test_tunnels_keep_their_forwards_and_still_forward_no_agent():
     from types import SimpleNamespace
 
-    from awsrun.job.jobs import ssh_argv, tunnel_argv
+    from awsrun.job.interactive import ssh_argv, tunnel_argv
     from awsrun.remote.openssh import OpenSshRemote
 
     target = SshTarget("10.0.0.1", "ubuntu", Path("k"), Path("kh"), "i-1")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from awsrun.job import jobs
+from awsrun.job import jobs, submission
 from awsrun.job.projects import project_remote_dir
 from awsrun.remote.local import LocalRemote
 from awsrun.transfer import rsync, rsync_pull, scan
@@ -148,13 +148,13 @@ def test_without_rsync_on_the_instance_submit_and_pull_go_over_sftp(ssh_cluster,
     with host_for(ssh_cluster, fleet, awsrun_home, project, monkeypatch, cli) as host:
         with pytest.raises(rsync.RsyncMissing):
             rsync.push(host.remote, scan.scan(project), project_remote_dir(host.remote_dir, project))
-        result = jobs.submit(host, jobs.SubmitRequest(project, "job.py"))
+        result = submission.submit(host, submission.SubmitRequest(project, "job.py"))
         assert result.sync.files_sent == 2
         wait_for(lambda: (ssh_cluster.job("work") / "exit_code").exists(), timeout=30, what="the job to end")
         report = jobs.pull(host, project, "work", to=tmp_path / "back")
         assert report.files == 1 and (tmp_path / "back" / "r.txt").read_text() == "done"
         (project / "job.py").write_text("raise SystemExit(0)\n")
-        again = jobs.submit(host, jobs.SubmitRequest(project, "job.py", session="second"))
+        again = submission.submit(host, submission.SubmitRequest(project, "job.py", session="second"))
         assert (again.sync.files_sent, again.sync.unchanged) == (1, 1)
         assert jobs.pull(host, project, "work", to=tmp_path / "none", exclude=("*.txt",)).files == 0
     assert (ssh_cluster.project(project) / "job.py").read_text() == "raise SystemExit(0)\n"
@@ -301,12 +301,12 @@ def test_rsync_progress_reaches_the_caller_and_shows_as_plain_lines_when_not_a_t
 
 
 def test_a_large_pull_says_how_much_it_is_about_to_fetch(tmp_path, capsys):
-    from awsrun.cli.jobs import LARGE_PULL, _say_plan
+    from awsrun.cli.jobs import LARGE_PULL, say_plan
 
     entries, _ = rsync_pull.parse_listing([f"-rw-r--r-- {LARGE_PULL:,} 2026/12/04 16:00:00 ckpt.pt",
                                          "-rw-r--r--          5 2026/12/04 16:00:00 small.json"])
-    _say_plan(rsync_pull.pull_plan(entries, tmp_path, []))
-    _say_plan(rsync_pull.pull_plan(entries[1:], tmp_path, []))
+    say_plan(rsync_pull.pull_plan(entries, tmp_path, []))
+    say_plan(rsync_pull.pull_plan(entries[1:], tmp_path, []))
     assert capsys.readouterr().err.splitlines() == [
         "fetching up to 100.0 MB (2 files new or changed; leave some behind with --exclude PATTERN)"]
 

@@ -14,8 +14,8 @@ from awsrun.errors import AwsrunError
 
 INTERNAL_ERROR = 70
 # Each module's COMMANDS, loaded in this order until the command asked for is found (all of them for
-# --help): an everyday job verb imports cli/jobs.py only.
-COMMAND_MODULES = ("jobs", "cluster", "bootstrap", "watch", "extras", "doctor", "misc")
+# --help): an everyday job verb imports cli/jobs.py (submit: cli/submit.py with it) and no other.
+COMMAND_MODULES = ("submit", "jobs", "cluster", "bootstrap", "watch", "extras", "doctor", "misc")
 
 
 class _Commands(click.Group):

@@ -14,7 +14,7 @@ OPEN = click.option("--open", "open_browser", is_flag=True, help="Also open the 
 def _serve(app: AppContext, cluster: str | None, spec, open_browser: bool) -> int:
     import webbrowser
 
-    from awsrun.job import jobs, watch
+    from awsrun.job import interactive, jobs, watch
     from awsrun.job.projects import project_remote_dir
 
     settings = app.settings(cluster=cluster)
@@ -27,7 +27,7 @@ def _serve(app: AppContext, cluster: str | None, spec, open_browser: bool) -> in
             local_port = served.remote_port
         else:
             local_port = watch.free_local_port(served.remote_port)
-            argv = jobs.tunnel_argv(host, [(local_port, served.remote_port)])
+            argv = interactive.tunnel_argv(host, [(local_port, served.remote_port)])
     stop_hint = f"`awsrun kill {spec.session}` stops it"
     if argv is None:
         ui.say(f"{spec.kind} runs on this machine (cluster {settings.cluster!r}), on 127.0.0.1 only; {stop_hint}")

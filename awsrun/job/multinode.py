@@ -18,7 +18,7 @@ from typing import Callable
 from awsrun.cluster.access import require_cluster
 from awsrun.errors import AwsrunError, ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
-from awsrun.job import jobs, tmux
+from awsrun.job import jobs, submission, tmux
 from awsrun.settings import Settings
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from awsrun.transfer import scan as sync
@@ -128,7 +128,7 @@ def _each(hosts: list[jobs.JobHost], work: Callable[[jobs.JobHost], object]) -> 
 
 @dataclass(frozen=True)
 class MultiSubmitRequest:
-    submit: jobs.SubmitRequest
+    submit: submission.SubmitRequest
     nodes: int
     nproc_per_node: int | None = None   # default: GPUs per node from the catalog, 1 on CPU
     port: int | None = None             # default: rdzv_port(session)
@@ -141,7 +141,7 @@ class MultiSubmitResult:
     nodes: int
     nproc_per_node: int
     endpoint: str
-    per_node: tuple[jobs.SubmitResult, ...]
+    per_node: tuple[submission.SubmitResult, ...]
 
     @property
     def world_size(self) -> int:
@@ -149,7 +149,7 @@ class MultiSubmitResult:
 
 
 def submit(home: Home, settings: Settings, request: MultiSubmitRequest, tree: sync.LocalTree | None = None,
-           on_node: Callable[[int, jobs.SubmitResult], None] | None = None) -> MultiSubmitResult:
+           on_node: Callable[[int, submission.SubmitResult], None] | None = None) -> MultiSubmitResult:
     """Sync the project to nodes 0..N-1 and start torchrun there, all at once. When a node cannot start,
     the nodes that did are stopped (they would wait for it at the rendezvous) and the error names it."""
     base = request.submit
@@ -171,10 +171,10 @@ def submit(home: Home, settings: Settings, request: MultiSubmitRequest, tree: sy
     env = {**node_env(head), **base.env}
     hosts = _open_hosts(home, settings, [r.node for r in chosen])
     try:
-        def start(host: jobs.JobHost) -> jobs.SubmitResult:
+        def start(host: jobs.JobHost) -> submission.SubmitResult:
             words = torchrun_words(nnodes=request.nodes, nproc_per_node=nproc, node_rank=host.instance.node,
                                    endpoint=where, rdzv_id=name)
-            result = jobs.submit(host, replace(base, env=env, launcher=tuple(words)), tree)
+            result = submission.submit(host, replace(base, env=env, launcher=tuple(words)), tree)
             if on_node is not None:
                 on_node(host.instance.node, result)
             return result

@@ -1,4 +1,4 @@
-"""A submit's files and its launch in one SSH session (awsrun.job.jobs.submit, where rsync is on both sides).
+"""A submit's files and its launch in one SSH session (awsrun.job.submission.submit, where rsync is on both sides).
 
 When the project is what awsrun last pushed to that directory (awsrun.transfer.pushcache), one command asks the
 target to confirm it still holds exactly that, and launches: no rsync at all. Otherwise, or when the

@@ -22,7 +22,7 @@ from typing import Callable
 from awsrun.cluster.access import require_cluster
 from awsrun.errors import CloudError, NotFoundError
 from awsrun.home import Home
-from awsrun.job import checkpoints, jobs, tmux
+from awsrun.job import checkpoints, jobs, submission, tmux
 from awsrun.settings import Settings
 from awsrun.state import State
 from awsrun.transfer import scan as sync
@@ -126,9 +126,9 @@ def mirror_plan(host: jobs.JobHost, url: checkpoints.BucketUrl, region: str | No
                                   restore, every_s, host.pip_args, owner=owner)
 
 
-def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request: jobs.SubmitRequest,
+def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request: submission.SubmitRequest,
                     tree: sync.LocalTree, *, restore: bool = False,
-                    aws: Callable = _default_aws) -> tuple[jobs.SubmitResult, list[str]]:
+                    aws: Callable = _default_aws) -> tuple[submission.SubmitResult, list[str]]:
     """Submit with runs/SESSION mirrored to settings.checkpoint_bucket, and remember how, for --recover."""
     base = checkpoints.parse_url(settings.checkpoint_bucket or "")
     region = host.cluster.region
@@ -140,7 +140,7 @@ def submit_mirrored(home: Home, settings: Settings, host: jobs.JobHost, request:
                               host.cluster.config.get("owner", ""), request.session)
     url = checkpoints.job_url(base, host.cluster.name, request.session)
     plan = mirror_plan(host, url, provider.region, restore=restore, every_s=settings.checkpoint_every, owner=owner)
-    result = jobs.submit(host, dataclasses.replace(request, mirror=plan), tree)
+    result = submission.submit(host, dataclasses.replace(request, mirror=plan), tree)
     RecipeBook(home).save(Recipe(host.cluster.name, request.session, str(request.project_dir), request.script,
                                  list(request.args), dict(request.env), str(base), provider.region, plan.every_s,
                                  host.instance.instance_type, host.instance.market == "spot", expected_owner=owner))
@@ -222,7 +222,7 @@ def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe
     if not project.is_dir():
         raise NotFoundError(f"job {recipe.session!r} was submitted from {project}, which no longer exists",
                             hint="restore the project there; recovery syncs the code from it")
-    request = jobs.SubmitRequest(project, recipe.script, tuple(recipe.args), tmux.validate_session_name(recipe.session),
+    request = submission.SubmitRequest(project, recipe.script, tuple(recipe.args), tmux.validate_session_name(recipe.session),
                                  dict(recipe.env))
     mirrored = dataclasses.replace(settings, checkpoint_bucket=recipe.base, checkpoint_every=recipe.every_s)
     if recipe.project_dir not in scans:

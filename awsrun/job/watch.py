@@ -4,7 +4,7 @@
 The classic recipe opened ports 6006 and 8888 to the world in the security group. Here the servers
 listen on the instance's 127.0.0.1 only and run as awsrun jobs (awsrun.job.tmux: a named tmux session, a job
 directory with argv, log, pid), so `awsrun jobs`, `awsrun logs tensorboard` and `awsrun kill tensorboard`
-work on them as on any job. The user reaches them through `ssh -L` (awsrun.job.jobs.tunnel_argv); the local
+work on them as on any job. The user reaches them through `ssh -L` (awsrun.job.interactive.tunnel_argv); the local
 provider needs no tunnel.
 
 Round trips: one probe (which python, is the package there, is the server already running, which port
@@ -23,7 +23,8 @@ from typing import Callable
 
 from awsrun.errors import ConfigError, RemoteError
 from awsrun.job import tmux
-from awsrun.job.jobs import JobHost, stage_env
+from awsrun.job.jobs import JobHost
+from awsrun.job.submission import stage_env
 from awsrun.remote.process import stop_process
 
 PORT_SPAN = 50           # how many ports from the asked one are tried, here and on the instance
@@ -265,7 +266,7 @@ def _wait(host: JobHost, spec: ServerSpec, port: int) -> None:
 # --- the tunnel --------------------------------------------------------------------------------------
 
 def open_tunnel(argv: list[str], local_port: int, timeout_s: float = 30.0) -> subprocess.Popen:
-    """Start the system ssh forwarding (awsrun.job.jobs.tunnel_argv) and return once 127.0.0.1:LOCAL accepts
+    """Start the system ssh forwarding (awsrun.job.interactive.tunnel_argv) and return once 127.0.0.1:LOCAL accepts
     connections here. ssh's stdin is /dev/null and its stderr is kept for the error message."""
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout_s
