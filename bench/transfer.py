@@ -142,6 +142,21 @@ def sshd_session_rss(listener: int) -> PeakRss:
     return PeakRss(pids)
 
 
+def run_child(verb: str, project: Path, remote: str, local: str, env: dict, cwd, poller: PeakRss,
+              rss: dict[str, list[int]], name: str, children: str, on_host: str) -> None:
+    """One `--child VERB` in a fresh process, its peak RSS and that of what it runs (here and, by `poller`,
+    on the host) added to `rss` under `name`."""
+    with poller:
+        out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", verb, str(project), remote, local],
+                             env=env, capture_output=True, text=True, cwd=cwd)
+    if out.returncode != 0:
+        raise SystemExit(f"{name} failed: {out.stderr[-2000:]}")
+    report = json.loads(out.stdout.splitlines()[-1])
+    for label, kb in ((f"{name}: awsrun process", report["rss_self_kb"]), (f"{name}: {children}", report["rss_children_kb"]),
+                      (f"{name}: {on_host}", poller.peak_kb)):
+        rss.setdefault(label, []).append(kb)
+
+
 def print_rss(rss: dict[str, list[int]], runs: int) -> None:
     print(f"\npeak RSS, max of {runs} runs (MB)")
     for label, values in rss.items():
@@ -254,15 +269,8 @@ def fallback_rows(args, project: Path, scratch: Path, env: dict, shell, listener
     rss: dict[str, list[int]] = {}
 
     def sftp(verb: str, remote: str, local: str = "-") -> None:
-        with sshd_session_rss(listener) as served:
-            out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", f"sftp-{verb}", str(project),
-                                  remote, local], env=env, capture_output=True, text=True, cwd=shell.cwd)
-        if out.returncode != 0:
-            raise SystemExit(f"awsrun SFTP {verb} failed: {out.stderr[-2000:]}")
-        report = json.loads(out.stdout.splitlines()[-1])
-        rss.setdefault(f"SFTP {verb}: awsrun process", []).append(report["rss_self_kb"])
-        rss.setdefault(f"SFTP {verb}: ssh it runs here", []).append(report["rss_children_kb"])
-        rss.setdefault(f"SFTP {verb}: sshd serving it on the host", []).append(served.peak_kb)
+        run_child(f"sftp-{verb}", project, remote, local, env, shell.cwd, sshd_session_rss(listener), rss,
+                  f"SFTP {verb}", "ssh it runs here", "sshd serving it on the host")
 
     def clean_remote(i: int) -> None:
         run([*shell.ssh, dest, f"rm -rf fr-{i} fa-{i}"], cwd=shell.cwd)
@@ -328,15 +336,8 @@ def main() -> None:
         rss: dict[str, list[int]] = {}
 
         def awsrun(verb: str, remote: str, local: str = "-") -> None:
-            with host_rsync_rss(remote.strip("~/")) as target:
-                out = subprocess.run([sys.executable, str(HERE / "transfer.py"), "--child", verb, str(project),
-                                      remote, local], env=env, capture_output=True, text=True, cwd=shell.cwd)
-            if out.returncode != 0:
-                raise SystemExit(f"awsrun {verb} failed: {out.stderr[-2000:]}")
-            report = json.loads(out.stdout.splitlines()[-1])
-            rss.setdefault(f"awsrun {verb}: awsrun process", []).append(report["rss_self_kb"])
-            rss.setdefault(f"awsrun {verb}: rsync+ssh it runs here", []).append(report["rss_children_kb"])
-            rss.setdefault(f"awsrun {verb}: rsync on the host", []).append(target.peak_kb)
+            run_child(verb, project, remote, local, env, shell.cwd, host_rsync_rss(remote.strip("~/")), rss,
+                      f"awsrun {verb}", "rsync+ssh it runs here", "rsync on the host")
 
         def clean_remote(i: int) -> None:
             run(["rm", "-rf", *(str(home / f"{side}-{i}") for side in ("a", "r"))])
