@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from awsrun.cli import INTERNAL_ERROR, main
 from awsrun.cluster.machines import parse_host
 from awsrun.errors import AwsrunError, ConfigError
+from awsrun.job.environment import validate_env
 from awsrun.job.interactive import parse_ports
-from awsrun.job.tmux import validate_env, validate_session_name
+from awsrun.job.tmux import validate_session_name
 from awsrun.providers.aws_network_requests import parse_cidr
 from awsrun.providers.aws_requests import validate_cluster_name
 from awsrun.settings import SETTING_NAMES, load_settings
@@ -315,13 +316,13 @@ def test_a_trailing_newline_never_passes_a_validator():
     """`$` in a regex matches before a final newline: every validator anchors with \\Z instead."""
     from awsrun.cluster.machines import parse_host
     from awsrun.errors import ConfigError
-    from awsrun.job import tmux
+    from awsrun.job import environment, tmux
     from awsrun.providers.aws_requests import validate_cluster_name
     from awsrun.settings import load_settings
 
     checks = [
         lambda: tmux.validate_session_name("work\n"),
-        lambda: tmux.validate_env(["NAME\n=1"]),
+        lambda: environment.validate_env(["NAME\n=1"]),
         lambda: validate_cluster_name("default\n"),
         lambda: parse_host("ubuntu@host\n", "ubuntu"),
         lambda: load_settings(Path("/nonexistent"), {}, {"instance_type": "g4dn.xlarge\n"}),

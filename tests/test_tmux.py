@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from awsrun.errors import ConfigError
-from awsrun.job import start_lock, tmux
+from awsrun.job import environment, start_lock, tmux
 from tests.harness.clusters import wait_for
 
 HOSTILE = ["a b", "; rm -rf ~", "$(touch pwned)", "`id`", "'", '"', "\\", "*", "~", "", "line\nbreak", "ü", "-x"]
@@ -31,10 +31,10 @@ def test_session_names_tmux_cannot_take_are_refused_with_the_reason(name):
 
 
 def test_env_pairs():
-    assert tmux.validate_env(["A=1", "B_2=x=y", "C=", "D=; $(id) 'q'"]) == {"A": "1", "B_2": "x=y", "C": "", "D": "; $(id) 'q'"}
+    assert environment.validate_env(["A=1", "B_2=x=y", "C=", "D=; $(id) 'q'"]) == {"A": "1", "B_2": "x=y", "C": "", "D": "; $(id) 'q'"}
     for bad in ["A", "=1", "1A=x", "A-B=x", "A B=x", "A=\0"]:
         with pytest.raises(ConfigError):
-            tmux.validate_env([bad])
+            environment.validate_env([bad])
 
 
 @pytest.mark.parametrize("path, quoted", [

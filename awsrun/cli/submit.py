@@ -70,7 +70,7 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
     With --checkpoint-bucket (or the setting), runs/SESSION is mirrored to S3 as the job runs; if EC2
     ends the instance, `awsrun submit --recover` launches a replacement and resumes the job from there.
     """
-    from awsrun.job import jobs, multinode, submission, tmux
+    from awsrun.job import environment, jobs, multinode, submission, tmux
     from awsrun.transfer import scan
 
     if recover:
@@ -87,7 +87,7 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
     args = _script_args(script, args)
     settings = app.settings(cluster=cluster, checkpoint_bucket=checkpoint_bucket)
     name = tmux.validate_session_name(settings.session if session is None else session)
-    env = tmux.validate_env(env_pairs)
+    env = environment.validate_env(env_pairs)
     project = jobs.check_project_dir(workdir if workdir is not None else app.project_dir)
     relative = jobs.resolve_script(script, app.cwd, project)
     tree = scan.scan(project)

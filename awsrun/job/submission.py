@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from awsrun.errors import AwsrunError, ConfigError, RemoteError
-from awsrun.job import checkpoints, push_launch, requirements, tmux
+from awsrun.job import checkpoints, environment, push_launch, requirements, tmux
 from awsrun.job.jobs import JobHost, job_argv, needs_python
 from awsrun.job.projects import project_remote_dir, remember_project
 from awsrun.state import JobRecord, State
@@ -116,7 +116,7 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
 
 def stage_env(host: JobHost, name: str, env: dict[str, str]) -> str:
     path = f"{host.jobs_root.rstrip('/')}/.{name}.env-{os.urandom(6).hex()}"
-    host.remote.run(tmux.stage_env_command(path, host.jobs_root), stdin=tmux.env_payload(env)).check(
+    host.remote.run(environment.stage_env_command(path, host.jobs_root), stdin=environment.env_payload(env)).check(
         f"send the job's environment to {host.remote.name}")
     return path
 

@@ -47,7 +47,6 @@ SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 STATUS_MARK = "AWSRUN-STATUS "
 SET_ASIDE_MARK = "AWSRUN-SET-ASIDE "  # start_job(fresh=True): the previous outputs' new name follows
 _SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Runs inside the tmux pane as `bash -c WRAPPER awsrun-job JOBDIR WORKDIR`. It changes to WORKDIR itself:
 # tmux would expand `#{...}` and `#(cmd)` in a start directory given with `new-session -c`. The job runs
@@ -81,18 +80,6 @@ def validate_session_name(name: str) -> str:
             "starting with a letter or digit ('.' and ':' have meanings in tmux targets)"
         )
     return name
-
-
-def validate_env(pairs: Sequence[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not _ENV_NAME.match(name):
-            raise ConfigError(f"--env {pair!r} must look like NAME=VALUE with NAME a valid variable name")
-        if "\0" in value:
-            raise ConfigError(f"--env {name}: a value cannot contain a NUL byte")
-        env[name] = value
-    return env
 
 
 def tmux(*args: str, socket: str = SOCKET) -> list[str]:
@@ -214,18 +201,6 @@ def _set_aside(output_path: str, output_dir: str) -> str:
     return (f"o={output_path}; if [ -d \"$o\" ] && [ -n \"$(ls -A \"$o\" 2>/dev/null)\" ]; then n=1; "
             'while [ -e "$o.$n" ]; do n=$((n+1)); done; '
             f'mv "$o" "$o.$n" && printf \'%s\\n\' {shlex.quote(SET_ASIDE_MARK + output_dir)}."$n"; fi')
-
-
-def stage_env_command(path: str, jobs_root: str = JOBS_ROOT) -> str:
-    """A shell line writing its stdin (NUL-separated NAME=VALUE pairs) to `path` in the private jobs root:
-    how --env values reach the target without appearing on a command line (see start_job's env_file)."""
-    root = jobs_root.rstrip("/") or "/"
-    return (f"umask 077; mkdir -p {remote_path(root)} && chmod 700 {remote_path(posixpath.dirname(root) or '/')} "
-            f"{remote_path(root)} && cat > {remote_path(path)}")
-
-
-def env_payload(env: Mapping[str, str]) -> bytes:
-    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
 
 
 def kill_job(name: str, jobs_root: str = JOBS_ROOT, grace_s: float = 10.0, socket: str = SOCKET) -> str:
