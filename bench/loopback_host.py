@@ -15,13 +15,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness.clusters import ssh_cluster_on  # noqa: E402
-from tests.harness.sshd import SshHost, free_port  # noqa: E402
+if TYPE_CHECKING:
+    from tests.harness.sshd import SshHost
 
 
 @dataclass
@@ -79,6 +79,10 @@ class Loopback:
 @contextmanager
 def loopback(address: str = "127.0.0.9") -> Iterator[Loopback]:
     base = Path(tempfile.mkdtemp(prefix="awsrun-bench-"))
+    # here, not at the top: a benchmark's child process (bench/transfer.py --child) pays no pytest import
+    from tests.harness.clusters import ssh_cluster_on
+    from tests.harness.sshd import SshHost, free_port
+
     host = SshHost("bench", address, free_port(address), base / "host").start()
     home = base / "awsrun-home"
     try:
@@ -127,10 +131,11 @@ class Case:
 
 def interleaved_samples(cases: list[Case], runs: int) -> dict[str, list[float]]:
     """ms of each run of each case, the cases taking turns run after run, so a change in the machine's load
-    (other work on a shared box) weighs on all of them alike."""
+    (other work on a shared box) weighs on all of them alike; the order flips every run, so no case always
+    pays for what the one before it left behind (write-back, caches)."""
     samples: dict[str, list[float]] = {case.label: [] for case in cases}
     for index in range(runs):
-        for case in cases:
+        for case in (cases if index % 2 == 0 else cases[::-1]):
             if case.before is not None:
                 case.before(index)
             start = time.perf_counter()

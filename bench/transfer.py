@@ -9,8 +9,9 @@ run (cases interleaved, medians of N):
     resubmit    one changed file of 200, the connection open: submission.submit (sync + start in tmux) against
                 `rsync -az` + `ssh tmux new` over the same master
     unchanged   the same with nothing changed: against `ssh tmux new` alone, and `rsync -az` + `ssh tmux new`
-    first submit  10,000 files / 1 GB into an empty directory: awsrun submit (fresh process) against
-                `rsync -a` + `ssh tmux new` over the same master
+    first submit  10,000 files / 1 GB into an empty directory: submission.submit in a fresh process, and
+                `awsrun submit` as typed (the CLI), against `rsync -a` + `ssh tmux new` over the same master;
+                each run starts after a `sync`, so no case pays the write-back of another's gigabyte
     delta       bytes on the wire to push, and to pull, a 500 MB file after 1 MB was appended to it
     --fallback  also awsrun's transfer where rsync is missing (SFTP, awsrun.transfer.sftp_push/sftp_pull), push
                 and pull beside `rsync -a` over the same master, with the peak RSS of awsrun, of the ssh
@@ -23,6 +24,7 @@ root (the harness sshd).
 
     python bench/transfer.py [--runs 3] [--big-mib 1024] [--small-files 2000] [--delta-mb 500]
                              [--many-files 10000] [--many-mb 1000] [--fallback]
+                             [--only push-pull|resubmit|first-submit|delta ...]
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -52,6 +55,7 @@ from loopback_host import (  # noqa: E402
 )
 
 MiB = 1 << 20
+SECTIONS = ("push-pull", "resubmit", "first-submit", "delta")
 
 
 def open_host(project: Path):
@@ -157,8 +161,17 @@ def run_child(verb: str, project: Path, remote: str, local: str, env: dict, cwd,
         rss.setdefault(label, []).append(kb)
 
 
-def print_rss(rss: dict[str, list[int]], runs: int) -> None:
-    print(f"\npeak RSS, max of {runs} runs (MB)")
+def empty(*paths: Path) -> Callable[[int], None]:
+    """A case's `before` for run i: its destinations (each path formatted with i) do not exist, and the disk
+    has nothing left to write back (`sync`), so no case pays for another's gigabyte."""
+    def before(i: int) -> None:
+        run(["rm", "-rf", *(str(path).format(i=i) for path in paths)])
+        subprocess.run(["sync"])
+    return before
+
+
+def print_rss(rss: dict[str, list[int]], runs: int, case: str = "") -> None:
+    print(f"\npeak RSS{' ' + case if case else ''}, max of {runs} runs (MB)")
     for label, values in rss.items():
         print(f"{label:58} {max(values) / 1024:10.1f}")
 
@@ -173,6 +186,12 @@ class Bench:
     env: dict[str, str]
     runs: int
 
+    def keep_tmux_server(self) -> None:
+        """A session that outlives the bench's quick jobs: without it the by-hand tmux server exits with its last
+        job, and a `tmux new` that meets it exiting fails ("server exited unexpectedly")."""
+        run([*self.shell.ssh, self.dest, "tmux -L manual has-session -t keep 2>/dev/null || "
+             "tmux -L manual new -d -s keep 'sleep 86400'"], cwd=self.shell.cwd)
+
     def tmux_new(self, directory: str, session: str) -> None:
         start = f"cd ~/{directory} && python3 jobs/quick.py > out.log 2>&1"
         run([*self.shell.ssh, self.dest, shlex.join(["tmux", "-L", "manual", "new", "-d", "-s", session, start])],
@@ -184,6 +203,7 @@ def resubmit_rows(bench: Bench) -> None:
     from awsrun.job import submission
 
     small = make_project(bench.scratch / "small", 200, 5_000_000)
+    bench.keep_tmux_server()
     edited = small / "pkg3" / "mod3.py"
     host = open_host(small)
 
@@ -224,6 +244,7 @@ def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, l
     from awsrun.job.projects import project_remote_dir
 
     project = bench.scratch / "many"
+    bench.keep_tmux_server()
     (project / "jobs").mkdir(parents=True)
     (project / "pyproject.toml").write_text("[project]\nname = 'many'\n")
     (project / "jobs" / "quick.py").write_text("print('hello from the job')\n")
@@ -236,8 +257,18 @@ def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, l
     on_host = bench.home / remote_root[2:]
 
     def clean(i: int) -> None:
-        run(["rm", "-rf", str(on_host), str(bench.home / "many-by-hand"),
-             str(Path(bench.env["AWSRUN_HOME"]) / "manifests")])
+        # the previous run's job may still be writing its log in there: rm again until it is gone
+        paths = [on_host, bench.home / "many-by-hand", Path(bench.env["AWSRUN_HOME"]) / "manifests"]
+        for _ in range(20):
+            subprocess.run(["rm", "-rf", *map(str, paths)], capture_output=True)
+            if not any(path.exists() for path in paths):
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"could not remove {paths}")
+        # each run starts with nothing of earlier runs (the project's creation included) waiting to be
+        # written back to the disk both sides share here: that write-back would land on whichever case runs next
+        subprocess.run(["sync"])
 
     def by_hand(i: int) -> None:
         run(["rsync", "-a", *bench.ssh, f"{project}/", f"{bench.dest}:many-by-hand/"], cwd=bench.shell.cwd)
@@ -255,48 +286,45 @@ def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, l
         rss.setdefault("awsrun first submit: rsync+ssh it runs here", []).append(report["rss_children_kb"])
         rss.setdefault("awsrun first submit: rsync on the host", []).append(target.peak_kb)
 
+    def command(i: int) -> None:
+        run([sys.executable, "-m", "awsrun", "submit", "--name", f"cli{i}", "jobs/quick.py"], cwd=project,
+            env=bench.env)
+
     samples = interleaved_samples([Case("rsync -a + ssh tmux new, same master", by_hand, clean),
-                                   Case("awsrun submit (fresh process)", awsrun, clean)], bench.runs)
+                                   Case("awsrun submit (fresh process)", awsrun, clean),
+                                   Case("`awsrun submit` as typed (the CLI)", command, clean)], bench.runs)
     print_spread(f"first submit, {files:,} files / {megabytes:,} MB, into an empty directory, median of "
                  f"{bench.runs}", samples, next(iter(samples)))
     clean(0)
     run(["rm", "-rf", str(project)])
 
-def fallback_rows(args, project: Path, scratch: Path, env: dict, shell, listener: int, what: str) -> None:
+
+def fallback_rows(args, bench: Bench, project: Path, listener: int, what: str) -> None:
     """--fallback: the SFTP transfer awsrun uses where rsync is missing, beside `rsync -a` over the same
     master, cases interleaved; awsrun's push and pull in a fresh process each. Pulls read ~/r-src."""
-    ssh, dest = ["-e", shlex.join(shell.ssh)], shell.destination
+    scratch, home, ssh, dest, shell = bench.scratch, bench.home, bench.ssh, bench.dest, bench.shell
     rss: dict[str, list[int]] = {}
 
     def sftp(verb: str, remote: str, local: str = "-") -> None:
-        run_child(f"sftp-{verb}", project, remote, local, env, shell.cwd, sshd_session_rss(listener), rss,
+        run_child(f"sftp-{verb}", project, remote, local, bench.env, shell.cwd, sshd_session_rss(listener), rss,
                   f"SFTP {verb}", "ssh it runs here", "sshd serving it on the host")
-
-    def clean_remote(i: int) -> None:
-        run([*shell.ssh, dest, f"rm -rf fr-{i} fa-{i}"], cwd=shell.cwd)
-
-    def clean_local(i: int) -> None:
-        run(["rm", "-rf", str(scratch / f"fpa-{i}"), str(scratch / f"fpr-{i}")])
 
     push_rows = interleaved_samples([
         Case("rsync -a, same master: push", lambda i: run(["rsync", "-a", *ssh, f"{project}/", f"{dest}:fr-{i}/"],
-                                                           cwd=shell.cwd), clean_remote),
-        Case("awsrun SFTP fallback push (fresh process)", lambda i: sftp("push", f"~/fa-{i}"), clean_remote),
+                                                           cwd=shell.cwd), empty(home / "fr-{i}")),
+        Case("awsrun SFTP fallback push (fresh process)", lambda i: sftp("push", f"~/fa-{i}"), empty(home / "fa-{i}")),
     ], args.runs)
     print_spread(f"without rsync: push {what}, median of {args.runs}", push_rows, next(iter(push_rows)))
     pull_rows = interleaved_samples([
         Case("rsync -a, same master: pull", lambda i: run(["rsync", "-a", *ssh, f"{dest}:r-src/",
-                                                           str(scratch / f"fpr-{i}") + "/"], cwd=shell.cwd), clean_local),
+                                                           str(scratch / f"fpr-{i}") + "/"], cwd=shell.cwd),
+             empty(scratch / "fpr-{i}")),
         Case("awsrun SFTP fallback pull (fresh process)", lambda i: sftp("pull", "~/r-src", str(scratch / f"fpa-{i}")),
-             clean_local),
+             empty(scratch / "fpa-{i}")),
     ], args.runs)
     print_spread(f"without rsync: pull {what}, median of {args.runs}", pull_rows, next(iter(pull_rows)))
     assert (scratch / f"fpa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
-    print(f"\npeak RSS without rsync, max of {args.runs} runs (MB)")
-    for label, values in rss.items():
-        print(f"{label:58} {max(values) / 1024:10.1f}")
-
-
+    print_rss(rss, args.runs, "without rsync")
 
 
 def main() -> None:
@@ -308,100 +336,107 @@ def main() -> None:
     parser.add_argument("--many-files", type=int, default=10_000, help="first submit: this many files")
     parser.add_argument("--many-mb", type=int, default=1000, help="first submit: of this many MB in all")
     parser.add_argument("--fallback", action="store_true", help="also the SFTP fallback beside rsync -a")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only this section (repeatable); all of them by default")
     parser.add_argument("--child", nargs=4, metavar=("VERB", "PROJECT", "REMOTE", "LOCAL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], Path(args.child[1]), args.child[2], args.child[3])
+    sections = set(args.only or SECTIONS)
 
-    from awsrun.transfer import rsync, scan
-    from awsrun.transfer import rsync_pull as transfer_pull
+    from awsrun.transfer import rsync
 
     with loopback() as box, tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as scratch:
         scratch = Path(scratch)
         env = box.env()
         os.environ.update({k: v for k, v in env.items() if k.startswith("AWSRUN_")})
-        home = box.host.home
         project = make_project(scratch / "project", args.small_files, 20_000_000)
-        with open(project / "weights.bin", "wb") as handle:
-            for _ in range(args.big_mib):
-                handle.write(os.urandom(MiB))
         with open_host(project) as first:  # first contact (paramiko) pins the host key
             first.remote.run("true")
         host = open_host(project)           # from now on: the system ssh over awsrun's kept master
         host.remote.run("true")
         shell = rsync.shell_of(host.remote)  # the baseline rides the same master
         assert any(word.startswith("ControlPath=") for word in shell.ssh), shell.ssh
-        ssh = ["-e", shlex.join(shell.ssh)]
-        dest = shell.destination
+        bench = Bench(scratch, shell, ["-e", shlex.join(shell.ssh)], shell.destination, box.host.home, env, args.runs)
         rss: dict[str, list[int]] = {}
-
-        def awsrun(verb: str, remote: str, local: str = "-") -> None:
-            run_child(verb, project, remote, local, env, shell.cwd, host_rsync_rss(remote.strip("~/")), rss,
-                      f"awsrun {verb}", "rsync+ssh it runs here", "rsync on the host")
-
-        def clean_remote(i: int) -> None:
-            run(["rm", "-rf", *(str(home / f"{side}-{i}") for side in ("a", "r"))])
-
-        def clean_local(i: int) -> None:
-            run(["rm", "-rf", str(scratch / f"pa-{i}"), str(scratch / f"pr-{i}")])
-
-        def rsync_push(i: int) -> None:
-            run(["rsync", "-a", *ssh, f"{project}/", f"{dest}:r-{i}/"], cwd=shell.cwd)
-
-        def rsync_pull(i: int) -> None:
-            run(["rsync", "-a", *ssh, f"{dest}:r-src/", str(scratch / f"pr-{i}") + "/"], cwd=shell.cwd)
-
-        rsync_push_src = ["rsync", "-a", *ssh, f"{project}/", f"{dest}:r-src/"]
-        run(rsync_push_src, cwd=shell.cwd)
-        total = sum(p.stat().st_size for p in project.rglob("*") if p.is_file())
-        what = f"{args.big_mib} MiB random + {args.small_files} small files ({total / 1e6:.0f} MB)"
-        push_rows = interleaved_samples([
-            Case("rsync -a, same master: push", rsync_push, clean_remote),
-            Case("awsrun push (fresh process)", lambda i: awsrun("push", f"~/a-{i}"), clean_remote),
-        ], args.runs)
-        print_spread(f"push {what}, loopback sshd, median of {args.runs}", push_rows, next(iter(push_rows)))
-        pull_rows = interleaved_samples([
-            Case("rsync -a, same master: pull", rsync_pull, clean_local),
-            Case("awsrun pull (fresh process)", lambda i: awsrun("pull", "~/r-src", str(scratch / f"pa-{i}")),
-                 clean_local),
-        ], args.runs)
-        print_spread(f"pull {what}, loopback sshd, median of {args.runs}", pull_rows, next(iter(pull_rows)))
-        assert (scratch / f"pa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
-        print_rss(rss, args.runs)
-        if args.fallback:
-            fallback_rows(args, project, scratch, env, shell, box.host.process.pid, what)
-        run(["rm", "-rf", str(home / "r-src"), *(str(p) for p in scratch.glob("p[ar]-*"))])
-
-        bench = Bench(scratch, shell, ssh, dest, home, env, args.runs)
-        resubmit_rows(bench)
-        first_submit_rows(bench, args.many_files, args.many_mb, rss)
-
-        # delta: 1 MB appended to a big file
-        delta = scratch / "delta"
-        delta.mkdir()
-        (delta / "pyproject.toml").write_text("")
-        big = delta / "metrics.bin"
-        with open(big, "wb") as handle:
-            for _ in range(args.delta_mb):
-                handle.write(os.urandom(1_000_000))
-        with open_host(delta) as dhost:
-            rsync.push(dhost.remote, scan.scan(delta), "~/delta")
-            pulled = scratch / "delta-back"
-            transfer_pull.pull(dhost.remote, "~/delta", pulled)
-            with open(big, "ab") as handle:
-                handle.write(os.urandom(1_000_000))
-            pushed = rsync.push(dhost.remote, scan.scan(delta), "~/delta")
-            transfer_pull.pull(dhost.remote, "~/delta", pulled)  # level again
-            with open(home / "delta" / "metrics.bin", "ab") as handle:
-                handle.write(os.urandom(1_000_000))
-            back = transfer_pull.pull(dhost.remote, "~/delta", pulled)
-        print(f"\ndelta: {args.delta_mb} MB file, 1 MB appended")
-        print(f"{'push: bytes on the wire':58} {pushed.bytes_sent / 1e6:10.2f} MB")
-        print(f"{'pull: bytes on the wire':58} {back.bytes_received / 1e6:10.2f} MB")
+        if "push-pull" in sections:
+            push_pull_rows(args, bench, project, box.host.process.pid, rss)
+        if "resubmit" in sections:
+            resubmit_rows(bench)
+        if "first-submit" in sections:
+            first_submit_rows(bench, args.many_files, args.many_mb, rss)
+        if "delta" in sections:
+            delta_rows(bench, args.delta_mb)
         host.close()
-        print_rss({label: values for label, values in rss.items() if "submit" in label}, args.runs)
+        if "first-submit" in sections:
+            print_rss({label: values for label, values in rss.items() if "submit" in label}, args.runs)
         print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
 
+
+def push_pull_rows(args, bench: Bench, project: Path, listener: int, rss: dict[str, list[int]]) -> None:
+    """PROJECT plus one big file of random bytes: awsrun push and pull (fresh processes) against rsync -a."""
+    scratch, home, ssh, dest, shell, env = bench.scratch, bench.home, bench.ssh, bench.dest, bench.shell, bench.env
+    with open(project / "weights.bin", "wb") as handle:
+        for _ in range(args.big_mib):
+            handle.write(os.urandom(MiB))
+
+    def awsrun(verb: str, remote: str, local: str = "-") -> None:
+        run_child(verb, project, remote, local, env, shell.cwd, host_rsync_rss(remote.strip("~/")), rss,
+                  f"awsrun {verb}", "rsync+ssh it runs here", "rsync on the host")
+
+    def rsync_push(i: int) -> None:
+        run(["rsync", "-a", *ssh, f"{project}/", f"{dest}:r-{i}/"], cwd=shell.cwd)
+
+    def rsync_pull(i: int) -> None:
+        run(["rsync", "-a", *ssh, f"{dest}:r-src/", str(scratch / f"pr-{i}") + "/"], cwd=shell.cwd)
+
+    run(["rsync", "-a", *ssh, f"{project}/", f"{dest}:r-src/"], cwd=shell.cwd)
+    total = sum(p.stat().st_size for p in project.rglob("*") if p.is_file())
+    what = f"{args.big_mib} MiB random + {args.small_files} small files ({total / 1e6:.0f} MB)"
+    push_rows = interleaved_samples([
+        Case("rsync -a, same master: push", rsync_push, empty(home / "r-{i}")),
+        Case("awsrun push (fresh process)", lambda i: awsrun("push", f"~/a-{i}"), empty(home / "a-{i}")),
+    ], args.runs)
+    print_spread(f"push {what}, loopback sshd, median of {args.runs}", push_rows, next(iter(push_rows)))
+    pull_rows = interleaved_samples([
+        Case("rsync -a, same master: pull", rsync_pull, empty(scratch / "pr-{i}")),
+        Case("awsrun pull (fresh process)", lambda i: awsrun("pull", "~/r-src", str(scratch / f"pa-{i}")),
+             empty(scratch / "pa-{i}")),
+    ], args.runs)
+    print_spread(f"pull {what}, loopback sshd, median of {args.runs}", pull_rows, next(iter(pull_rows)))
+    assert (scratch / f"pa-{args.runs - 1}" / "weights.bin").stat().st_size == args.big_mib * MiB
+    print_rss(rss, args.runs)
+    if args.fallback:
+        fallback_rows(args, bench, project, listener, what)
+    run(["rm", "-rf", str(home / "r-src"), str(project / "weights.bin"), *(str(p) for p in scratch.glob("p[ar]-*"))])
+
+
+def delta_rows(bench: Bench, megabytes: int) -> None:
+    """Bytes on the wire to push, and to pull, a MEGABYTES file after 1 MB was appended to it."""
+    from awsrun.transfer import rsync, scan
+    from awsrun.transfer import rsync_pull as transfer_pull
+
+    delta = bench.scratch / "delta"
+    delta.mkdir()
+    (delta / "pyproject.toml").write_text("")
+    big = delta / "metrics.bin"
+    with open(big, "wb") as handle:
+        for _ in range(megabytes):
+            handle.write(os.urandom(1_000_000))
+    with open_host(delta) as dhost:
+        rsync.push(dhost.remote, scan.scan(delta), "~/delta")
+        pulled = bench.scratch / "delta-back"
+        transfer_pull.pull(dhost.remote, "~/delta", pulled)
+        with open(big, "ab") as handle:
+            handle.write(os.urandom(1_000_000))
+        pushed = rsync.push(dhost.remote, scan.scan(delta), "~/delta")
+        transfer_pull.pull(dhost.remote, "~/delta", pulled)  # level again
+        with open(bench.home / "delta" / "metrics.bin", "ab") as handle:
+            handle.write(os.urandom(1_000_000))
+        back = transfer_pull.pull(dhost.remote, "~/delta", pulled)
+    print(f"\ndelta: {megabytes} MB file, 1 MB appended")
+    print(f"{'push: bytes on the wire':58} {pushed.bytes_sent / 1e6:10.2f} MB")
+    print(f"{'pull: bytes on the wire':58} {back.bytes_received / 1e6:10.2f} MB")
 
 if __name__ == "__main__":
     main()
