@@ -53,13 +53,14 @@ def test_job_dir():
 
 
 def test_launch_line():
-    SCRUB = " ".join(f"-u {name}" for name in tmux.SECRET_ENV)
     assert tmux.launch_line("work", "~/awsrun/my project") == (
-        f"env {SCRUB} tmux -L awsrun new-session -d -s work -x 200 -y 50 bash -c "
+        f"unset {' '.join(tmux.SECRET_ENV)}; tmux -L awsrun new-session -d -s work -x 200 -y 50 bash -c "
         + shlex.quote(tmux.WRAPPER) + " awsrun-job ~/.awsrun/jobs/work ~/'awsrun/my project' "
         "\\; set-option -gq exit-empty off"
     )
     assert " -L awsrun-1 new-session " in tmux.launch_line("work", "~", "/j", socket="awsrun-1")
+    assert tmux.launch_line("work", "~", output_dir="runs/my run").endswith(
+        " awsrun-job ~/.awsrun/jobs/work ~ 'runs/my run' \\; set-option -gq exit-empty off")
 
 
 def _locked(line: str, python: str = "python3", lock: str = "~/.awsrun/jobs/.work.lock") -> str:
@@ -68,26 +69,37 @@ def _locked(line: str, python: str = "python3", lock: str = "~/.awsrun/jobs/.wor
     assert head.startswith("awsrun_start=") and sep
     directory = lock.rsplit("/", 1)[0]
     assert tail == (f"[ -d {directory} ] || ( umask 077; mkdir -p {directory} ); "
-                    f"flock -o -E 16 -w {start_lock.START_LOCK_WAIT_S} {lock} bash -c \"$awsrun_start\"; "
+                    f"( flock -E 16 -w {start_lock.START_LOCK_WAIT_S} 9 || exit $?; eval \"$awsrun_start\" ) 9>{lock}; "
                     f"else {python} -c {shlex.quote(start_lock.LOCK_PROGRAM)} {lock} {start_lock.START_LOCK_WAIT_S} "
                     '"$awsrun_start"; fi')
     return shlex.split(head[len("awsrun_start="):])[0]
 
 
-PRIVATE = "u=$(umask); umask 077; mkdir -p ~/.awsrun/jobs && chmod 700 ~/.awsrun ~/.awsrun/jobs || exit 1; "
+PRIVATE = ("u=$(umask); umask 077; [ -e ~/.awsrun/jobs/.private ] || { mkdir -p ~/.awsrun/jobs && "
+           "chmod 700 ~/.awsrun ~/.awsrun/jobs && : > ~/.awsrun/jobs/.private; } || exit 1; ")
+
+
+def _running_check(name: str, socket: str = "awsrun") -> str:
+    return (f"e=; if [ -e ~/.awsrun/jobs/{name} ]; then if [ -e ~/.awsrun/jobs/{name}/exit_code ]; then e=1; "
+            f"elif tmux -L {socket} has-session -t ={name} 2>/dev/null; then exit 17; fi; fi; ")
+
+
+def _launched(launch: str, name: str, socket: str = "awsrun") -> str:
+    return (f"{{ {launch} || if tmux -L {socket} has-session -t ={name} 2>/dev/null; then if [ -n \"$e\" ]; then "
+            f"tmux -L {socket} kill-session -t ={name} 2>/dev/null && . ~/.awsrun/jobs/{name}/launch; "
+            "else exit 17; fi; else false; fi; } 9>&-")
 
 
 def test_start_job_plain():
     launch = tmux.launch_line("work", "~")
     assert _locked(tmux.start_job("work", "~", ["python3", "-c", "print(1)"])) == (
-        PRIVATE + "if tmux -L awsrun has-session -t =work 2>/dev/null; then "
-        "if [ -e ~/.awsrun/jobs/work/exit_code ]; then tmux -L awsrun kill-session -t =work 2>/dev/null; "
-        "else exit 17; fi; fi; "
-        "rm -rf ~/.awsrun/jobs/work && mkdir -p ~/.awsrun/jobs/work && "
+        PRIVATE + _running_check("work") +
+        "{ [ ! -e ~/.awsrun/jobs/work ] || rm -rf ~/.awsrun/jobs/work; } && mkdir -p ~/.awsrun/jobs/work && "
         "printf '%s\\0' PYTHONUNBUFFERED=1 > ~/.awsrun/jobs/work/env && "
         "printf '%s\\0' python3 -c 'print(1)' > ~/.awsrun/jobs/work/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/work/launch && "
-        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > ~/.awsrun/jobs/work/started_at && umask \"$u\" && {launch}"
+        f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > ~/.awsrun/jobs/work/started_at && umask \"$u\" && "
+        + _launched(launch, "work")
     )
 
 
@@ -95,20 +107,18 @@ def test_start_job_with_venv_output_dir_env_and_hostile_words():
     line = tmux.start_job("run-1", "~/awsrun/p q", ["python3", "train.py", *HOSTILE], {"K": "v; $(id)"},
                           prefer="~/venvs/awsrun/bin/python", output_dir="runs/run-1", socket="awsrun-x",
                           python="/usr/bin/python3", env_file="~/.awsrun/jobs/.run-1.env-ab")
-    launch = tmux.launch_line("run-1", "~/awsrun/p q", socket="awsrun-x")
+    launch = tmux.launch_line("run-1", "~/awsrun/p q", socket="awsrun-x", output_dir="runs/run-1")
     words = " ".join(shlex.quote(w) for w in ["train.py", *HOSTILE])
     assert _locked(line, "/usr/bin/python3", "~/.awsrun/jobs/.run-1.lock") == (
-        PRIVATE + "if tmux -L awsrun-x has-session -t =run-1 2>/dev/null; then "
-        "if [ -e ~/.awsrun/jobs/run-1/exit_code ]; then tmux -L awsrun-x kill-session -t =run-1 2>/dev/null; "
-        "else exit 17; fi; fi; "
+        PRIVATE + _running_check("run-1", "awsrun-x") +
         "p=python3; if [ -x ~/venvs/awsrun/bin/python ]; then p=~/venvs/awsrun/bin/python; fi; "
-        "rm -rf ~/.awsrun/jobs/run-1 && mkdir -p ~/.awsrun/jobs/run-1 && "
+        "{ [ ! -e ~/.awsrun/jobs/run-1 ] || rm -rf ~/.awsrun/jobs/run-1; } && mkdir -p ~/.awsrun/jobs/run-1 && "
         "printf '%s\\0' PYTHONUNBUFFERED=1 AWSRUN_OUTPUT_DIR=runs/run-1 'K=v; $(id)' > ~/.awsrun/jobs/run-1/env && "
         "cat ~/.awsrun/jobs/.run-1.env-ab >> ~/.awsrun/jobs/run-1/env && rm -f ~/.awsrun/jobs/.run-1.env-ab && "
         f"printf '%s\\0' \"$p\" {words} > ~/.awsrun/jobs/run-1/argv && "
         f"printf '%s\\n' {shlex.quote(launch)} > ~/.awsrun/jobs/run-1/launch && "
         f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > ~/.awsrun/jobs/run-1/started_at && umask \"$u\" && "
-        f"mkdir -p ~/'awsrun/p q/runs/run-1' && {launch}"
+        + _launched(launch, "run-1", "awsrun-x")
     )
     assert words.split(" ")[:4] == ["train.py", "'a", "b'", "';"]  # each hostile word is one quoted word
 
@@ -338,7 +348,9 @@ def test_a_jobs_setup_is_private(machine, tmp_path):
     modes = {path.name: path.stat().st_mode & 0o777 for path in (dot, dot / "jobs", job, job / "env", job / "argv")}
     assert modes == {"dot-awsrun": 0o700, "jobs": 0o700, "p": 0o700, "env": 0o600, "argv": 0o600}
     assert b"s3cret" not in (job / "argv").read_bytes() and b"TOKEN=s3cret\0" in (job / "env").read_bytes()
-    assert (machine.workdir / "runs" / "p").stat().st_mode & 0o777 == 0o755  # outputs keep the user's umask
+    outputs = machine.workdir / "runs" / "p"  # made by the job's wrapper, under the job's (the user's) umask
+    wait_for(outputs.is_dir, what="the job's output directory")
+    assert outputs.stat().st_mode & 0o777 == 0o755
     assert machine(tmux.kill_job("p", root, grace_s=0)).returncode == 0
 
 
@@ -370,6 +382,45 @@ def test_a_start_waits_for_the_lock_and_gives_up_with_exit_starting(machine, mon
     pid_file = Path(machine.root) / "held" / "pid"
     wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the job's pid")
     pid = pid_file.read_text().strip()
-    assert not [fd for fd in os.listdir(f"/proc/{pid}/fd")
-                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".held.lock")]
+    server = machine(shlex.join(tmux.tmux("display-message", "-p", "#{pid}"))).stdout.strip()
+    assert server.isdigit()  # the start launched this server: neither it nor the job holds the lock
+    for holder_pid in (pid, server):
+        assert not [fd for fd in os.listdir(f"/proc/{holder_pid}/fd")
+                    if os.readlink(f"/proc/{holder_pid}/fd/{fd}").endswith(".held.lock")]
     assert machine(tmux.kill_job("held", machine.root, grace_s=0)).returncode == 0
+
+
+def test_a_job_whose_output_directory_cannot_be_made_ends_at_once_and_says_why(machine):
+    (machine.workdir / "runs").write_text("a file where the outputs should go")
+    line = tmux.start_job("blocked", str(machine.workdir), ["python3", "-c", "print('ran')"], jobs_root=machine.root,
+                          output_dir="runs/blocked")
+    assert machine(line).returncode == 0
+    job = Path(machine.root) / "blocked"
+    wait_for(lambda: (job / "exit_code").exists(), what="the exit code")
+    assert (job / "exit_code").read_text() == "1\n"
+    log = (job / "log").read_text()
+    assert "runs" in log and "ran" not in log
+
+
+def test_a_session_of_the_name_without_its_job_dir_is_left_running_and_refuses_the_start(machine):
+    """A session of that name whose job dir is gone (deleted by hand): the start says running (17), and
+    the session lives on."""
+    assert machine(shlex.join(tmux.tmux("new-session", "-d", "-s", "orphan", "sleep 60"))).returncode == 0
+    line = tmux.start_job("orphan", str(machine.workdir), ["python3", "-c", "print('ran')"], jobs_root=machine.root)
+    assert machine(line).returncode == tmux.EXIT_RUNNING
+    assert machine(shlex.join(tmux.tmux("has-session", "-t", "=orphan"))).returncode == 0
+    assert not (Path(machine.root) / "orphan" / "log").exists()
+
+
+def test_an_ended_jobs_session_still_there_is_replaced_by_the_new_start(machine):
+    """The job wrote its exit code, its session has not gone yet: the start ends that session and starts."""
+    first = tmux.start_job("again", str(machine.workdir), ["python3", "-c", "print('one')"], jobs_root=machine.root)
+    assert machine(first).returncode == 0
+    job = Path(machine.root) / "again"
+    wait_for(lambda: (job / "exit_code").exists(), what="the first run")
+    assert machine(shlex.join(tmux.tmux("new-session", "-d", "-s", "again", "sleep 60"))).returncode == 0
+    second = tmux.start_job("again", str(machine.workdir), ["python3", "-c", "print('two')"], jobs_root=machine.root)
+    started = machine(second)
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: (job / "exit_code").exists(), what="the second run")
+    assert (job / "log").read_text() == "two\n"

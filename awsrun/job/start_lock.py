@@ -7,6 +7,7 @@ import shlex
 
 EXIT_STARTING = 16       # another start of that name held the lock for START_LOCK_WAIT_S
 START_LOCK_WAIT_S = 120
+LOCK_FD = 9              # the descriptor the start holds the lock on (flock(1)'s way)
 
 # Holds an exclusive lock on argv[1] while bash runs the start script argv[3]; waits up to argv[2] seconds
 # for it, then exits EXIT_STARTING. The lock dies with this process, so a killed submit leaves none
@@ -30,12 +31,14 @@ sys.exit(subprocess.call(["bash", "-c", sys.argv[3]]))
 
 
 def under_lock(lock: str, directory: str, script: str, python: str) -> str:
-    """A shell line running bash `script` under the exclusive `lock` (quoted words, `lock` in `directory`),
-    or exiting EXIT_STARTING after START_LOCK_WAIT_S. flock(1) where the target has it (util-linux, on every
-    Linux image): a Python start costs a submit 20-40 ms. LOCK_PROGRAM elsewhere (macOS, the local provider).
-    flock's -o keeps its descriptor from the script, so a tmux server the script starts never holds it."""
+    """A shell line running the shell `script` under the exclusive `lock` (quoted words, `lock` in
+    `directory`), or exiting EXIT_STARTING after START_LOCK_WAIT_S. flock(1) where the target has it
+    (util-linux, on every Linux image), on descriptor LOCK_FD of a subshell that then runs the script: no
+    second shell to start, as a start runs inside the submit's round trip. What the script starts that
+    outlives it (a tmux server) must not inherit LOCK_FD: the script closes it there (`LOCK_FD>&-`).
+    LOCK_PROGRAM elsewhere (macOS, the local provider): a Python start costs a submit 20-40 ms."""
     wait = START_LOCK_WAIT_S
     return (f"awsrun_start={shlex.quote(script)}; if command -v flock >/dev/null 2>&1; then "
             f"[ -d {directory} ] || ( umask 077; mkdir -p {directory} ); "
-            f"flock -o -E {EXIT_STARTING} -w {wait} {lock} bash -c \"$awsrun_start\"; "
+            f"( flock -E {EXIT_STARTING} -w {wait} {LOCK_FD} || exit $?; eval \"$awsrun_start\" ) {LOCK_FD}>{lock}; "
             f"else {shlex.quote(python)} -c {shlex.quote(LOCK_PROGRAM)} {lock} {wait} \"$awsrun_start\"; fi")

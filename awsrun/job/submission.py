@@ -83,8 +83,9 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         install = requirements.install_step(remote_root, wanted, file_digest, host.venv_python, host.job_python,
                                             host.pip_args)
         start = f"{check}; {start}"
-    # the file test first: resubmitting a name whose job ended costs no tmux client
-    busy = (f"[ ! -e {directory}/exit_code ] && "
+    # the file tests first: a new name, or one whose job ended, costs no tmux client (a session of the name
+    # without its job dir is met by the start instead, under its lock: tmux.start_job)
+    busy = (f"[ -e {directory} ] && [ ! -e {directory}/exit_code ] && "
             f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name, socket=host.socket))} 2>/dev/null")
     cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
     try:  # one session: rsync with the launch in it, or (nothing changed) the target's check and the launch

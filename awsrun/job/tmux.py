@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 from awsrun.errors import ConfigError
 from awsrun.job.start_lock import (  # noqa: F401 (EXIT_STARTING: callers read tmux.EXIT_STARTING)
     EXIT_STARTING,
+    LOCK_FD,
     under_lock,
 )
 
@@ -39,6 +40,7 @@ SOCKET = "awsrun"
 JOBS_ROOT = "~/.awsrun/jobs"
 EXIT_RUNNING = 17        # start_job: a live session of that name exists
 EXIT_NOT_RUNNING = 3     # kill_job: no live session of that name
+PRIVATE_MARK = ".private"  # in JOBS_ROOT: start_job made it and its parent 0700
 # AWS credentials in the environment of whoever starts a tmux server (awsrun itself, on this machine)
 # would reach every job of that server: the server starts without them and the wrapper drops them.
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
@@ -59,7 +61,9 @@ _SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 # waits for it before recording the exit: an ended job's last checkpoint is in S3 by then.
 WRAPPER = (
     'd="$1"; unset ' + " ".join(SECRET_ENV) + '; '
-    'if ! cd -- "$2" 2>> "$d/log"; then date +%s > "$d/ended_at"; echo 1 > "$d/exit_code"; exit 1; fi; '
+    # $3: the job's output directory (relative to its project), made here, by the job's side, not the start
+    'if ! cd -- "$2" 2>> "$d/log" || ! { [ -z "$3" ] || mkdir -p -- "$3" 2>> "$d/log"; }; then '
+    'date +%s > "$d/ended_at"; echo 1 > "$d/exit_code"; exit 1; fi; '
     'args=(); while IFS= read -r -d "" a; do args+=("$a"); done < "$d/argv"; '
     "trap : INT; mp=; "
     'if [ -f "$d/mirror" ]; then m=(); while IFS= read -r -d "" a; do m+=("$a"); done < "$d/mirror"; '
@@ -109,7 +113,8 @@ def _has_session(name: str, socket: str = SOCKET) -> str:
     return shlex.join(tmux("has-session", "-t", "=" + name, socket=socket)) + " 2>/dev/null"
 
 
-def launch_line(name: str, workdir: str, jobs_root: str = JOBS_ROOT, socket: str = SOCKET) -> str:
+def launch_line(name: str, workdir: str, jobs_root: str = JOBS_ROOT, socket: str = SOCKET,
+                output_dir: str | None = None) -> str:
     """The shell line that starts session NAME running the job whose argv is in its job dir.
 
     Runnable again as is (the agent does after a spot reboot): it resets nothing. The server stays when
@@ -118,11 +123,13 @@ def launch_line(name: str, workdir: str, jobs_root: str = JOBS_ROOT, socket: str
     this line starts holds no AWS credential of the caller's environment (SECRET_ENV).
     """
     directory = remote_path(job_dir(name, jobs_root))
-    scrub = [word for variable in SECRET_ENV for word in ("-u", variable)]
+    # unset, not `env -u`: a start runs inside the submit's round trip, and env would be one more exec
     return (
-        shlex.join(["env", *scrub, *tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50", socket=socket),
-                    "bash", "-c", WRAPPER, "awsrun-job"])
-        + f" {directory} {remote_path(workdir)} \\; set-option -gq exit-empty off"
+        f"unset {' '.join(SECRET_ENV)}; "
+        + shlex.join([*tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50", socket=socket),
+                      "bash", "-c", WRAPPER, "awsrun-job"])
+        + f" {directory} {remote_path(workdir)}{' ' + shlex.quote(output_dir) if output_dir else ''}"
+        " \\; set-option -gq exit-empty off"
     )
 
 
@@ -147,7 +154,8 @@ def start_job(
     Exit status 17 (EXIT_RUNNING) means a live session of that name exists; 16 (EXIT_STARTING) that
     another start of it held the lock too long. `python` runs the lock where flock(1) is missing (awsrun.job.start_lock). `prefer`: an
     executable (the venv's python) that replaces argv[0] when it exists on the target. `output_dir`
-    (relative to `workdir`) is created and given to the job as AWSRUN_OUTPUT_DIR. `env` reaches the
+    (relative to `workdir`) is given to the job as AWSRUN_OUTPUT_DIR and made by its wrapper (WRAPPER's $3),
+    under the job's own umask. `env` reaches the
     job through its 0600 `env` file, but its values are words of this line: secrets go in `env_file`
     instead, a file already on the target (NUL-separated NAME=VALUE) that is moved into the job dir.
     `mirror`: shell words of a program the wrapper runs beside the job (see WRAPPER). `fresh`: a non-empty `output_dir` left by an earlier run
@@ -162,28 +170,31 @@ def start_job(
     environment = {"PYTHONUNBUFFERED": "1", **({"AWSRUN_OUTPUT_DIR": output_dir} if output_dir else {}),
                    **(env or {})}
     assignments = [f"{k}={v}" for k, v in environment.items()]
+    has, mark = _has_session(name, socket), remote_path(f"{root.rstrip('/')}/{PRIVATE_MARK}")
     lines = [
-        # private: ~/.awsrun (the jobs root's parent) and everything a job's setup writes
-        f"u=$(umask); umask 077; mkdir -p {remote_path(root)} && "
-        f"chmod 700 {remote_path(posixpath.dirname(root) or '/')} {remote_path(root)} || exit 1",
-        f"if {_has_session(name, socket)}; then if [ -e {directory}/exit_code ]; then "
-        f"{shlex.join(tmux('kill-session', '-t', '=' + name, socket=socket))} 2>/dev/null; "
-        f"else exit {EXIT_RUNNING}; fi; fi",
+        # private: ~/.awsrun (the jobs root's parent) and everything a job's setup writes. Made so once (the
+        # mark): a start runs inside the submit's round trip, and every program it runs is a fork and an exec
+        f"u=$(umask); umask 077; [ -e {mark} ] || {{ mkdir -p {remote_path(root)} && "
+        f"chmod 700 {remote_path(posixpath.dirname(root) or '/')} {remote_path(root)} && : > {mark}; }} || exit 1",
+        # running: a job dir without exit_code whose session lives. A new name or an ended job asks tmux
+        # nothing here: a session of that name that the launch meets is dealt with there (`e`: it had ended)
+        f"e=; if [ -e {directory} ]; then if [ -e {directory}/exit_code ]; then e=1; "
+        f"elif {has}; then exit {EXIT_RUNNING}; fi; fi",
     ]
     if prefer:
         lines.append(f"p={shlex.quote(argv[0])}; if [ -x {remote_path(prefer)} ]; then p={remote_path(prefer)}; fi")
         words = f"\"$p\" {shlex.join(list(argv[1:]))}".rstrip()
     else:
         words = shlex.join(list(argv))
-    outputs = ""
-    if output_dir:  # made once the user's own umask is back: the job's outputs keep it
-        output_path = remote_path(workdir.rstrip('/') + '/' + output_dir)
-        outputs = f"mkdir -p {output_path} && "
-        if fresh:
-            lines.append(_set_aside(output_path, output_dir))
-    launch = launch_line(name, workdir, jobs_root, socket)
+    if output_dir and fresh:
+        lines.append(_set_aside(remote_path(workdir.rstrip('/') + '/' + output_dir), output_dir))
+    launch = launch_line(name, workdir, jobs_root, socket, output_dir)
+    kill = f"{shlex.join(tmux('kill-session', '-t', '=' + name, socket=socket))} 2>/dev/null"
+    # the session met by name: an ended job's, not yet gone (replaced), or one running without its job dir
+    launched = (f"{{ {launch} || if {has}; then if [ -n \"$e\" ]; then {kill} && . {directory}/launch; "
+                f"else exit {EXIT_RUNNING}; fi; else false; fi; }} {LOCK_FD}>&-")
     lines.append(
-        f"rm -rf {directory} && mkdir -p {directory} && "
+        f"{{ [ ! -e {directory} ] || rm -rf {directory}; }} && mkdir -p {directory} && "
         f"printf '%s\\0' {shlex.join(assignments)} > {directory}/env && "
         + (f"cat {remote_path(env_file)} >> {directory}/env && rm -f {remote_path(env_file)} && " if env_file else "")
         + f"printf '%s\\0' {words} > {directory}/argv && "
@@ -191,7 +202,7 @@ def start_job(
         + f"printf '%s\\n' {shlex.quote(launch)} > {directory}/launch && "
         # bash 5's clock where there is one: a start runs every program it needs, each a fork and an exec
         f"echo \"${{EPOCHSECONDS:-$(date +%s)}}\" > {directory}/started_at && umask \"$u\" && "
-        f"{outputs}{launch}"
+        f"{launched}"
     )
     return under_lock(remote_path(f"{root}/.{name}.lock"), remote_path(root), "; ".join(lines), python)
 
