@@ -163,9 +163,17 @@ def run_child(verb: str, project: Path, remote: str, local: str, env: dict, cwd,
 
 def empty(*paths: Path) -> Callable[[int], None]:
     """A case's `before` for run i: its destinations (each path formatted with i) do not exist, and the disk
-    has nothing left to write back (`sync`), so no case pays for another's gigabyte."""
+    has nothing left to write back (`sync`), so no case pays for another's gigabyte. A previous run's job
+    may still be writing its log in one: removed again until it is gone."""
     def before(i: int) -> None:
-        run(["rm", "-rf", *(str(path).format(i=i) for path in paths)])
+        targets = [Path(str(path).format(i=i)) for path in paths]
+        for _ in range(20):
+            subprocess.run(["rm", "-rf", *map(str, targets)], capture_output=True)
+            if not any(target.exists() for target in targets):
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"could not remove {targets}")
         subprocess.run(["sync"])
     return before
 
@@ -256,19 +264,7 @@ def first_submit_rows(bench: Bench, files: int, megabytes: int, rss: dict[str, l
     remote_root = project_remote_dir("~/awsrun", project)
     on_host = bench.home / remote_root[2:]
 
-    def clean(i: int) -> None:
-        # the previous run's job may still be writing its log in there: rm again until it is gone
-        paths = [on_host, bench.home / "many-by-hand", Path(bench.env["AWSRUN_HOME"]) / "manifests"]
-        for _ in range(20):
-            subprocess.run(["rm", "-rf", *map(str, paths)], capture_output=True)
-            if not any(path.exists() for path in paths):
-                break
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"could not remove {paths}")
-        # each run starts with nothing of earlier runs (the project's creation included) waiting to be
-        # written back to the disk both sides share here: that write-back would land on whichever case runs next
-        subprocess.run(["sync"])
+    clean = empty(on_host, bench.home / "many-by-hand", Path(bench.env["AWSRUN_HOME"]) / "manifests")
 
     def by_hand(i: int) -> None:
         run(["rsync", "-a", *bench.ssh, f"{project}/", f"{bench.dest}:many-by-hand/"], cwd=bench.shell.cwd)

@@ -7,7 +7,6 @@ of that name runs, the requirements step, and the job's record.
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,10 +82,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         install = requirements.install_step(remote_root, wanted, file_digest, host.venv_python, host.job_python,
                                             host.pip_args)
         start = f"{check}; {start}"
-    # the file tests first: a new name, or one whose job ended, costs no tmux client (a session of the name
-    # without its job dir is met by the start instead, under its lock: tmux.start_job)
-    busy = (f"[ -e {directory} ] && [ ! -e {directory}/exit_code ] && "
-            f"{shlex.join(tmux.tmux('has-session', '-t', '=' + name, socket=host.socket))} 2>/dev/null")
+    # a session of the name without its job dir is met by the start instead, under its lock (tmux.start_job)
+    busy = tmux.running_test(name, host.jobs_root, host.socket)
     cache = pushcache.ManifestCache(host.home.root / "manifests", host.cluster.name, host.instance.id, remote_root)
     try:  # one session: rsync with the launch in it, or (nothing changed) the target's check and the launch
         report, result = push_launch.push_and_launch(host.remote, tree, remote_root, busy=busy, launch=start,

@@ -113,6 +113,17 @@ def _has_session(name: str, socket: str = SOCKET) -> str:
     return shlex.join(tmux("has-session", "-t", "=" + name, socket=socket)) + " 2>/dev/null"
 
 
+def _kill_session(name: str, socket: str = SOCKET) -> str:
+    return shlex.join(tmux("kill-session", "-t", "=" + name, socket=socket)) + " 2>/dev/null"
+
+
+def running_test(name: str, jobs_root: str = JOBS_ROOT, socket: str = SOCKET) -> str:
+    """A shell test that succeeds while job NAME runs: its dir without exit_code and its session alive. The
+    file tests first: a new name, or one whose job ended, costs no tmux client."""
+    directory = remote_path(job_dir(name, jobs_root))
+    return f"[ -e {directory} ] && [ ! -e {directory}/exit_code ] && {_has_session(name, socket)}"
+
+
 def launch_line(name: str, workdir: str, jobs_root: str = JOBS_ROOT, socket: str = SOCKET,
                 output_dir: str | None = None) -> str:
     """The shell line that starts session NAME running the job whose argv is in its job dir.
@@ -189,7 +200,7 @@ def start_job(
     if output_dir and fresh:
         lines.append(_set_aside(remote_path(workdir.rstrip('/') + '/' + output_dir), output_dir))
     launch = launch_line(name, workdir, jobs_root, socket, output_dir)
-    kill = f"{shlex.join(tmux('kill-session', '-t', '=' + name, socket=socket))} 2>/dev/null"
+    kill = _kill_session(name, socket)
     # the session met by name: an ended job's, not yet gone (replaced), or one running without its job dir
     launched = (f"{{ {launch} || if {has}; then if [ -n \"$e\" ]; then {kill} && . {directory}/launch; "
                 f"else exit {EXIT_RUNNING}; fi; else false; fi; }} {LOCK_FD}>&-")
@@ -220,7 +231,7 @@ def kill_job(name: str, jobs_root: str = JOBS_ROOT, grace_s: float = 10.0, socke
     validate_session_name(name)
     directory = remote_path(job_dir(name, jobs_root))
     ticks = max(0, int(grace_s * 10))
-    stop = f"{shlex.join(tmux('kill-session', '-t', '=' + name, socket=socket))} 2>/dev/null"
+    stop = _kill_session(name, socket)
     graceful = ""
     if ticks:
         graceful = (
