@@ -6,17 +6,15 @@ Concurrent awsrun processes serialise on SQLite's own locking (WAL, busy timeout
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from awsrun.errors import StateError
+from awsrun.locks import file_lock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clusters (
@@ -100,7 +98,9 @@ class State:
         try:
             connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             connection.row_factory = sqlite3.Row
-            with _setup_lock(path):
+            # Two processes opening a new database at once: SQLite answers `database is locked` at once,
+            # without its busy wait, to the one that asks for WAL while the other sets the file up.
+            with file_lock(Path(f"{path}.lock")):
                 connection.execute("PRAGMA journal_mode=WAL")
                 # in WAL mode a commit at NORMAL is atomic and durable up to the last checkpoint: a power cut
                 # may lose the newest commits, never corrupt the file, and this cache can be rebuilt anyway
@@ -202,19 +202,6 @@ class State:
             self._db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise _state_error(self.path, exc) from None
-
-
-@contextmanager
-def _setup_lock(path: Path) -> Iterator[None]:
-    """Two processes opening a new database at once: SQLite answers `database is locked` at once, without
-    its busy wait, to the one that asks for WAL while the other sets the file up. An fcntl lock beside the
-    file makes them take turns (the kernel releases it if the process dies)."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _cluster(row: sqlite3.Row) -> ClusterRecord:
