@@ -22,6 +22,7 @@ os.environ.update(AWS_ENV)
 import sys  # noqa: E402
 
 sys.path.insert(0, str(GUARD))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))  # the job's own modules: train_stn, stn.*
 import netguard  # noqa: E402
 
 netguard.install()

@@ -11,9 +11,6 @@ REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
 JOB = JOBS / "train_stn.py"
 
-if str(JOBS) not in sys.path:  # lets tests import the job's own modules (stn.*, train_stn)
-    sys.path.insert(0, str(JOBS))
-
 
 def job_env(**extra: str) -> dict[str, str]:
     from tests.harness.cli import (

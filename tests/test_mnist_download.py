@@ -10,14 +10,12 @@ import struct
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
+from stn.data import DataError, download_mnist, read_idx
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
-sys.path.insert(0, str(JOBS))
-from stn.data import DataError, download_mnist, read_idx  # noqa: E402
+from tests.stn_helpers import JOBS
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

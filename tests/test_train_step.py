@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import train_stn  # noqa: E402  (tests.stn_helpers puts jobs/ on sys.path)
+import train_stn  # tests/conftest.py puts jobs/ on sys.path
 from stn.data import BatchSampler, load_digits
 from stn.model import build_model
 from stn.rng import CounterRandom, permutation

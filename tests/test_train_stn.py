@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import train_stn  # noqa: E402  (tests.stn_helpers puts jobs/ on sys.path)
+import train_stn  # tests/conftest.py puts jobs/ on sys.path
 from PIL import Image
 from stn import distort as distortions
 from stn.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
