@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate; default: %(default)s")
     parser.add_argument("--lr-half-life", type=positive_int, default=2000,
                         help="steps per halving of the lr; default: %(default)s")
-    parser.add_argument("--warmup-steps", type=int, default=100,
+    parser.add_argument("--warmup-steps", type=int, default=500,
                         help="steps of linear lr warm-up; default: %(default)s")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")

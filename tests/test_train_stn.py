@@ -380,9 +380,9 @@ def test_two_process_torchrun_with_gloo(tmp_path):
     assert written == ["checkpoints", "curves.png", "metrics.jsonl", "stn_grid.png", "summary.json"]
 
 
-# Calibrated on a 2-core CPU with the counter-based random numbers (stn/rng.py), seeds 0-4: after 300 steps of
-# batch 64 the ST-CNN is at 31.5, 7.3, 8.2, 8.2, 9.0 % test error (seed 0's transformer locks on late) and the
-# FCN at 58.6, 59.9, 60.0, 62.1, 60.4 % (smallest gap 27.1 points, seed 0), so the bounds leave 7 points.
+# Calibrated on a 2-core CPU with the counter-based random numbers (stn/rng.py) and the default 500-step lr
+# warm-up, seeds 0-4: after 300 steps of batch 64 the ST-CNN is at 21.1, 17.5, 15.6, 14.5, 20.8 % test error and
+# the FCN at 70.7, 75.6, 72.6, 74.8, 71.8 % (smallest gap 49.6 points, seed 0), so the bounds leave 9 points.
 @pytest.mark.slow
 def test_st_cnn_beats_fcn_on_rts(tmp_path):
     errors = {}
@@ -392,4 +392,4 @@ def test_st_cnn_beats_fcn_on_rts(tmp_path):
                          "--batch-size", "64", "--log-every", "100", "--eval-every", "300", "--out", str(out))
         assert result.returncode == 0, explain(result)
         errors[model] = read_json(out / "summary.json")["test_error"]
-    assert errors["stcnn"] < 0.4 and errors["fcn"] - errors["stcnn"] > 0.2, errors
+    assert errors["stcnn"] < 0.3 and errors["fcn"] - errors["stcnn"] > 0.4, errors
