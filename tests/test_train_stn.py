@@ -310,6 +310,23 @@ def test_a_finished_run_can_be_extended(smoke_run, tmp_path):
     assert steps == [10, 20, 30, 40, 50, 60, 62]
 
 
+
+@pytest.mark.slow
+def test_compiled_run_matches_the_eager_one_at_a_non_default_batch(tmp_path):
+    flags = ("--smoke", "--distortion", "R", "--batch-size", "24", "--lr", "3e-3", "--warmup-steps", "0")
+    losses = {}
+    for mode in ("eager", "compile"):
+        out = tmp_path / mode
+        result = run_job(*flags, *(["--compile"] if mode == "compile" else []), "--out", str(out))
+        assert result.returncode == 0, explain(result)
+        assert read_json(out / "summary.json")["compile"] is (mode == "compile")
+        losses[mode] = [row["loss"] for row in read_jsonl(out / "metrics.jsonl") if row["kind"] == "train"]
+    assert re.search(r"warm-up \(compile\): \d+ steps in [\d.]+ s, left out of img/s", result.stdout)
+    assert losses["eager"][-1] < losses["eager"][0] - 0.5, losses  # it learns, so the comparison means something
+    # Inductor sums in another order; measured: the two drift apart by at most 0.23 % in 40 steps.
+    assert losses["compile"] == pytest.approx(losses["eager"], rel=1e-2), losses
+
+
 def comparable_rows(out: Path) -> list[dict]:
     timing = {"images_per_s", "elapsed_s"}
     return [{k: v for k, v in row.items() if k not in timing} for row in read_jsonl(out / "metrics.jsonl")]
