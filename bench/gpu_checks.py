@@ -58,7 +58,7 @@ def make_stepper(batch: int, graph: bool, bf16: bool = False, memory_format=None
     data = data or load_digits("mnist5k", "").to(DEVICE)
     memory_format = memory_format or memory_format_for(DEVICE)
     model = build_model("stcnn", train_stn.canvas_size(distortion)).to(DEVICE, memory_format=memory_format)
-    schedule = LrSchedule(1e-3, 100, 2000, DEVICE)
+    schedule = LrSchedule(device=DEVICE)
     stepper = TrainStep(model, make_optimizer(model, schedule), schedule, TrainMeter(DEVICE), data,
                         BatchSampler(len(data.train_labels), batch, 0, DEVICE), distortion,
                         CounterRandom(mix_seed(0, "distort", 0), DEVICE), slice(0, batch), 0,

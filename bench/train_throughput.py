@@ -127,7 +127,7 @@ def train_stn_pipeline(data, batch_size: int, device: torch.device, mode: str, m
                        distortion: str):
     """(step function, model) running train_stn's own step (stn/training.py) on ``model``."""
     model = model.to(device, memory_format=memory_format_for(device))
-    schedule = LrSchedule(1e-3, 100, 2000, device)
+    schedule = LrSchedule(device=device)
     optimizer = make_optimizer(model, schedule)
     net = torch.compile(model, dynamic=False) if mode.startswith("compile") else model
     on_device = data.to(device)

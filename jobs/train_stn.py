@@ -52,6 +52,9 @@ from stn.runtime import (
     start_runtime,
 )
 from stn.training import (
+    DEFAULT_LR,
+    DEFAULT_LR_HALF_LIFE,
+    DEFAULT_WARMUP_STEPS,
     EAGER_WARMUP_STEPS,
     LrSchedule,
     TrainMeter,
@@ -101,10 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     length.add_argument("--steps", type=positive_int, help=f"default: {DEFAULTS['steps']}")
     length.add_argument("--epochs", type=positive_int, help="alternative to --steps")
     parser.add_argument("--batch-size", type=positive_int, help="global, split across ranks; default 256")
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate; default: %(default)s")
-    parser.add_argument("--lr-half-life", type=positive_int, default=2000,
+    parser.add_argument("--lr", type=positive_float, default=DEFAULT_LR,
+                        help="Adam learning rate; default: %(default)s")
+    parser.add_argument("--lr-half-life", type=positive_int, default=DEFAULT_LR_HALF_LIFE,
                         help="steps per halving of the lr; default: %(default)s")
-    parser.add_argument("--warmup-steps", type=int, default=500,
+    parser.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP_STEPS,
                         help="steps of linear lr warm-up; default: %(default)s")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")

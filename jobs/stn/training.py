@@ -33,10 +33,15 @@ def lr_factor(step: int, warmup_steps: int, half_life: int) -> float:
     return warm * 0.5 ** (step / half_life)
 
 
+# The job's --lr, --warmup-steps and --lr-half-life defaults; the benches time the same schedule.
+DEFAULT_LR, DEFAULT_WARMUP_STEPS, DEFAULT_LR_HALF_LIFE = 1e-3, 500, 2000
+
+
 class LrSchedule:
     """``lr_factor`` computed on the device into the tensor Adam reads, from the device step."""
 
-    def __init__(self, base_lr: float, warmup_steps: int, half_life: int, device):
+    def __init__(self, base_lr: float = DEFAULT_LR, warmup_steps: int = DEFAULT_WARMUP_STEPS,
+                 half_life: int = DEFAULT_LR_HALF_LIFE, device="cpu"):
         self.base_lr, self.warmup_steps, self.half_life = base_lr, warmup_steps, half_life
         self.lr = torch.full((), base_lr * lr_factor(0, warmup_steps, half_life), dtype=torch.float32,
                              device=device)
