@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from awsrun.errors import ConfigError
-from awsrun.job import environment, start_lock, tmux
+from awsrun.job import environment, readers, start_lock, tmux
 from tests.harness.clusters import wait_for
 
 HOSTILE = ["a b", "; rm -rf ~", "$(touch pwned)", "`id`", "'", '"', "\\", "*", "~", "", "line\nbreak", "ü", "-x"]
@@ -153,14 +153,14 @@ def test_kill_job():
 
 def test_attach_list_and_follow_builders():
     assert tmux.attach_job("work") == ["env", "-u", "TMUX", "tmux", "-L", "awsrun", "attach-session", "-t", "=work"]
-    assert tmux.list_jobs("/usr/bin/python3", "/j k") == (
+    assert readers.list_jobs("/usr/bin/python3", "/j k") == (
         "{ tmux -L awsrun list-sessions -F '#{session_name}' 2>/dev/null || true; } | "
-        f"/usr/bin/python3 -c {shlex.quote(tmux.LIST_PROGRAM)} '/j k'"
+        f"/usr/bin/python3 -c {shlex.quote(readers.LIST_PROGRAM)} '/j k'"
     )
-    assert tmux.follow_log("work", "python3", lines=5, follow=True) == (
-        f"python3 -c {shlex.quote(tmux.FOLLOW_PROGRAM)} ~/.awsrun/jobs/work work 5 1 awsrun"
+    assert readers.follow_log("work", "python3", lines=5, follow=True) == (
+        f"python3 -c {shlex.quote(readers.FOLLOW_PROGRAM)} ~/.awsrun/jobs/work work 5 1 awsrun"
     )
-    assert tmux.follow_log("work", "python3").endswith(" ~/.awsrun/jobs/work work -1 0 awsrun")
+    assert readers.follow_log("work", "python3").endswith(" ~/.awsrun/jobs/work work -1 0 awsrun")
 
 
 # --- the lines, run ---------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def machine(tmp_path):
 
 
 def _listing(machine) -> dict:
-    result = machine(tmux.list_jobs("python3", machine.root))
+    result = machine(readers.list_jobs("python3", machine.root))
     assert result.returncode == 0, result.stderr
     return {job["name"]: job for job in json.loads(result.stdout)["jobs"]}
 
@@ -260,17 +260,18 @@ def test_follow_prints_the_tail_then_everything_until_the_end_and_the_state_last
     assert machine(tmux.start_job("f", str(machine.workdir), ["python3", "-c", script], jobs_root=machine.root)).returncode == 0
     log = Path(machine.root) / "f" / "log"
     wait_for(lambda: log.exists() and log.read_text().count("\n") == 5, what="five lines")
-    tail = machine(tmux.follow_log("f", "python3", lines=2, jobs_root=machine.root))
+    tail = machine(readers.follow_log("f", "python3", lines=2, jobs_root=machine.root))
     assert tail.stdout == 'line 3\nline 4\nAWSRUN-STATUS {"exit_code": null, "killed": false, "running": true}\n'
-    assert machine(tmux.follow_log("f", "python3", lines=0, jobs_root=machine.root)).stdout.startswith("AWSRUN-STATUS")
-    follower = subprocess.Popen(["bash", "-c", tmux.follow_log("f", "python3", lines=1, follow=True,
-                                                               jobs_root=machine.root)],
+    no_lines = machine(readers.follow_log("f", "python3", lines=0, jobs_root=machine.root))
+    assert no_lines.stdout.startswith("AWSRUN-STATUS")
+    follower = subprocess.Popen(["bash", "-c", readers.follow_log("f", "python3", lines=1, follow=True,
+                                                                  jobs_root=machine.root)],
                                 env=machine.env, stdout=subprocess.PIPE, text=True)
     assert follower.stdout.readline() == "line 4\n"
     (machine.workdir / "go").write_text("")  # the job ends while followed
     rest, _ = follower.communicate(timeout=30)
     assert rest == 'end\nAWSRUN-STATUS {"exit_code": 0, "killed": false, "running": false}\n'
-    missing = machine(tmux.follow_log("nope", "python3", jobs_root=machine.root))
+    missing = machine(readers.follow_log("nope", "python3", jobs_root=machine.root))
     assert missing.stdout == 'AWSRUN-STATUS {"missing": true}\n'
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 from awsrun.cluster.access import load_node, open_remote
 from awsrun.errors import ConfigError, NotFoundError, RemoteError
 from awsrun.home import Home
-from awsrun.job import tmux
+from awsrun.job import readers, tmux
 from awsrun.job.projects import project_remote_dir
 from awsrun.remote.base import Remote
 from awsrun.settings import Settings
@@ -186,7 +186,7 @@ def display_command(argv: list[str]) -> list[str]:
 
 
 def list_jobs(host: JobHost) -> list[JobStatus]:
-    result = needs_python(host, host.remote.run(tmux.list_jobs(host.python, host.jobs_root, host.socket))).check(
+    result = needs_python(host, host.remote.run(readers.list_jobs(host.python, host.jobs_root, host.socket))).check(
         f"list jobs on {host.remote.name}")
     try:
         data = json.loads(result.stdout)
@@ -222,7 +222,7 @@ def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool 
     name = tmux.validate_session_name(session)
     if lines is not None and lines < 0:
         raise ConfigError("-n must be 0 or more lines")
-    command = tmux.follow_log(name, host.python, lines=lines, follow=follow, jobs_root=host.jobs_root,
+    command = readers.follow_log(name, host.python, lines=lines, follow=follow, jobs_root=host.jobs_root,
                               socket=host.socket)
     if not follow:
         result = host.remote.run(command).check(f"read the log of {name!r} on {host.remote.name}")
@@ -235,7 +235,7 @@ def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool 
         statuses: list[str] = []
 
         def sink(line: str) -> None:
-            if line.startswith(tmux.STATUS_MARK):
+            if line.startswith(readers.STATUS_MARK):
                 statuses.append(line)
             elif on_line is not None:
                 on_line(line)
@@ -256,15 +256,15 @@ def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool 
 
 def _split_status(stdout: str) -> tuple[str, dict | None]:
     """(the log, the state) from the follow program's output: the state is its last line."""
-    index = 0 if stdout.startswith(tmux.STATUS_MARK) else stdout.rfind("\n" + tmux.STATUS_MARK) + 1
-    if index == 0 and not stdout.startswith(tmux.STATUS_MARK):
+    index = 0 if stdout.startswith(readers.STATUS_MARK) else stdout.rfind("\n" + readers.STATUS_MARK) + 1
+    if index == 0 and not stdout.startswith(readers.STATUS_MARK):
         return stdout, None
     return stdout[:index], _parse_status(stdout[index:].strip())
 
 
 def _parse_status(line: str) -> dict | None:
     try:
-        status = json.loads(line[len(tmux.STATUS_MARK):])
+        status = json.loads(line[len(readers.STATUS_MARK):])
     except ValueError:
         return None
     return status if isinstance(status, dict) else None
