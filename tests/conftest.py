@@ -12,6 +12,7 @@ import pytest
 
 from tests.harness import ec2_endpoint
 from tests.harness.cli import AWS_ENV, GUARD, AwsrunCli
+from tests.stn_helpers import JOBS
 
 os.environ["MOTO_AMIS_PATH"] = ec2_endpoint.amis_path()
 for _name in list(os.environ):
@@ -22,7 +23,7 @@ os.environ.update(AWS_ENV)
 import sys  # noqa: E402
 
 sys.path.insert(0, str(GUARD))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))  # the job's own modules: train_stn, stn.*
+sys.path.insert(0, str(JOBS))  # the job's own modules: train_stn, stn.*
 import netguard  # noqa: E402
 
 netguard.install()

@@ -25,11 +25,16 @@ def job_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_job(*args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_python(script: Path, *args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A script of the repository (the job, a bench) run as users run it, its output captured."""
     return subprocess.run(
-        [sys.executable, str(JOB), *args], cwd=REPO, env=env or job_env(),
+        [sys.executable, str(script), *args], cwd=REPO, env=env or job_env(),
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def run_job(*args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_python(JOB, *args, timeout=timeout, env=env)
 
 
 def start_job(*args: str) -> subprocess.Popen:

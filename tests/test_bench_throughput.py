@@ -4,12 +4,10 @@ crash issue 18 reported), and each row compared with the PyTorch tutorial measur
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.stn_helpers import REPO, explain, job_env
+from tests.stn_helpers import REPO, explain, run_python
 
 ROW = re.compile(r"^\s*(\d+)  (.+?)\s{2,}([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)x$")
 PIPELINES = ("PyTorch tutorial STN", "real loop RTS, eager", "real loop RTS, compile")
@@ -17,11 +15,10 @@ PIPELINES = ("PyTorch tutorial STN", "real loop RTS, eager", "real loop RTS, com
 
 @pytest.mark.slow
 def test_bench_compares_every_cpu_mode_with_the_tutorial_across_a_batch_change():
-    result = subprocess.run(
-        [sys.executable, "bench/train_throughput.py", "--device", "cpu", "--dataset", "digits", "--seconds", "0.3",
-         "--rounds", "1", "--warmup", "2", "--batch-sizes", "8", "16", "--modes", "eager", "compile",
-         "--real-loop-only", "--threads", "1"],
-        cwd=REPO, env=job_env(), capture_output=True, text=True, timeout=240,
+    result = run_python(
+        REPO / "bench" / "train_throughput.py", "--device", "cpu", "--dataset", "digits", "--seconds", "0.3",
+        "--rounds", "1", "--warmup", "2", "--batch-sizes", "8", "16", "--modes", "eager", "compile",
+        "--real-loop-only", "--threads", "1",
     )
     assert result.returncode == 0, explain(result)
     rows = {}

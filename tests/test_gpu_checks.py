@@ -4,22 +4,18 @@ scaled down: a crash found here does not cost the GPU's few minutes."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.stn_helpers import REPO, explain, job_env
+from tests.stn_helpers import REPO, explain, job_env, run_python
 
 CHECKS = ("sync", "variants", "job", "compile", "accuracy", "resume", "profile")
 
 
 @pytest.mark.slow
 def test_every_gpu_check_runs_dry_on_cpu():
-    result = subprocess.run(
-        [sys.executable, "bench/gpu_checks.py"], cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=job_env(GPU_CHECKS_DEVICE="cpu", GPU_CHECKS_SCALE="0.01"),
-    )
+    result = run_python(REPO / "bench" / "gpu_checks.py", timeout=300,
+                        env=job_env(GPU_CHECKS_DEVICE="cpu", GPU_CHECKS_SCALE="0.01"))
     assert result.returncode == 0, explain(result)
     assert "FAILED" not in result.stdout
     for check in CHECKS:

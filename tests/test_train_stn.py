@@ -310,7 +310,6 @@ def test_a_finished_run_can_be_extended(smoke_run, tmp_path):
     assert steps == [10, 20, 30, 40, 50, 60, 62]
 
 
-
 @pytest.mark.slow
 def test_compiled_run_matches_the_eager_one_at_a_non_default_batch(tmp_path):
     flags = ("--smoke", "--distortion", "R", "--batch-size", "24", "--lr", "3e-3", "--warmup-steps", "0")
