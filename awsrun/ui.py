@@ -13,14 +13,34 @@ import click
 from awsrun.errors import AwsrunError
 
 
+def printable(text: str, keep: str = "") -> str:
+    """Text that may come from elsewhere (the instance, EC2, a project's config) as it may reach a
+    terminal: control, bidi and other invisible characters shown as Python escapes (ESC -> \\x1b), so
+    none can move the cursor, retitle the window or reorder what is shown. `keep` lists those let through."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
+
+
+def _lines(text: str) -> str:
+    return printable(text, keep="\n\t")
+
+
+def _rich_text(text: str):
+    """A rich Text, never markup: `[/opt/venv]` or `torch[cuda]` from the instance print as they are."""
+    from rich.text import Text
+
+    return Text(printable(text))
+
+
 def error(exc: AwsrunError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
+    click.echo(f"error: {_lines(exc.message)}", err=True)
     if exc.hint:
-        click.echo(f"  hint: {exc.hint}", err=True)
+        click.echo(f"  hint: {_lines(exc.hint)}", err=True)
 
 
 def say(message: str) -> None:
-    click.echo(message, err=True)
+    click.echo(_lines(message), err=True)
 
 
 def out(text: str) -> None:
@@ -33,21 +53,22 @@ def emit_json(data: Any) -> None:
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
     """A table on stdout: rich's on a terminal, tab-separated text otherwise (stable for scripts)."""
+    cells = [["" if cell is None else printable(str(cell)) for cell in row] for row in rows]
     if not sys.stdout.isatty():
         if title:
-            click.echo(f"# {title}")
+            click.echo(f"# {printable(title)}")
         click.echo("\t".join(columns))
-        for row in rows:
-            click.echo("\t".join("" if cell is None else str(cell) for cell in row))
+        for row in cells:
+            click.echo("\t".join(row))
         return
     from rich.console import Console
     from rich.table import Table
 
-    grid = Table(title=title, title_justify="left")
+    grid = Table(title=_rich_text(title) if title else None, title_justify="left")
     for column in columns:
-        grid.add_column(column)
-    for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_column(_rich_text(column))
+    for row in cells:
+        grid.add_row(*(_rich_text(cell) for cell in row))
     Console().print(grid)
 
 
@@ -74,23 +95,23 @@ class Phase:
         if sys.stderr.isatty():
             from rich.console import Console
 
-            self._status = Console(stderr=True).status(self.label)
+            self._status = Console(stderr=True).status(_rich_text(self.label))
             self._status.start()
         else:
-            click.echo(f"{self.label} ...", err=True)
+            click.echo(f"{printable(self.label)} ...", err=True)
 
     def update(self, detail: str) -> None:
         elapsed = time.monotonic() - self.started
         if self._status is not None:
-            self._status.update(f"{self.label}: {detail} [{elapsed:.0f}s]")
+            self._status.update(_rich_text(f"{self.label}: {detail} [{elapsed:.0f}s]"))
         else:
-            click.echo(f"  {detail}", err=True)
+            click.echo(f"  {printable(detail)}", err=True)
 
     def finish(self, ok: bool = True) -> None:
         if self._status is not None:
             self._status.stop()
         outcome = "done" if ok else "stopped"
-        click.echo(f"{self.label}: {outcome} after {time.monotonic() - self.started:.1f}s", err=True)
+        click.echo(f"{printable(self.label)}: {outcome} after {time.monotonic() - self.started:.1f}s", err=True)
 
 
 class TransferProgress:
@@ -115,9 +136,9 @@ class TransferProgress:
             if self._status is None:
                 from rich.console import Console
 
-                self._status = Console(stderr=True).status(text)
+                self._status = Console(stderr=True).status(_rich_text(text))
                 self._status.start()
-            self._status.update(text)
+            self._status.update(_rich_text(text))
         elif now - self._printed >= self.PLAIN_EVERY_S or percent == 100:
             self._printed = now
             click.echo(f"  {text}", err=True)

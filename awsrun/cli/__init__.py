@@ -11,6 +11,7 @@ import click
 from awsrun import __version__
 from awsrun.cli.context import AppContext
 from awsrun.errors import AwsrunError
+from awsrun.ui import printable
 
 INTERNAL_ERROR = 70
 # Each module's COMMANDS, loaded in this order until the command asked for is found (all of them for
@@ -94,7 +95,7 @@ def _main(args: list[str]) -> None:
         message = " ".join(exc.format_message().split())
         context = getattr(exc, "ctx", None)
         where = context.command_path if context is not None else "awsrun"
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {printable(message)}", err=True)
         click.echo(f"  hint: `{where} --help` lists its {'commands' if where == 'awsrun' else 'options'}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -103,8 +104,8 @@ def _main(args: list[str]) -> None:
     except Exception as exc:  # the last line of defence: never a traceback without --debug
         if debug:
             raise
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                   err=True)
+        click.echo(f"error: internal error: {type(exc).__name__}: {printable(str(exc))} "
+                   "(run with --debug for the traceback)", err=True)
         sys.exit(INTERNAL_ERROR)
     sys.exit(result if isinstance(result, int) else 0)
 
