@@ -142,7 +142,27 @@ def _check_regions(value: str, source: str) -> None:
     for one in split_list(value) or [value]:
         if not _REGION.match(one):
             raise ConfigError(f"{source}: {one!r} is not an AWS region (like us-east-1)",
-                              hint="several regions go comma-separated, in order: us-east-1,us-west-2")
+                              hint=_nearest_region(one) or "several regions go comma-separated, in order: us-east-1,us-west-2")
+
+
+def _check_region(value: str, source: str) -> None:
+    """A typo (`us-east1`) is said here, not as a failed connection to a host that does not exist."""
+    if not _REGION.match(value):
+        raise ConfigError(f"{source}: {value!r} is not an AWS region (like us-east-1)",
+                          hint=_nearest_region(value) or "`awsrun doctor` shows the region each source gives")
+
+
+def _nearest_region(typed: str) -> str | None:
+    """'did you mean us-east-1?' from the regions botocore knows (its data files: no call to AWS)."""
+    import difflib
+
+    import botocore.session
+
+    session = botocore.session.get_session()
+    known = [region for partition in session.get_available_partitions()
+             for region in session.get_available_regions("ec2", partition_name=partition)]
+    close = difflib.get_close_matches(typed.strip().lower(), known, n=1, cutoff=0.8)
+    return f"did you mean {close[0]}?" if close else None
 
 
 def _check_ssh_address(value: str, source: str) -> None:
@@ -170,8 +190,8 @@ def _check_checkpoint_bucket(value: str, source: str) -> None:
         raise ConfigError(f"{source}: {exc.message}", hint=exc.hint) from None
 
 
-_CHECKS = {"instance_type": _check_instance_type, "regions": _check_regions, "ssh_address": _check_ssh_address,
-           "checkpoint_bucket": _check_checkpoint_bucket}
+_CHECKS = {"instance_type": _check_instance_type, "region": _check_region, "regions": _check_regions,
+           "ssh_address": _check_ssh_address, "checkpoint_bucket": _check_checkpoint_bucket}
 
 
 def project_file(project_dir: Path) -> tuple[Path, bytes, Any] | None:

@@ -71,3 +71,23 @@ def test_every_setting_has_a_description():
     rows = describe_settings()
     assert [name for name, _, _ in rows] == list(SETTING_NAMES)
     assert all(doc for _, _, doc in rows)
+
+
+@pytest.mark.parametrize("typed, hint", [
+    ("us-east1", "did you mean us-east-1?"),
+    ("US-WEST-2", "did you mean us-west-2?"),
+    ("eu-west-1\n", "did you mean eu-west-1?"),
+    ("nowhere-1", "`awsrun doctor` shows the region each source gives"),
+])
+def test_a_region_that_cannot_be_one_is_refused_before_any_connection(tmp_path, typed, hint):
+    """Without the check, boto3 took `us-east1` and the user met a failed connection to ec2.us-east1."""
+    for flags, environ, source in (({"region": typed}, {}, "--region"), ({}, {"AWSRUN_REGION": typed}, "AWSRUN_REGION")):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(tmp_path, environ, flags)
+        assert raised.value.message == f"{source}: {typed!r} is not an AWS region (like us-east-1)"
+        assert raised.value.hint == hint
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-4", "us-gov-west-1", "cn-north-1", "xx-newplace-9"])
+def test_every_region_spelled_like_one_is_taken(tmp_path, region):
+    assert load_settings(tmp_path, {}, {"region": region}).region == region
