@@ -156,12 +156,9 @@ def _nearest_region(typed: str) -> str | None:
     """'did you mean us-east-1?' from the regions botocore knows (its data files: no call to AWS)."""
     import difflib
 
-    import botocore.session
+    from awsrun.providers.aws_clients import known_regions
 
-    session = botocore.session.get_session()
-    known = [region for partition in session.get_available_partitions()
-             for region in session.get_available_regions("ec2", partition_name=partition)]
-    close = difflib.get_close_matches(typed.strip().lower(), known, n=1, cutoff=0.8)
+    close = difflib.get_close_matches(typed.strip().lower(), known_regions(), n=1, cutoff=0.8)
     return f"did you mean {close[0]}?" if close else None
 
 

@@ -57,6 +57,15 @@ class AwsClients:
         return self.get("quotas")
 
 
+def known_regions() -> list[str]:
+    """Every region botocore's data files name, in every partition: read locally, no call to AWS."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return [region for partition in session.get_available_partitions()
+            for region in session.get_available_regions("ec2", partition_name=partition)]
+
+
 def requested_region(explicit: str | None) -> str | None:
     """What a boto3 session must be given as region_name so that awsrun's order holds everywhere:
     the flag or setting, then AWS_REGION; None leaves the rest to boto3 (AWS_DEFAULT_REGION, the profile).
