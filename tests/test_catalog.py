@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from awsrun.setup.catalog import (
+    gp3_price,
     gpu_types,
     load_catalog,
     lookup,
@@ -69,6 +70,16 @@ def test_unknown_types_return_none():
     assert on_demand_price("m7i.large", "us-east-1") is None
     assert on_demand_price("g4dn.xlarge", "ap-south-2") is None
     assert on_demand_price("g4dn.xlarge", "us-east-1") == pytest.approx(0.526)
+
+
+def test_gp3_price_is_the_catalogs_positive_price_per_region_and_none_elsewhere():
+    raw = json.loads(resources.files("awsrun").joinpath("data/catalog.json").read_text())
+    cat = load_catalog()
+    for region in cat.regions:
+        assert gp3_price(region) == raw["ebs_gp3_usd_per_gb_month"][region]
+        assert gp3_price(region) > 0
+    assert set(raw["ebs_gp3_usd_per_gb_month"]) == set(cat.regions)
+    assert gp3_price("ap-south-2") is None
 
 
 def test_gpu_types():

@@ -1,14 +1,15 @@
 """Small built-in catalog of EC2 instance types (data in ``data/catalog.json``).
 
 Any EC2 type can be rented; the catalog only adds what the API does not tell us
-cheaply (GPU model, compute capability, list price, quota family). Unknown types
-therefore give ``None`` rather than an error.
+cheaply (GPU model, compute capability, list price, quota family), and the gp3
+EBS storage list price per region. Unknown types and regions therefore give
+``None`` rather than an error.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
@@ -74,6 +75,7 @@ class Catalog:
     regions: tuple[str, ...]
     instances: Mapping[str, InstanceSpec]
     prices_origin: str = ""   # a few words: where the list prices come from and whether they were checked
+    gp3_usd_per_gb_month: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _spec(name: str, raw: dict) -> InstanceSpec:
@@ -95,6 +97,11 @@ def _spec(name: str, raw: dict) -> InstanceSpec:
     )
 
 
+def _known_prices(raw: dict) -> Mapping[str, float]:
+    """region -> price, leaving out the regions priced null."""
+    return MappingProxyType({region: float(usd) for region, usd in raw.items() if usd is not None})
+
+
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
     """Read and parse the packaged catalog once per process."""
@@ -107,6 +114,7 @@ def load_catalog() -> Catalog:
         regions=tuple(doc["regions"]),
         instances=MappingProxyType(instances),
         prices_origin=doc.get("prices_origin", ""),
+        gp3_usd_per_gb_month=_known_prices(doc.get("ebs_gp3_usd_per_gb_month", {})),
     )
 
 
@@ -119,6 +127,11 @@ def on_demand_price(instance_type: str, region: str) -> float | None:
     """List on-demand USD/hour, or None when the type or region is not catalogued."""
     spec = lookup(instance_type)
     return spec.price(region) if spec else None
+
+
+def gp3_price(region: str) -> float | None:
+    """List USD per GB-month of gp3 EBS storage, or None when the catalog has no price for the region."""
+    return load_catalog().gp3_usd_per_gb_month.get(region)
 
 
 def gpu_types() -> list[str]:
