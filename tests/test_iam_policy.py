@@ -136,7 +136,7 @@ def awsruns_own_calls() -> dict[str, list[Request]]:
         "get_caller_identity": [Request("sts:GetCallerIdentity", "*")],
         "request_service_quota_increase": [Request("servicequotas:RequestServiceQuotaIncrease", "*")],
     }
-    for operation in ("describe_instances", "describe_images", "describe_vpcs", "describe_availability_zones",
+    for operation in ("describe_instances", "describe_volumes", "describe_images", "describe_vpcs", "describe_availability_zones",
                       "describe_instance_types", "describe_instance_type_offerings", "describe_spot_price_history",
                       "describe_key_pairs", "describe_security_groups", "describe_placement_groups",
                       "describe_iam_instance_profile_associations", "get_spot_placement_scores"):

@@ -190,17 +190,30 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
         return
     now = time.time()
     rows = [(c.name, i.node, i.id, i.instance_type, i.market, i.state, i.public_ip, i.private_ip, i.zone,
-             _duration(i.uptime_s), _rate(i.hourly_usd), _usd(i.cost_usd), _autostop(c.autostop))
+             _duration(i.uptime_s), _rate(i.hourly_usd), _usd(i.cost_usd), _gb(i.disk_gb), _autostop(c.autostop))
             + ((_fires(i.agent, now),) if agent else ())
             for c in report.clusters for i in c.instances]
     if rows:
         ui.table(["cluster", "node", "id", "type", "market", "state", "public ip", "private ip", "zone",
-                  "uptime", "$/h", "cost $", "autostop"] + (["autostop fires"] if agent else []), rows)
+                  "uptime", "$/h", "cost $", "disk", "autostop"] + (["autostop fires"] if agent else []), rows)
     else:
         ui.say("no clusters. Start one with `awsrun up` (or `awsrun up --local`).")
+    for c in report.clusters:
+        for i in c.instances:
+            if i.state in ("stopped", "stopping") and i.disk_gb:
+                ui.say(f"note: {i.id} is stopped, and its {_gb(i.disk_gb)} disk still bills {_monthly(i.disk_usd_per_month)}: "
+                       f"`awsrun start{_flag(c.name)}` resumes it, `awsrun down{_flag(c.name)}` ends it")
     projects = [(c.name, p.remote_dir, p.local or "(not synced from here)") for c in report.clusters for p in c.projects]
     if projects:
         ui.table(["cluster", "remote directory", "local project"], projects, title="projects on the instances")
+    if report.left_disks:
+        ui.table(["disk", "cluster", "owner", "size", "type", "region", "created", "$/month"],
+                 [(d.id, d.cluster, d.owner, _gb(d.size_gb), d.volume_type, d.region, _when(d.created_at),
+                   _usd(d.usd_per_month)) for d in report.left_disks],
+                 title="disks awsrun's instances left behind (kept after `down`): they bill until deleted")
+        first = report.left_disks[0]
+        ui.say(f"copy what you need, then delete each with `aws ec2 delete-volume --region {first.region} "
+               f"--volume-id {first.id}` (or in the EC2 console)")
     if report.orphans:
         ui.table(["id", "cluster", "owner", "state", "type", "region", "adopted"],
                  [(o.id, o.cluster, o.owner, o.state, o.instance_type, o.region, "yes" if o.adopted else "no")
@@ -217,10 +230,16 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
 def stop_command(app: AppContext, cluster: str | None) -> None:
     """Stop the cluster's instances: the disk is kept, compute billing ends."""
     from awsrun.cluster import ops
+    from awsrun.cluster.disks import total_usd_per_month
 
     result = ops.stop(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
     ui.say(f"stopped {', '.join(result.changed)}" if result.changed else "nothing was running")
     _say_costs(result.costs)
+    if result.disks:
+        flag = _flag(result.cluster.name)
+        ui.say(f"compute billing ended; the {_gb(sum(d.size_gb for d in result.disks))} of disk still bills "
+               f"{_monthly(total_usd_per_month(result.disks))}: `awsrun start{flag}` resumes, "
+               f"`awsrun down{flag}` ends it")
 
 
 @click.command("start")
@@ -274,6 +293,9 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
     done = "; ".join(p for p in parts if p) or "nothing left in the cloud"
     ui.say(f"cluster {result.cluster!r} is gone: {done}")
     _say_costs(result.costs)
+    for disk in result.kept_disks:
+        ui.say(f"kept disk {disk.id} ({_gb(disk.size_gb)}): it bills {_monthly(disk.usd_per_month)} "
+               f"until deleted: `aws ec2 delete-volume --region {disk.region} --volume-id {disk.id}`")
 
 
 def _say_costs(costs) -> None:
@@ -315,6 +337,23 @@ def _fires(agent: dict | None, now: float) -> str:
     if agent.get("fires_at"):
         return f"in {_duration(max(0.0, agent['fires_at'] - now))}"
     return "idle timer starts at the next check"
+
+
+def _gb(size: int | None) -> str | None:
+    return None if size is None else f"{size} GB"
+
+
+def _monthly(usd: float | None) -> str:
+    return "an unknown amount (no gp3 list price for its region)" if usd is None else \
+        f"about ${usd:.2f}/month (gp3 list price)"
+
+
+def _flag(cluster: str) -> str:
+    return "" if cluster == "default" else f" --cluster {cluster}"
+
+
+def _when(epoch: float | None) -> str | None:
+    return None if epoch is None else time.strftime("%Y-%m-%d", time.localtime(epoch))
 
 
 def _duration(seconds: float | None) -> str | None:

@@ -18,6 +18,7 @@ from awsrun.state import ClusterRecord, InstanceRecord, State
 
 if TYPE_CHECKING:
     from awsrun.cluster import failover
+    from awsrun.cluster.disks import Disk
     from awsrun.cluster import nodes as cluster_nodes
     from awsrun.providers.aws import AwsProvider
 
@@ -64,6 +65,7 @@ class ActionResult:
     instances: tuple[InstanceRecord, ...]
     changed: tuple[str, ...] = ()
     costs: tuple[SessionCost, ...] = ()   # stop: what the sessions that ended cost
+    disks: tuple[Disk, ...] = ()          # stop: the disks of the stopped instances, which still bill
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class DownResult:
     key_pairs: tuple[str, ...] = ()
     costs: tuple[SessionCost, ...] = ()   # what the sessions that ended cost
     ended_jobs: tuple[str, ...] = ()      # a local cluster's jobs that were still running
+    kept_disks: tuple[Disk, ...] = ()     # disks that outlive their instances (`--keep-volume`) and bill on
 
 
 @dataclass

@@ -8,6 +8,7 @@ import subprocess
 from awsrun.account.prices import PriceBook, SessionCost, session_costs
 from awsrun.cluster import autostop
 from awsrun.cluster import ec2 as aws_cluster
+from awsrun.cluster.disks import cluster_disks
 from awsrun.cluster.access import (
     close_connections,
     cluster_not_found,
@@ -84,9 +85,10 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
             close_connections(home, name)  # no kept SSH master outlives the instance's run
             changed = _stop(run, provider, found)
             costs = tuple(c for c in costs if c.instance_id in changed)
+            still_billed = tuple(d for d in cluster_disks(provider, name, owner) if d.instance_id in changed)
         else:
-            changed = _start(run, provider, cluster, owner, found, move)
-        return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed), costs)
+            changed, still_billed = _start(run, provider, cluster, owner, found, move), ()
+        return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed), costs, still_billed)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun {verb}` (cluster {name!r})",
                           hint=f"`awsrun status` shows where it is; `awsrun {verb} --cluster {name}` finishes") from None
@@ -183,10 +185,12 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
         with reporter.phase(f"checking cluster {name!r} in {provider.region}"):
             found = aws_cluster.reconcile(state, provider, cluster, owner)
         costs = session_costs(found.live, cluster.region, PriceBook(lambda _: provider))
+        outliving = {v for instance in found.described.values() for v in instance.kept_volume_ids}
+        kept = tuple(d for d in cluster_disks(provider, name, owner) if d.instance_id is None or d.id in outliving)
         terminated, groups, key_pairs = aws_cluster.teardown(state, provider, reporter, cluster, owner, found)
         state.delete_cluster(name)
         return DownResult(name, "aws", tuple(terminated), tuple(groups), tuple(key_pairs),
-                          tuple(c for c in costs if c.instance_id in terminated))
+                          tuple(c for c in costs if c.instance_id in terminated), kept_disks=kept)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun down`: cluster {name!r} is still recorded",
                           hint=f"`awsrun down --cluster {name}` again finishes the clean-up") from None

@@ -19,6 +19,7 @@ from awsrun.state import ClusterRecord, InstanceRecord, State
 
 if TYPE_CHECKING:
     from awsrun.cluster.context import AwsFactory
+    from awsrun.cluster.disks import Disk
 
 # The cloud side (awsrun.cluster.up, aws_cluster, autostop, keys, the providers' builders) and the error
 # path's helpers are imported inside the functions that need them: `status --cached` never calls the
@@ -42,6 +43,8 @@ class InstanceStatus:
     cost_usd: float | None
     adopted: bool = False
     agent: dict | None = None   # with --agent: what the agent says (fires_at, idle_since, running_jobs, ...)
+    disk_gb: int | None = None          # its EBS disks (None: not asked, or not an EC2 instance)
+    disk_usd_per_month: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class StatusReport:
     clusters: tuple[ClusterStatus, ...]
     orphans: tuple[Orphan, ...]
     notes: tuple[str, ...] = ()
+    left_disks: tuple[Disk, ...] = ()   # awsrun's disks no instance uses: they bill until deleted
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -95,7 +99,7 @@ class _Providers:
 
 def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsFactory | None = None,
            now: float | None = None, agent: bool = False, cached: bool = False) -> StatusReport:
-    from awsrun.cluster import autostop, ec2
+    from awsrun.cluster import autostop, disks, ec2
     from awsrun.cluster.access import cluster_not_found
     from awsrun.cluster.context import default_aws
     from awsrun.providers.aws_requests import validate_cluster_name
@@ -114,7 +118,7 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
             if record.provider == "aws" and cluster in (None, record.name):
                 provider, owner = providers.get(record.region)
                 adopted |= set(ec2.reconcile(state, provider, record, owner).adopted)
-        orphans, notes = _orphans(home, state, settings, providers, recorded)
+        orphans, found_disks, notes = _orphans_and_disks(home, state, settings, providers, recorded)
         adopted |= {o.id for o in orphans if o.adopted}
         clusters = [c for c in state.clusters() if cluster in (None, c.name)]
         if cluster is not None and not clusters:
@@ -126,8 +130,9 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
             agents = autostop.agent_reports(home, settings, record, instances) \
                 if agent and record.provider == "aws" else {}
             report.append(_cluster_status(record, instances, prices, adopted, now, agents,
-                                          project_dirs(home, state.jobs(record.name))))
-        return StatusReport(tuple(report), tuple(orphans), tuple(notes + prices.notes))
+                                          project_dirs(home, state.jobs(record.name)), disks.by_instance(found_disks)))
+        return StatusReport(tuple(report), tuple(orphans), tuple(notes + prices.notes),
+                            tuple(disks.left_behind(found_disks)))
     finally:
         state.close()
 
@@ -162,22 +167,26 @@ def cached_status(home: Home, cluster: str | None = None, now: float | None = No
         state.close()
 
 
-def _orphans(home: Home, state: State, settings: Settings, providers: _Providers,
-             recorded: list[ClusterRecord]) -> tuple[list[Orphan], list[str]]:
+def _orphans_and_disks(home: Home, state: State, settings: Settings, providers: _Providers,
+                       recorded: list[ClusterRecord]) -> tuple[list[Orphan], list[Disk], list[str]]:
     """Scan the regions of the AWS clusters, and the default region when the state knows no cluster
-    at all (a lost state.db is when orphans matter most). Local-only states skip the cloud."""
+    at all (a lost state.db is when orphans matter most), for instances the state lost and for awsrun's
+    disks (those of the instances, and those left behind). Local-only states skip the cloud."""
+    from awsrun.cluster.disks import cluster_disks
     from awsrun.providers.aws_requests import cluster_filters
 
     regions = {c.region for c in recorded if c.provider == "aws"}
     if not recorded:
         regions.add(settings.region)
     orphans: list[Orphan] = []
+    found_disks: list[Disk] = []
     notes: list[str] = []
     known = {i.id for i in state.instances()}
     for region in sorted(regions, key=str):
         try:
             provider, owner = providers.get(region, quick=not recorded)
             tagged = [i for i in provider.describe(cluster_filters(None)) if i.state != "terminated"]
+            found_disks += cluster_disks(provider)
         except AwsrunError as exc:
             if recorded:
                 raise
@@ -189,7 +198,7 @@ def _orphans(home: Home, state: State, settings: Settings, providers: _Providers
             adopted = instance.owner == owner and _adopt(home, state, settings, provider.region, instance)
             orphans.append(Orphan(instance.id, instance.cluster, instance.owner, instance.state,
                                   instance.instance_type, provider.region, adopted))
-    return orphans, notes
+    return orphans, found_disks, notes
 
 
 def _adopt(home: Home, state: State, settings: Settings, region: str, instance) -> bool:
@@ -234,7 +243,10 @@ def _key_for(home: Home, settings: Settings, cluster: str, key_name: str | None)
 
 
 def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], prices: PriceBook, adopted: set[str],
-                    now: float, agents: dict[str, dict], projects: tuple[ProjectDir, ...] = ()) -> ClusterStatus:
+                    now: float, agents: dict[str, dict], projects: tuple[ProjectDir, ...] = (),
+                    disks_of: dict[str, list[Disk]] | None = None) -> ClusterStatus:
+    from awsrun.cluster.disks import total_usd_per_month
+
     rows = []
     for record in records:
         hourly, source = prices.hourly(cluster.region, record.instance_type, record.market, record.zone) \
@@ -242,11 +254,14 @@ def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], price
         running = cluster.provider == "aws" and record.state == "running" and record.launched_at
         uptime = max(0.0, now - record.launched_at) if running else (0.0 if cluster.provider == "aws" else None)
         cost = round(uptime / 3600 * hourly, 4) if hourly is not None and uptime is not None else None
+        own_disks = (disks_of or {}).get(record.id)
         rows.append(InstanceStatus(
             id=record.id, node=record.node, instance_type=record.instance_type, market=record.market,
             state=record.state, public_ip=record.public_ip, private_ip=record.private_ip, zone=record.zone,
             launched_at=record.launched_at, uptime_s=uptime, hourly_usd=hourly, price_source=source,
             cost_usd=cost, adopted=record.id in adopted, agent=agents.get(record.id),
+            disk_gb=sum(d.size_gb for d in own_disks) if own_disks else None,
+            disk_usd_per_month=total_usd_per_month(own_disks) if own_disks else None,
         ))
     costs = [r.cost_usd for r in rows if r.cost_usd is not None]
     setting = Autostop.from_config(cluster.config.get(CONFIG_KEY))

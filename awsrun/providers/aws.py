@@ -20,6 +20,7 @@ from awsrun.providers.aws_checkpoint_access import CheckpointAccess
 from awsrun.providers.aws_errors import ErrorContext, ImageNotFound, translate
 from awsrun.providers.aws_images import MoveImages
 from awsrun.providers.aws_instances import Ec2Instance, instances_of
+from awsrun.providers.aws_volumes import Ec2Volume
 
 MAX_ATTEMPTS = 5
 # (waiter name, seconds between polls, polls): a GPU instance usually runs within 1-2 minutes and
@@ -107,6 +108,21 @@ class AwsProvider(MoveImages, CheckpointAccess):
             full = dataclasses.replace(base, region=base.region or self.region, attempts=self.max_attempts)
             raise translate(exc, full) from None
 
+    def paginated_call(self, operation: str, key: str, context: ErrorContext | None = None,
+                       **params: Any) -> list[dict[str, Any]]:
+        """Every entry under `key` of an EC2 call's pages; errors become awsrun errors, as in `call`."""
+        entries: list[dict[str, Any]] = []
+        try:
+            for page in self.ec2.get_paginator(operation).paginate(**params):
+                entries += page.get(key, [])
+        except Exception as exc:
+            if not type(exc).__module__.startswith("botocore"):
+                raise
+            base = context or ErrorContext()
+            full = dataclasses.replace(base, region=base.region or self.region, attempts=self.max_attempts)
+            raise translate(exc, full) from None
+        return entries
+
     # identity, images, network ------------------------------------------------------------------
     def caller_arn(self) -> str:
         return self.call("get_caller_identity", service="sts")["Arn"]
@@ -158,14 +174,8 @@ class AwsProvider(MoveImages, CheckpointAccess):
         if not instance_types:
             return {}
         request = req.spot_price_history_request(instance_types, zone, datetime.now(timezone.utc))
-        entries: list[dict[str, Any]] = []
-        try:
-            for page in self.ec2.get_paginator("describe_spot_price_history").paginate(**request):
-                entries += page.get("SpotPriceHistory", [])
-        except Exception as exc:
-            if not type(exc).__module__.startswith("botocore"):
-                raise
-            raise translate(exc, ErrorContext(region=self.region, zone=zone, attempts=self.max_attempts)) from None
+        entries = self.paginated_call("describe_spot_price_history", "SpotPriceHistory", ErrorContext(zone=zone),
+                                      **request)
         return req.latest_spot_prices(entries)
 
     def spot_placement_scores(self, instance_type: str) -> dict[str, int]:
@@ -264,15 +274,11 @@ class AwsProvider(MoveImages, CheckpointAccess):
         return Ec2Instance.from_api(self.call("run_instances", context=context, **request)["Instances"][0])
 
     def describe(self, filters: list[dict[str, Any]]) -> list[Ec2Instance]:
-        found: list[Ec2Instance] = []
-        try:
-            for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
-                found += instances_of(page.get("Reservations", []))
-        except Exception as exc:
-            if not type(exc).__module__.startswith("botocore"):
-                raise
-            raise translate(exc, ErrorContext(region=self.region, attempts=self.max_attempts)) from None
-        return found
+        return instances_of(self.paginated_call("describe_instances", "Reservations", Filters=filters))
+
+    def volumes(self, filters: list[dict[str, Any]]) -> list[Ec2Volume]:
+        """The EBS volumes matching `filters` (awsrun's tags): attached ones, and those left without an instance."""
+        return [Ec2Volume.from_api(v) for v in self.paginated_call("describe_volumes", "Volumes", Filters=filters)]
 
     def describe_ids(self, ids: list[str]) -> list[Ec2Instance]:
         """By id through a filter: unknown (long-terminated) ids are simply absent, not an error."""

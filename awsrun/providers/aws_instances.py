@@ -32,6 +32,7 @@ class Ec2Instance:
     spot_request_id: str | None
     state_reason: str | None
     tags: Mapping[str, str] = field(default_factory=dict)
+    kept_volume_ids: tuple[str, ...] = ()   # its EBS volumes that outlive its termination (DeleteOnTermination off)
 
     @property
     def cluster(self) -> str | None:
@@ -69,6 +70,8 @@ class Ec2Instance:
             spot_request_id=raw.get("SpotInstanceRequestId"),
             state_reason=(raw.get("StateReason") or {}).get("Message") or None,
             tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
+            kept_volume_ids=tuple(m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", [])
+                                  if "VolumeId" in m.get("Ebs", {}) and m["Ebs"].get("DeleteOnTermination") is False),
         )
 
 

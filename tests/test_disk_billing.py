@@ -1,0 +1,89 @@
+"""What keeps billing when nothing runs is never unseen: a stopped instance's disk (stop, status) and a disk
+kept after `down` (`--keep-volume`: down, status), each with its monthly list price. The real CLI against the
+moto EC2 endpoint, instances behind loopback sshd hosts, as in tests/test_up_e2e.py."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from awsrun.cluster import disks
+from awsrun.providers.aws_volumes import Ec2Volume
+from tests.test_up_e2e import live, ok, status_json, up
+
+
+def awsrun_volumes(ec2) -> list[dict]:
+    return ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["awsrun:cluster"]}])["Volumes"]
+
+
+def test_a_stopped_instance_shows_what_its_disk_still_costs_and_down_deletes_it(cli, ec2, fleet):
+    ok(up(cli, "--on-demand", "--instance-type", "g4dn.xlarge", "--volume-gb", "150"))
+    (instance,) = live(ec2)
+    row = status_json(cli)["clusters"][0]["instances"][0]
+    assert (row["disk_gb"], row["disk_usd_per_month"]) == (150, 12.0)  # 150 GB x $0.08 (us-east-1 gp3)
+
+    stopped = ok(cli("stop"))
+    assert ("compute billing ended; the 150 GB of disk still bills about $12.00/month (gp3 list price): "
+            "`awsrun start` resumes, `awsrun down` ends it") in stopped.stderr
+    shown = ok(cli("status"))
+    assert (f"note: {instance['InstanceId']} is stopped, and its 150 GB disk still bills about $12.00/month "
+            "(gp3 list price)") in shown.stderr
+    assert "150 GB" in shown.stdout.splitlines()[1].split("\t")  # the disk column of its row
+
+    down = ok(cli("down", "--yes"))
+    assert "kept disk" not in down.stderr
+    assert [v["State"] for v in awsrun_volumes(ec2)] in ([], ["deleting"])
+
+
+def test_a_disk_kept_after_down_is_named_priced_and_listed_until_it_is_deleted(cli, ec2, fleet):
+    ok(up(cli, "--on-demand", "--instance-type", "g4dn.xlarge", "--keep-volume"))
+    (volume,) = awsrun_volumes(ec2)
+    down = ok(cli("down", "--yes"))
+    assert (f"kept disk {volume['VolumeId']} (100 GB): it bills about $8.00/month (gp3 list price) until deleted: "
+            f"`aws ec2 delete-volume --region us-east-1 --volume-id {volume['VolumeId']}`") in down.stderr
+    assert [v["State"] for v in awsrun_volumes(ec2)] == ["available"]
+
+    report = status_json(cli)
+    assert report["clusters"] == []
+    (left,) = report["left_disks"]
+    assert (left["id"], left["cluster"], left["size_gb"], left["volume_type"], left["region"], left["usd_per_month"]) \
+        == (volume["VolumeId"], "default", 100, "gp3", "us-east-1", 8.0)
+    shown = ok(cli("status"))
+    assert "# disks awsrun's instances left behind (kept after `down`): they bill until deleted" in shown.stdout
+    assert f"{volume['VolumeId']}\tdefault\t" in shown.stdout
+    assert f"`aws ec2 delete-volume --region us-east-1 --volume-id {volume['VolumeId']}`" in shown.stderr
+
+    ec2.delete_volume(VolumeId=volume["VolumeId"])
+    assert status_json(cli)["left_disks"] == []
+    assert "left behind" not in ok(cli("status")).stdout
+
+
+def test_volumes_are_read_from_ec2s_answer():
+    created = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    attached = Ec2Volume.from_api({
+        "VolumeId": "vol-1", "Size": 100, "VolumeType": "gp3", "State": "in-use", "CreateTime": created,
+        "Attachments": [{"InstanceId": "i-1", "State": "attached", "DeleteOnTermination": False}],
+        "Tags": [{"Key": "awsrun:cluster", "Value": "train"}, {"Key": "awsrun:owner", "Value": "arn:me"}]})
+    assert (attached.instance_id, attached.left_over) == ("i-1", False)
+    assert (attached.cluster, attached.owner, attached.created_at) == ("train", "arn:me", created.timestamp())
+    alone = Ec2Volume.from_api({"VolumeId": "vol-2", "Size": 8, "VolumeType": "gp2", "State": "available",
+                                "Attachments": []})
+    assert (alone.instance_id, alone.left_over, alone.cluster) == (None, True, None)
+
+
+@pytest.mark.parametrize("size, volume_type, region, usd", [
+    (100, "gp3", "us-east-1", 8.0),
+    (100, "gp3", "eu-west-1", 8.8),
+    (100, "gp3", "ap-south-1", None),   # a region the catalog does not price
+    (100, "io2", "us-east-1", None),    # not what awsrun launches: not priced rather than mispriced
+])
+def test_monthly_price_of_a_disk(size, volume_type, region, usd):
+    assert disks.monthly_usd(size, volume_type, region) == usd
+
+
+def test_a_total_with_an_unknown_price_is_unknown_not_partial():
+    def disk(usd):
+        return disks.Disk("vol", "c", "o", 100, "gp3", "r", None, None, usd)
+
+    assert disks.total_usd_per_month([disk(8.0), disk(8.8)]) == 16.8
+    assert disks.total_usd_per_month([disk(8.0), disk(None)]) is None
