@@ -122,6 +122,11 @@ _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\Z")
 _SSH_ADDRESSES = ("public_ip", "private_ip", "instance_id")
 
 
+def cluster_flag(cluster: str) -> str:
+    """The ` --cluster NAME` a suggested command needs; '' for the default cluster."""
+    return "" if cluster == Settings.cluster else f" --cluster {cluster}"
+
+
 def split_list(value: str | None) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']: the comma lists of instance_type and regions. Only spaces are
     stripped: a newline or tab stays, for the validators to refuse."""

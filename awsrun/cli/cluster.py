@@ -11,6 +11,7 @@ import click
 from awsrun import ui
 from awsrun.cli.context import AppContext
 from awsrun.errors import ConfigError
+from awsrun.settings import cluster_flag
 
 # Test hook: with AWSRUN_TEST_PAUSE_AT=NAME, `awsrun up` prints "awsrun-test-pause: NAME" and sleeps at
 # that point (before-launch, run-instances, wait-running, wait-ssh, moving-region), so a test can kill it
@@ -119,7 +120,7 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     for note in result.notes:
         ui.say(f"  {note}")
     name = result.cluster.name
-    flag = "" if name == "default" else f" --cluster {name}"
+    flag = cluster_flag(name)
     kind = {"local": " (this machine)", "ssh": " (your hosts)"}.get(result.cluster.provider, "")
     ui.say(f"cluster {name!r}{kind} is ready. Next: `awsrun submit SCRIPT{flag}`; "
            f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
@@ -202,7 +203,7 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
         for i in c.instances:
             if i.state in ("stopped", "stopping") and i.disk_gb:
                 ui.say(f"note: {i.id} is stopped, and its {_gb(i.disk_gb)} disk still bills {_monthly(i.disk_usd_per_month)}: "
-                       f"`awsrun start{_flag(c.name)}` resumes it, `awsrun down{_flag(c.name)}` ends it")
+                       f"`awsrun start{cluster_flag(c.name)}` resumes it, `awsrun down{cluster_flag(c.name)}` ends it")
     projects = [(c.name, p.remote_dir, p.local or "(not synced from here)") for c in report.clusters for p in c.projects]
     if projects:
         ui.table(["cluster", "remote directory", "local project"], projects, title="projects on the instances")
@@ -236,7 +237,7 @@ def stop_command(app: AppContext, cluster: str | None) -> None:
     ui.say(f"stopped {', '.join(result.changed)}" if result.changed else "nothing was running")
     _say_costs(result.costs)
     if result.disks:
-        flag = _flag(result.cluster.name)
+        flag = cluster_flag(result.cluster.name)
         ui.say(f"compute billing ended; the {_gb(sum(d.size_gb for d in result.disks))} of disk still bills "
                f"{_monthly(total_usd_per_month(result.disks))}: `awsrun start{flag}` resumes, "
                f"`awsrun down{flag}` ends it")
@@ -346,10 +347,6 @@ def _gb(size: int | None) -> str | None:
 def _monthly(usd: float | None) -> str:
     return "an unknown amount (no gp3 list price for its region)" if usd is None else \
         f"about ${usd:.2f}/month (gp3 list price)"
-
-
-def _flag(cluster: str) -> str:
-    return "" if cluster == "default" else f" --cluster {cluster}"
 
 
 def _when(epoch: float | None) -> str | None:

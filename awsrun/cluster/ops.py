@@ -28,7 +28,7 @@ from awsrun.home import Home
 from awsrun.job import tmux
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import cluster_filters, validate_cluster_name
-from awsrun.settings import Settings
+from awsrun.settings import Settings, cluster_flag
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 STATUS_ADOPTS = "`awsrun status` lists clusters, and adopts awsrun instances the state lost"
@@ -131,7 +131,7 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
     ids = [r.id for r in found.live if r.state in ("stopped", "stopping")]
     interrupted = [i for i in ids if moving.stopped_by_interruption(found.described.get(i))]
     if interrupted and not move:  # only EC2 restarts these (EC2 user guide, Spot interruption behaviour)
-        flag = "" if cluster.name == "default" else f" --cluster {cluster.name}"
+        flag = cluster_flag(cluster.name)
         raise CapacityError(f"{', '.join(interrupted)} was stopped by a spot interruption: only EC2 starts it "
                             "again, in its own zone, once capacity returns there",
                             hint=f"`awsrun start{flag} --move` moves it to a zone with room, disk and all; or wait "
@@ -145,7 +145,7 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
                 provider.start(ids)
         except CapacityError as exc:
             if not move:
-                flag = "" if cluster.name == "default" else f" --cluster {cluster.name}"
+                flag = cluster_flag(cluster.name)
                 raise CapacityError(exc.message, hint=f"`awsrun start{flag} --move` moves it to a zone with room, "
                                                       f"disk and all; or try again later") from None
             (record,) = [r for r in found.live if r.id in ids]
