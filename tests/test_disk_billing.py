@@ -40,7 +40,7 @@ def test_a_disk_kept_after_down_is_named_priced_and_listed_until_it_is_deleted(c
     (volume,) = awsrun_volumes(ec2)
     down = ok(cli("down", "--yes"))
     assert (f"kept disk {volume['VolumeId']} (100 GB): it bills about $8.00/month (gp3 list price) until deleted: "
-            f"`aws ec2 delete-volume --region us-east-1 --volume-id {volume['VolumeId']}`") in down.stderr
+            "`awsrun down --delete-disks` deletes it") in down.stderr
     assert [v["State"] for v in awsrun_volumes(ec2)] == ["available"]
 
     report = status_json(cli)
@@ -51,11 +51,37 @@ def test_a_disk_kept_after_down_is_named_priced_and_listed_until_it_is_deleted(c
     shown = ok(cli("status"))
     assert "# disks awsrun's instances left behind (kept after `down`): they bill until deleted" in shown.stdout
     assert f"{volume['VolumeId']}\tdefault\t" in shown.stdout
-    assert f"`aws ec2 delete-volume --region us-east-1 --volume-id {volume['VolumeId']}`" in shown.stderr
+    assert "`awsrun down --delete-disks --cluster default` deletes a cluster's disks (your own)" in shown.stderr
 
-    ec2.delete_volume(VolumeId=volume["VolumeId"])
+    refused = cli("down", "--delete-disks")  # no terminal to confirm on
+    assert refused.exit_code == 2 and "and every disk it kept: confirm with --yes" in refused.stderr, refused
+    assert "awsrun down --yes --cluster default --delete-disks" in refused.stderr
+    deleted = ok(cli("down", "--yes", "--delete-disks"))  # the cluster is gone; its disk is still found
+    assert f"cluster 'default' is gone: deleted disk {volume['VolumeId']}" in deleted.stderr, deleted
+    assert awsrun_volumes(ec2) == []
     assert status_json(cli)["left_disks"] == []
     assert "left behind" not in ok(cli("status")).stdout
+
+
+def test_down_delete_disks_takes_the_kept_disk_with_its_instance(cli, ec2, fleet):
+    ok(up(cli, "--on-demand", "--instance-type", "g4dn.xlarge", "--keep-volume"))
+    (instance,) = live(ec2)
+    (volume,) = awsrun_volumes(ec2)
+    down = ok(cli("down", "--yes", "--delete-disks"))
+    assert f"terminated {instance['InstanceId']}" in down.stderr and f"deleted disk {volume['VolumeId']}" in down.stderr
+    assert "kept disk" not in down.stderr
+    assert awsrun_volumes(ec2) == [] and status_json(cli)["left_disks"] == []
+
+
+def test_another_owners_disk_is_listed_never_deleted(cli, ec2, fleet):
+    theirs = ec2.create_volume(AvailabilityZone="us-east-1a", Size=20, VolumeType="gp3", TagSpecifications=[{
+        "ResourceType": "volume", "Tags": [{"Key": "awsrun:cluster", "Value": "default"},
+                                           {"Key": "awsrun:owner", "Value": "arn:aws:iam::210987654321:user/bob"}]}])
+    ok(up(cli, "--on-demand", "--instance-type", "g4dn.xlarge"))
+    (left,) = status_json(cli)["left_disks"]
+    assert (left["id"], left["owner"], left["usd_per_month"]) == (theirs["VolumeId"], "arn:aws:iam::210987654321:user/bob", 1.6)
+    ok(cli("down", "--yes", "--delete-disks"))
+    assert [v["VolumeId"] for v in awsrun_volumes(ec2)] == [theirs["VolumeId"]]
 
 
 def test_volumes_are_read_from_ec2s_answer():

@@ -213,8 +213,8 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
                    _usd(d.usd_per_month)) for d in report.left_disks],
                  title="disks awsrun's instances left behind (kept after `down`): they bill until deleted")
         first = report.left_disks[0]
-        ui.say(f"copy what you need, then delete each with `aws ec2 delete-volume --region {first.region} "
-               f"--volume-id {first.id}` (or in the EC2 console)")
+        ui.say(f"`awsrun down --delete-disks --cluster {first.cluster}` deletes a cluster's disks (your own), "
+               "once you have copied what you need")
     if report.orphans:
         ui.table(["id", "cluster", "owner", "state", "type", "region", "adopted"],
                  [(o.id, o.cluster, o.owner, o.state, o.instance_type, o.region, "yes" if o.adopted else "no")
@@ -260,8 +260,10 @@ def start_command(app: AppContext, cluster: str | None, move: bool) -> None:
 @click.command("down")
 @cluster_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--delete-disks", is_flag=True, help="Also delete the disks that outlive the instances (kept with "
+                                                   "`up --keep-volume`, or left by an earlier down); they bill until deleted.")
 @click.pass_obj
-def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
+def down_command(app: AppContext, cluster: str | None, yes: bool, delete_disks: bool) -> None:
     """Terminate the cluster and delete what awsrun created for it (security group, key pair)."""
     from awsrun.cluster import ops
 
@@ -270,7 +272,8 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
     running = ops.running_jobs(app.home, settings)
     name = settings.cluster
     if record is None or record.provider == "aws":
-        what = f"terminate the instances of cluster {name!r} and delete its security group and key pair"
+        what = f"terminate the instances of cluster {name!r} and delete its security group and key pair" \
+            + (" and every disk it kept" if delete_disks else "")
     else:
         where = "this machine is" if record.provider == "local" else "its machines are"
         what = f"forget cluster {name!r} ({where} left alone)"
@@ -279,10 +282,10 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
     if not yes:
         if not sys.stdin.isatty():
             raise ConfigError(f"`awsrun down` would {what}: confirm with --yes",
-                              hint=f"awsrun down --yes --cluster {name}")
+                              hint=f"awsrun down --yes --cluster {name}" + (" --delete-disks" if delete_disks else ""))
         ids = ", ".join(i.id for i in instances) or "no instances recorded"
         click.confirm(f"{what} ({ids})?", abort=True, err=True)
-    result = ops.down(app.home, settings, UiReporter(), end_jobs=True)
+    result = ops.down(app.home, settings, UiReporter(), end_jobs=True, delete_disks=delete_disks)
     if result.provider != "aws":
         ended = f"; ended {ops.jobs_label(result.ended_jobs)}" if result.ended_jobs else ""
         ui.say(f"cluster {result.cluster!r} is forgotten: awsrun launched nothing for it, so nothing was "
@@ -290,13 +293,14 @@ def down_command(app: AppContext, cluster: str | None, yes: bool) -> None:
         return
     parts = [f"terminated {', '.join(result.terminated)}" if result.terminated else "",
              f"deleted security group {', '.join(result.security_groups)}" if result.security_groups else "",
-             f"deleted key pair {', '.join(result.key_pairs)}" if result.key_pairs else ""]
+             f"deleted key pair {', '.join(result.key_pairs)}" if result.key_pairs else "",
+             f"deleted disk {', '.join(d.id for d in result.deleted_disks)}" if result.deleted_disks else ""]
     done = "; ".join(p for p in parts if p) or "nothing left in the cloud"
     ui.say(f"cluster {result.cluster!r} is gone: {done}")
     _say_costs(result.costs)
     for disk in result.kept_disks:
-        ui.say(f"kept disk {disk.id} ({_gb(disk.size_gb)}): it bills {_monthly(disk.usd_per_month)} "
-               f"until deleted: `aws ec2 delete-volume --region {disk.region} --volume-id {disk.id}`")
+        ui.say(f"kept disk {disk.id} ({_gb(disk.size_gb)}): it bills {_monthly(disk.usd_per_month)} until deleted: "
+               f"`awsrun down --delete-disks{cluster_flag(result.cluster)}` deletes it")
 
 
 def _say_costs(costs) -> None:

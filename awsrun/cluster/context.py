@@ -78,6 +78,7 @@ class DownResult:
     costs: tuple[SessionCost, ...] = ()   # what the sessions that ended cost
     ended_jobs: tuple[str, ...] = ()      # a local cluster's jobs that were still running
     kept_disks: tuple[Disk, ...] = ()     # disks that outlive their instances (`--keep-volume`) and bill on
+    deleted_disks: tuple[Disk, ...] = ()  # those deleted on request (`down --delete-disks`)
 
 
 @dataclass

@@ -164,9 +164,10 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
 
 
 def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = default_aws, *,
-         end_jobs: bool = False) -> DownResult:
+         end_jobs: bool = False, delete_disks: bool = False) -> DownResult:
     """Terminate the cluster's instances, delete what awsrun created for it, forget it. A local cluster's
-    running jobs are ended first with `end_jobs` (as `awsrun kill` does), else refused."""
+    running jobs are ended first with `end_jobs` (as `awsrun kill` does), else refused. The disks that
+    outlive their instances (`up --keep-volume`, or left by an earlier down) go too with `delete_disks`."""
     name = validate_cluster_name(settings.cluster)
     state = open_state(home)
     try:
@@ -188,9 +189,16 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
         outliving = {v for instance in found.described.values() for v in instance.kept_volume_ids}
         kept = tuple(d for d in cluster_disks(provider, name, owner) if d.instance_id is None or d.id in outliving)
         terminated, groups, key_pairs = aws_cluster.teardown(state, provider, reporter, cluster, owner, found)
+        deleted: tuple = ()
+        if delete_disks and kept:
+            with reporter.phase(f"deleting disk {', '.join(d.id for d in kept)}"):
+                for disk in kept:
+                    provider.delete_volume(disk.id)
+            kept, deleted = (), kept
         state.delete_cluster(name)
         return DownResult(name, "aws", tuple(terminated), tuple(groups), tuple(key_pairs),
-                          tuple(c for c in costs if c.instance_id in terminated), kept_disks=kept)
+                          tuple(c for c in costs if c.instance_id in terminated), kept_disks=kept,
+                          deleted_disks=deleted)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun down`: cluster {name!r} is still recorded",
                           hint=f"`awsrun down --cluster {name}` again finishes the clean-up") from None
@@ -230,7 +238,8 @@ def _from_cloud(state: State, settings: Settings, name: str, aws: AwsFactory) ->
     provider = aws(settings.region)
     owner = provider.caller_arn()
     found = [i for i in provider.describe(cluster_filters(name, owner)) if i.state != "terminated"]
-    if not (found or provider.tagged_security_groups(name, owner) or provider.tagged_key_pairs(name, owner)):
+    if not (found or provider.tagged_security_groups(name, owner) or provider.tagged_key_pairs(name, owner)
+            or cluster_disks(provider, name, owner)):
         raise cluster_not_found(state, name, STATUS_ADOPTS)
     cluster = ClusterRecord(name, "aws", provider.region, {"owner": owner})
     state.put_cluster(cluster)

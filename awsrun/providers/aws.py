@@ -280,6 +280,18 @@ class AwsProvider(MoveImages, CheckpointAccess):
         """The EBS volumes matching `filters` (awsrun's tags): attached ones, and those left without an instance."""
         return [Ec2Volume.from_api(v) for v in self.paginated_call("describe_volumes", "Volumes", Filters=filters)]
 
+    def delete_volume(self, volume_id: str) -> None:
+        """Delete a disk once its terminated instance has let go of it (seconds after the termination)."""
+        try:
+            self.ec2.get_waiter("volume_available").wait(VolumeIds=[volume_id],
+                                                         WaiterConfig={"Delay": 5, "MaxAttempts": 36})
+        except Exception as exc:
+            if type(exc).__name__ != "WaiterError":
+                raise translate(exc, ErrorContext(region=self.region)) from None
+            raise CloudError(f"disk {volume_id} did not come free of its instance within 180s: not deleted",
+                             hint="`awsrun status` shows it; run the same `awsrun down` again later") from None
+        self.call("delete_volume", ok_codes=("InvalidVolume.NotFound",), VolumeId=volume_id)
+
     def describe_ids(self, ids: list[str]) -> list[Ec2Instance]:
         """By id through a filter: unknown (long-terminated) ids are simply absent, not an error."""
         return self.describe([{"Name": "instance-id", "Values": list(ids)}]) if ids else []
