@@ -113,3 +113,27 @@ def test_a_total_with_an_unknown_price_is_unknown_not_partial():
 
     assert disks.total_usd_per_month([disk(8.0), disk(8.8)]) == 16.8
     assert disks.total_usd_per_month([disk(8.0), disk(None)]) is None
+
+
+def test_without_permission_to_list_disks_status_stop_and_down_still_work_and_say_so(aws, ec2, fleet, tmp_path):
+    """An IAM policy made before awsrun read disks lacks ec2:DescribeVolumes: the disks go unsaid, nothing fails."""
+    from awsrun.cluster import ops
+    from awsrun.cluster.status import status
+    from awsrun.home import Home
+    from awsrun.progress import Silent
+    from tests.test_aws_errors import Injector, run_up, settings
+
+    home = Home(tmp_path / "home").ensure()
+    run_up(home, Injector(), ssh_proxy_command=fleet.proxy_command, keep_volume=True)
+    denied = Injector().error("DescribeVolumes", "UnauthorizedOperation",
+                              "You are not authorized to perform this operation.")
+    why = "disks in us-east-1 not checked: "
+    report = status(home, settings(), aws=denied)
+    assert [i.disk_gb for c in report.clusters for i in c.instances] == [None]
+    assert [n for n in report.notes if n.startswith(why)], report.notes
+
+    stopped = ops.stop(home, settings(), Silent(), aws=denied)
+    assert stopped.changed and stopped.disks == () and stopped.disk_note.startswith(why)
+    down = ops.down(home, settings(), Silent(), aws=denied, delete_disks=True)
+    assert down.terminated and down.deleted_disks == () and down.disk_note.startswith(why)
+    assert [v["State"] for v in awsrun_volumes(ec2)] == ["available"]  # kept, as asked at launch; not lost

@@ -241,6 +241,8 @@ def stop_command(app: AppContext, cluster: str | None) -> None:
         ui.say(f"compute billing ended; the {_gb(sum(d.size_gb for d in result.disks))} of disk still bills "
                f"{_monthly(total_usd_per_month(result.disks))}: `awsrun start{flag}` resumes, "
                f"`awsrun down{flag}` ends it")
+    if result.disk_note:
+        ui.say(f"note: {result.disk_note}")
 
 
 @click.command("start")
@@ -301,6 +303,9 @@ def down_command(app: AppContext, cluster: str | None, yes: bool, delete_disks: 
     for disk in result.kept_disks:
         ui.say(f"kept disk {disk.id} ({_gb(disk.size_gb)}): it bills {_monthly(disk.usd_per_month)} until deleted: "
                f"`awsrun down --delete-disks{cluster_flag(result.cluster)}` deletes it")
+    if result.disk_note:
+        ui.say(f"{'warning' if delete_disks else 'note'}: {result.disk_note}"
+               + ("; none deleted" if delete_disks else ""))
 
 
 def _say_costs(costs) -> None:

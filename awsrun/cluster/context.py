@@ -66,6 +66,7 @@ class ActionResult:
     changed: tuple[str, ...] = ()
     costs: tuple[SessionCost, ...] = ()   # stop: what the sessions that ended cost
     disks: tuple[Disk, ...] = ()          # stop: the disks of the stopped instances, which still bill
+    disk_note: str | None = None          # why the disks are not known, when EC2 would not list them
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class DownResult:
     ended_jobs: tuple[str, ...] = ()      # a local cluster's jobs that were still running
     kept_disks: tuple[Disk, ...] = ()     # disks that outlive their instances (`--keep-volume`) and bill on
     deleted_disks: tuple[Disk, ...] = ()  # those deleted on request (`down --delete-disks`)
+    disk_note: str | None = None          # why the disks are not known, when EC2 would not list them
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from awsrun.errors import AwsrunError
 from awsrun.setup import catalog
 
 GONE = ("deleting", "deleted", "error")
@@ -37,6 +38,15 @@ def cluster_disks(provider, cluster: str | None = None, owner: str | None = None
     return [Disk(v.id, v.cluster, v.owner, v.size_gb, v.volume_type, provider.region,
                  None if v.left_over else v.instance_id, v.created_at, monthly_usd(v.size_gb, v.volume_type, provider.region))
             for v in provider.volumes(cluster_filters(cluster, owner)) if v.state not in GONE]
+
+
+def disks_or_why_not(provider, cluster: str | None = None, owner: str | None = None) -> tuple[list[Disk], str | None]:
+    """cluster_disks, or no disks and the reason: what disks cost is information, never a reason for
+    status, stop or down to fail (an IAM policy from before awsrun read disks lacks ec2:DescribeVolumes)."""
+    try:
+        return cluster_disks(provider, cluster, owner), None
+    except AwsrunError as exc:
+        return [], f"disks in {provider.region} not checked: {exc.message}"
 
 
 def by_instance(disks: Iterable[Disk]) -> dict[str, list[Disk]]:

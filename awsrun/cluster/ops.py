@@ -8,7 +8,7 @@ import subprocess
 from awsrun.account.prices import PriceBook, SessionCost, session_costs
 from awsrun.cluster import autostop
 from awsrun.cluster import ec2 as aws_cluster
-from awsrun.cluster.disks import cluster_disks
+from awsrun.cluster.disks import disks_or_why_not
 from awsrun.cluster.access import (
     close_connections,
     cluster_not_found,
@@ -85,10 +85,11 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
             close_connections(home, name)  # no kept SSH master outlives the instance's run
             changed = _stop(run, provider, found)
             costs = tuple(c for c in costs if c.instance_id in changed)
-            still_billed = tuple(d for d in cluster_disks(provider, name, owner) if d.instance_id in changed)
+            listed, disk_note = disks_or_why_not(provider, name, owner) if changed else ([], None)
+            still_billed = tuple(d for d in listed if d.instance_id in changed)
         else:
-            changed, still_billed = _start(run, provider, cluster, owner, found, move), ()
-        return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed), costs, still_billed)
+            changed, still_billed, disk_note = _start(run, provider, cluster, owner, found, move), (), None
+        return ActionResult(cluster, tuple(run.state.instances(name)), tuple(changed), costs, still_billed, disk_note)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun {verb}` (cluster {name!r})",
                           hint=f"`awsrun status` shows where it is; `awsrun {verb} --cluster {name}` finishes") from None
@@ -187,7 +188,8 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
             found = aws_cluster.reconcile(state, provider, cluster, owner)
         costs = session_costs(found.live, cluster.region, PriceBook(lambda _: provider))
         outliving = {v for instance in found.described.values() for v in instance.kept_volume_ids}
-        kept = tuple(d for d in cluster_disks(provider, name, owner) if d.instance_id is None or d.id in outliving)
+        listed, disk_note = disks_or_why_not(provider, name, owner)
+        kept = tuple(d for d in listed if d.instance_id is None or d.id in outliving)
         terminated, groups, key_pairs = aws_cluster.teardown(state, provider, reporter, cluster, owner, found)
         deleted: tuple = ()
         if delete_disks and kept:
@@ -198,7 +200,7 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
         state.delete_cluster(name)
         return DownResult(name, "aws", tuple(terminated), tuple(groups), tuple(key_pairs),
                           tuple(c for c in costs if c.instance_id in terminated), kept_disks=kept,
-                          deleted_disks=deleted)
+                          deleted_disks=deleted, disk_note=disk_note)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during `awsrun down`: cluster {name!r} is still recorded",
                           hint=f"`awsrun down --cluster {name}` again finishes the clean-up") from None
@@ -239,7 +241,7 @@ def _from_cloud(state: State, settings: Settings, name: str, aws: AwsFactory) ->
     owner = provider.caller_arn()
     found = [i for i in provider.describe(cluster_filters(name, owner)) if i.state != "terminated"]
     if not (found or provider.tagged_security_groups(name, owner) or provider.tagged_key_pairs(name, owner)
-            or cluster_disks(provider, name, owner)):
+            or disks_or_why_not(provider, name, owner)[0]):
         raise cluster_not_found(state, name, STATUS_ADOPTS)
     cluster = ClusterRecord(name, "aws", provider.region, {"owner": owner})
     state.put_cluster(cluster)

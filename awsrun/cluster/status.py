@@ -172,7 +172,7 @@ def _orphans_and_disks(home: Home, state: State, settings: Settings, providers: 
     """Scan the regions of the AWS clusters, and the default region when the state knows no cluster
     at all (a lost state.db is when orphans matter most), for instances the state lost and for awsrun's
     disks (those of the instances, and those left behind). Local-only states skip the cloud."""
-    from awsrun.cluster.disks import cluster_disks
+    from awsrun.cluster.disks import disks_or_why_not
     from awsrun.providers.aws_requests import cluster_filters
 
     regions = {c.region for c in recorded if c.provider == "aws"}
@@ -186,12 +186,14 @@ def _orphans_and_disks(home: Home, state: State, settings: Settings, providers: 
         try:
             provider, owner = providers.get(region, quick=not recorded)
             tagged = [i for i in provider.describe(cluster_filters(None)) if i.state != "terminated"]
-            found_disks += cluster_disks(provider)
         except AwsrunError as exc:
             if recorded:
                 raise
             notes.append(f"awsrun instances in AWS not checked: {exc.message}")
             continue
+        region_disks, why_not = disks_or_why_not(provider)
+        found_disks += region_disks
+        notes += [why_not] if why_not else []
         for instance in tagged:
             if instance.id in known:
                 continue
