@@ -137,3 +137,13 @@ def test_without_permission_to_list_disks_status_stop_and_down_still_work_and_sa
     down = ops.down(home, settings(), Silent(), aws=denied, delete_disks=True)
     assert down.terminated and down.deleted_disks == () and down.disk_note.startswith(why)
     assert [v["State"] for v in awsrun_volumes(ec2)] == ["available"]  # kept, as asked at launch; not lost
+
+
+def test_a_disk_another_down_deleted_meanwhile_is_not_an_error(aws, ec2):
+    from awsrun.providers.aws import AwsProvider
+
+    provider = AwsProvider("us-east-1", max_attempts=1)
+    volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, VolumeType="gp3")["VolumeId"]
+    provider.delete_volume(volume)
+    provider.delete_volume(volume)  # two `down --delete-disks` at once: the second finds it gone
+    assert [v for v in ec2.describe_volumes()["Volumes"] if v["VolumeId"] == volume] == []

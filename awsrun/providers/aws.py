@@ -288,6 +288,8 @@ class AwsProvider(MoveImages, CheckpointAccess):
         except Exception as exc:
             if type(exc).__name__ != "WaiterError":
                 raise translate(exc, ErrorContext(region=self.region)) from None
+            if not self.volumes([{"Name": "volume-id", "Values": [volume_id]}]):
+                return  # deleted meanwhile (another `down`)
             raise CloudError(f"disk {volume_id} did not come free of its instance within 180s: not deleted",
                              hint="`awsrun status` shows it; run the same `awsrun down` again later") from None
         self.call("delete_volume", ok_codes=("InvalidVolume.NotFound",), VolumeId=volume_id)
