@@ -44,6 +44,12 @@ def say(message: str) -> None:
 
 
 def out(text: str) -> None:
+    click.echo(_lines(text))
+
+
+def job_output(text: str) -> None:
+    """A job's own output (`logs`, `submit --follow`), as the job wrote it: colours, progress bars and all,
+    as `tail -f` or `attach` would show them."""
     click.echo(text)
 
 

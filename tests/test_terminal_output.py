@@ -95,7 +95,7 @@ def test_progress_lines_from_the_instance_are_not_markup(tmp_path):
         "import time\n"
         "from awsrun import ui\n"
         "with ui.phase('bootstrapping [/tmp]') as phase:\n"
-        "    phase.update('installing into [/opt/venv] torch[cuda] \\x1b]0;pwned\\x07')\n"
+        "    phase.update('installing into [/opt/venv] torch[cuda] [red]x[/red] \\x1b]0;pwned\\x07')\n"
         "    time.sleep(0.3)\n"
         "with ui.TransferProgress('pulling [/x]') as progress:\n"
         "    progress.started -= 5\n"
@@ -104,6 +104,8 @@ def test_progress_lines_from_the_instance_are_not_markup(tmp_path):
         "print('finished')\n", tmp_path)
     assert status == 0, output.decode(errors="replace")
     assert b"bootstrapping [/tmp]: done after" in output and b"finished" in output
+    assert b"installing into [/opt/venv] torch[cuda] [red]x[/red] \\x1b]0;pwned\\x07" in output  # as text
+    assert b"pulling [/x]: 10 B (50%)" in output
     assert OSC_TITLE.encode() not in output
 
 
@@ -116,3 +118,16 @@ def test_error_lines_escape_what_the_instance_put_in_them(tmp_path):
     assert CLEAR.encode() not in output
     assert b"error: bootstrap failed:\r\nlast line \\x1b[2J" in output   # the pty turns \n into \r\n
     assert b"  hint: see\tthe log" in output
+
+
+def test_our_lines_are_escaped_and_a_jobs_own_output_is_passed_through(tmp_path):
+    """ui.out carries what the instance reports (bootstrap's verify line: torch version, GPU name) and EC2's
+    words (doctor); ui.job_output is the job's stdout, which `logs` shows as `tail -f` would."""
+    status, output = _python_in_a_terminal(
+        "from awsrun import ui\n"
+        "ui.out('torch 2.1\\x1b]0;pwned\\x07, GPU Tesla\\u202eT4')\n"
+        "ui.job_output('epoch 1 \\x1b[32mok\\x1b[0m')\n", tmp_path)
+    assert status == 0, output
+    assert "torch 2.1\\x1b]0;pwned\\x07, GPU Tesla\\u202eT4".encode() in output
+    assert OSC_TITLE.encode() not in output
+    assert b"epoch 1 \x1b[32mok\x1b[0m" in output

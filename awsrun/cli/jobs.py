@@ -150,11 +150,11 @@ def logs_command(app: AppContext, session: str | None, follow: bool, lines: int 
     host = jobs.open_host(app.home, settings, node=node)
     with host:
         try:
-            text, end = jobs.logs(host, name, lines=lines, follow=follow, on_line=ui.out if follow else None)
+            text, end = jobs.logs(host, name, lines=lines, follow=follow, on_line=ui.job_output if follow else None)
         except KeyboardInterrupt:
             return stopped_following(name)
     if text:
-        ui.out(text[:-1] if text.endswith("\n") else text)
+        ui.job_output(text[:-1] if text.endswith("\n") else text)
     if follow:
         ui.say(f"job {name!r} {end_label(end)}")
         return end.status

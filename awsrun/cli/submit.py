@@ -205,7 +205,7 @@ def _follow_and_pull(host, project: Path, name: str, follow: bool) -> int:
 
     try:
         if follow:
-            _, end = jobs.logs(host, name, follow=True, on_line=ui.out)
+            _, end = jobs.logs(host, name, follow=True, on_line=ui.job_output)
         else:
             with ui.phase(f"waiting for job {name!r} to end"):
                 _, end = jobs.logs(host, name, lines=0, follow=True, on_line=lambda line: None)
