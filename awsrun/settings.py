@@ -140,7 +140,9 @@ def _check_instance_type(value: str, source: str) -> None:
                               hint="`awsrun prices` lists the GPU types; several go comma-separated, in order")
 
 
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d\Z")
+# us-east-1, us-gov-west-1, eusc-de-east-1 (the European Sovereign Cloud): what every AWS region looks like,
+# so a region newer than this botocore still passes
+_REGION = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d{1,2}\Z")
 
 
 def _check_regions(value: str, source: str) -> None:

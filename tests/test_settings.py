@@ -88,6 +88,16 @@ def test_a_region_that_cannot_be_one_is_refused_before_any_connection(tmp_path, 
         assert raised.value.hint == hint
 
 
-@pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-4", "us-gov-west-1", "cn-north-1", "xx-newplace-9"])
+@pytest.mark.parametrize("region", ["us-east-1", "ap-southeast-4", "us-gov-west-1", "cn-north-1", "xx-newplace-9",
+                                    "eusc-de-east-1", "mars-north-12"])
 def test_every_region_spelled_like_one_is_taken(tmp_path, region):
     assert load_settings(tmp_path, {}, {"region": region}).region == region
+
+
+def test_every_region_botocore_knows_is_taken(tmp_path):
+    from awsrun.providers.aws_clients import known_regions
+
+    regions = known_regions()
+    assert len(regions) > 30 and "us-east-1" in regions
+    for region in regions:
+        assert load_settings(tmp_path, {}, {"region": region, "regions": region}).region == region
