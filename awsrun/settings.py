@@ -122,9 +122,14 @@ _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\Z")
 _SSH_ADDRESSES = ("public_ip", "private_ip", "instance_id")
 
 
-def cluster_flag(cluster: str) -> str:
-    """The ` --cluster NAME` a suggested command needs; '' for the default cluster."""
-    return "" if cluster == Settings.cluster else f" --cluster {cluster}"
+def cluster_flag(cluster: str, configured: str) -> str:
+    """The ` --cluster NAME` a suggested command needs: '' only for the cluster the settings name without
+    flags (awsrun.toml or AWSRUN_CLUSTER may name another than 'default'). The core, which sees settings
+    with the flags merged in, passes DEFAULT_CLUSTER: exact unless a project or AWSRUN_CLUSTER names another."""
+    return "" if cluster == configured else f" --cluster {cluster}"
+
+
+DEFAULT_CLUSTER = "default"
 
 
 def split_list(value: str | None) -> list[str]:

@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS instances (
     updated_at    REAL NOT NULL,
     extra         TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS kept_disks (
+    id          TEXT PRIMARY KEY,
+    region      TEXT NOT NULL,
+    cluster     TEXT,
+    recorded_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS jobs (
     cluster      TEXT NOT NULL,
     session      TEXT NOT NULL,
@@ -48,7 +54,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
 
-SCHEMA_VERSION = 1  # stored as PRAGMA user_version once SCHEMA is in place; bump it with every change to SCHEMA
+SCHEMA_VERSION = 2  # stored as PRAGMA user_version once SCHEMA is in place; bump it with every change to SCHEMA
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -175,6 +181,21 @@ class State:
             JobRecord(row["cluster"], row["session"], json.loads(row["command"]), row["workdir"], row["submitted_at"])
             for row in rows
         ]
+
+    # disks that outlive their instances: where `status` must look for them, whichever clusters remain
+    def remember_kept_disk(self, disk_id: str, region: str, cluster: str | None) -> None:
+        self._write("INSERT OR REPLACE INTO kept_disks(id, region, cluster, recorded_at) VALUES (?,?,?,?)",
+                    (disk_id, region, cluster, time.time()))
+
+    def kept_disk_regions(self) -> dict[str, set[str]]:
+        """region -> the ids of the kept disks remembered there."""
+        found: dict[str, set[str]] = {}
+        for row in self._read("SELECT id, region FROM kept_disks", ()):
+            found.setdefault(row["region"], set()).add(row["id"])
+        return found
+
+    def forget_kept_disk(self, disk_id: str) -> None:
+        self._write("DELETE FROM kept_disks WHERE id=?", (disk_id,))
 
     # plumbing -----------------------------------------------------------------------------------
     def _read(self, sql: str, params: tuple) -> list[sqlite3.Row]:

@@ -102,6 +102,9 @@ def test_a_spot_instance_stopped_by_an_interruption_moves_the_same_way(cli, aws,
     refused = cli("start")
     assert refused.exit_code != 0 and "stopped by a spot interruption" in refused.stderr
     assert "`awsrun start --move`" in refused.stderr
+    assert (f"note: {old['InstanceId']} is stopped, and its 100 GB disk still bills about $8.00/month (gp3 list "
+            "price): EC2 restarts it when spot capacity returns (or `awsrun start --move` moves it), "
+            "`awsrun down` ends it") in ok(cli("status")).stderr
 
     ok(cli("start", "--move"))
     (new,) = live(ec2)
@@ -110,3 +113,23 @@ def test_a_spot_instance_stopped_by_an_interruption_moves_the_same_way(cli, aws,
     assert ok(cli("ssh", "--", "cat", "before-stop.txt")).stdout == "weights of epoch 7\n"
     assert state_of(ec2, old["InstanceId"]) == "terminated"
     ok(cli("down", "--yes"))
+
+
+def test_a_move_of_a_kept_disk_keeps_the_new_one_and_says_the_old_one_bills_on(cli, aws, ec2, fleet):
+    """With `up --keep-volume`, the new instance's disk outlives `down` as the old one did, and the old disk,
+    which termination leaves behind, is named with its delete command and listed by `status`."""
+    ok(up(cli, "--keep-volume"))
+    (old,) = live(ec2)
+    (old_disk,) = [m["Ebs"]["VolumeId"] for m in old["BlockDeviceMappings"]]
+    ok(cli("stop"))
+    aws.fail_starts("InsufficientInstanceCapacity", NO_ROOM, zone=old["Placement"]["AvailabilityZone"])
+    moved = ok(cli("start", "--move"))
+    assert f"the old disk {old_disk} of {old['InstanceId']} was kept (up --keep-volume)" in moved.stderr
+    assert f"`awsrun delete-disk {old_disk} --region us-east-1` deletes it" in moved.stderr
+    (new,) = live(ec2)
+    assert [m["Ebs"]["DeleteOnTermination"] for m in new["BlockDeviceMappings"]] == [False]
+    assert [d["id"] for d in status_json(cli)["left_disks"]] == [old_disk]
+    ok(cli("delete-disk", old_disk, "--yes"))
+    down = ok(cli("down", "--yes", "--delete-disks"))
+    assert "deleted disk vol-" in down.stderr
+    assert ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["awsrun:cluster"]}])["Volumes"] == []

@@ -257,3 +257,14 @@ def test_world_readable_key_is_refused_with_the_fix(cli, ec2, tmp_path):
     assert "is readable by other users (mode 0644)" in result.stderr
     assert f"hint: chmod 600 {key}" in result.stderr
     assert live(ec2, cluster=None) == []
+
+
+def test_suggested_commands_name_the_cluster_when_the_settings_name_another(cli, ec2, fleet):
+    """With AWSRUN_CLUSTER=train, a bare `awsrun stop` acts on 'train': hints about 'default' must say so."""
+    cli.env["AWSRUN_CLUSTER"] = "train"
+    ready = ok(up(cli, "--cluster", "default"))
+    assert "`awsrun submit SCRIPT --cluster default`" in ready.stderr
+    assert "`awsrun stop --cluster default` stops billing" in ready.stderr
+    stopped = ok(cli("stop", "--cluster", "default"))
+    assert "`awsrun start --cluster default` resumes, `awsrun down --cluster default` ends it" in stopped.stderr
+    ok(cli("down", "--yes", "--cluster", "default"))

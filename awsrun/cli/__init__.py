@@ -16,7 +16,7 @@ from awsrun.ui import printable
 INTERNAL_ERROR = 70
 # Each module's COMMANDS, loaded in this order until the command asked for is found (all of them for
 # --help): an everyday job verb imports cli/jobs.py (submit: cli/submit.py with it) and no other.
-COMMAND_MODULES = ("submit", "jobs", "cluster", "bootstrap", "watch", "extras", "doctor", "misc")
+COMMAND_MODULES = ("submit", "jobs", "cluster", "disks", "bootstrap", "watch", "extras", "doctor", "misc")
 
 
 class _Commands(click.Group):

@@ -10,7 +10,8 @@ import click
 
 from awsrun import ui
 from awsrun.cli.context import AppContext
-from awsrun.errors import ConfigError
+from awsrun.cli import disks
+from awsrun.errors import CloudError, ConfigError
 from awsrun.settings import cluster_flag
 
 # Test hook: with AWSRUN_TEST_PAUSE_AT=NAME, `awsrun up` prints "awsrun-test-pause: NAME" and sleeps at
@@ -120,7 +121,7 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     for note in result.notes:
         ui.say(f"  {note}")
     name = result.cluster.name
-    flag = cluster_flag(name)
+    flag = cluster_flag(name, app.settings().cluster)
     kind = {"local": " (this machine)", "ssh": " (your hosts)"}.get(result.cluster.provider, "")
     ui.say(f"cluster {name!r}{kind} is ready. Next: `awsrun submit SCRIPT{flag}`; "
            f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
@@ -191,30 +192,25 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
         return
     now = time.time()
     rows = [(c.name, i.node, i.id, i.instance_type, i.market, i.state, i.public_ip, i.private_ip, i.zone,
-             _duration(i.uptime_s), _rate(i.hourly_usd), _usd(i.cost_usd), _gb(i.disk_gb), _autostop(c.autostop))
-            + ((_fires(i.agent, now),) if agent else ())
+             _duration(i.uptime_s), _rate(i.hourly_usd), _usd(i.cost_usd), _autostop(c.autostop))
+            + ((_fires(i.agent, now),) if agent else ()) + (disks.gb(i.disk_gb),)
             for c in report.clusters for i in c.instances]
     if rows:
         ui.table(["cluster", "node", "id", "type", "market", "state", "public ip", "private ip", "zone",
-                  "uptime", "$/h", "cost $", "disk", "autostop"] + (["autostop fires"] if agent else []), rows)
+                  "uptime", "$/h", "cost $", "autostop"] + (["autostop fires"] if agent else []) + ["disk"], rows)
     else:
         ui.say("no clusters. Start one with `awsrun up` (or `awsrun up --local`).")
+    configured = app.settings().cluster
     for c in report.clusters:
+        flag = cluster_flag(c.name, configured)
         for i in c.instances:
             if i.state in ("stopped", "stopping") and i.disk_gb:
-                ui.say(f"note: {i.id} is stopped, and its {_gb(i.disk_gb)} disk still bills {_monthly(i.disk_usd_per_month)}: "
-                       f"`awsrun start{cluster_flag(c.name)}` resumes it, `awsrun down{cluster_flag(c.name)}` ends it")
+                disks.say_stopped(i, f"awsrun start{flag}", f"awsrun down{flag}")
     projects = [(c.name, p.remote_dir, p.local or "(not synced from here)") for c in report.clusters for p in c.projects]
     if projects:
         ui.table(["cluster", "remote directory", "local project"], projects, title="projects on the instances")
     if report.left_disks:
-        ui.table(["disk", "cluster", "owner", "size", "type", "region", "created", "$/month"],
-                 [(d.id, d.cluster, d.owner, _gb(d.size_gb), d.volume_type, d.region, _when(d.created_at),
-                   _usd(d.usd_per_month)) for d in report.left_disks],
-                 title="disks awsrun's instances left behind (kept after `down`): they bill until deleted")
-        first = report.left_disks[0]
-        ui.say(f"`awsrun down --delete-disks --cluster {first.cluster}` deletes a cluster's disks (your own), "
-               "once you have copied what you need")
+        disks.left_behind_table(report.left_disks)
     if report.orphans:
         ui.table(["id", "cluster", "owner", "state", "type", "region", "adopted"],
                  [(o.id, o.cluster, o.owner, o.state, o.instance_type, o.region, "yes" if o.adopted else "no")
@@ -231,16 +227,14 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
 def stop_command(app: AppContext, cluster: str | None) -> None:
     """Stop the cluster's instances: the disk is kept, compute billing ends."""
     from awsrun.cluster import ops
-    from awsrun.cluster.disks import total_usd_per_month
 
-    result = ops.stop(app.home, app.settings(**_given(cluster=cluster)), UiReporter())
+    settings = app.settings(**_given(cluster=cluster))
+    result = ops.stop(app.home, settings, UiReporter())
     ui.say(f"stopped {', '.join(result.changed)}" if result.changed else "nothing was running")
     _say_costs(result.costs)
     if result.disks:
-        flag = cluster_flag(result.cluster.name)
-        ui.say(f"compute billing ended; the {_gb(sum(d.size_gb for d in result.disks))} of disk still bills "
-               f"{_monthly(total_usd_per_month(result.disks))}: `awsrun start{flag}` resumes, "
-               f"`awsrun down{flag}` ends it")
+        flag = cluster_flag(result.cluster.name, app.settings().cluster)
+        disks.say_after_stop(result.disks, f"awsrun start{flag}", f"awsrun down{flag}")
     if result.disk_note:
         ui.say(f"note: {result.disk_note}")
 
@@ -262,8 +256,8 @@ def start_command(app: AppContext, cluster: str | None, move: bool) -> None:
 @click.command("down")
 @cluster_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--delete-disks", is_flag=True, help="Also delete the disks that outlive the instances (kept with "
-                                                   "`up --keep-volume`, or left by an earlier down); they bill until deleted.")
+@click.option("--delete-disks", is_flag=True, help="Also delete the cluster's disks that outlive its instances (kept "
+                                                   "with `up --keep-volume`); else they bill on until deleted.")
 @click.pass_obj
 def down_command(app: AppContext, cluster: str | None, yes: bool, delete_disks: bool) -> None:
     """Terminate the cluster and delete what awsrun created for it (security group, key pair)."""
@@ -297,15 +291,17 @@ def down_command(app: AppContext, cluster: str | None, yes: bool, delete_disks: 
              f"deleted security group {', '.join(result.security_groups)}" if result.security_groups else "",
              f"deleted key pair {', '.join(result.key_pairs)}" if result.key_pairs else "",
              f"deleted disk {', '.join(d.id for d in result.deleted_disks)}" if result.deleted_disks else ""]
-    done = "; ".join(p for p in parts if p) or "nothing left in the cloud"
+    done = "; ".join(p for p in parts if p) or ("nothing left in the cloud" if not result.kept_disks
+                                                else "nothing left in the cloud but the disks it kept")
     ui.say(f"cluster {result.cluster!r} is gone: {done}")
     _say_costs(result.costs)
-    for disk in result.kept_disks:
-        ui.say(f"kept disk {disk.id} ({_gb(disk.size_gb)}): it bills {_monthly(disk.usd_per_month)} until deleted: "
-               f"`awsrun down --delete-disks{cluster_flag(result.cluster)}` deletes it")
+    disks.say_kept(result.kept_disks)
+    if result.disk_note and delete_disks:
+        raise CloudError(f"{result.disk_note}: no disk was deleted",
+                         hint="`awsrun status` lists the disks left behind once EC2 lets you list them; "
+                              "`awsrun delete-disk` deletes them")
     if result.disk_note:
-        ui.say(f"{'warning' if delete_disks else 'note'}: {result.disk_note}"
-               + ("; none deleted" if delete_disks else ""))
+        ui.say(f"note: {result.disk_note}")
 
 
 def _say_costs(costs) -> None:
@@ -347,19 +343,6 @@ def _fires(agent: dict | None, now: float) -> str:
     if agent.get("fires_at"):
         return f"in {_duration(max(0.0, agent['fires_at'] - now))}"
     return "idle timer starts at the next check"
-
-
-def _gb(size: int | None) -> str | None:
-    return None if size is None else f"{size} GB"
-
-
-def _monthly(usd: float | None) -> str:
-    return "an unknown amount (no gp3 list price for its region)" if usd is None else \
-        f"about ${usd:.2f}/month (gp3 list price)"
-
-
-def _when(epoch: float | None) -> str | None:
-    return None if epoch is None else time.strftime("%Y-%m-%d", time.localtime(epoch))
 
 
 def _duration(seconds: float | None) -> str | None:

@@ -39,6 +39,8 @@ def move_stopped(run, provider, cluster: ClusterRecord, owner: str, record: Inst
         provider.wait_image(image_id)
     image = provider.resolve_image(image_id)
     types = _types(run.settings, record)
+    old = provider.describe_ids([record.id])
+    kept = old[0].kept_volume_ids if old else ()  # the new disk outlives `down` as the old one did
     launched = None
     tried: list[str] = []
     resumed = {p.node: p.extra.get("launch_token") for p in ec2.reconcile(state, provider, cluster,
@@ -52,7 +54,7 @@ def move_stopped(run, provider, cluster: ClusterRecord, owner: str, record: Inst
             image_id=image_id, root_device_name=image.root_device_name,
             volume_gb=max(image.snapshot_gb or 0, run.settings.volume_gb), key_name=cluster.config["key_name"],
             security_group_id=cluster.config["security_group_id"], spot=record.market == "spot",
-            keep_volume=run.settings.keep_volume, shutdown_behavior=autostop.behavior(autostop.recorded(cluster)),
+            keep_volume=bool(kept), shutdown_behavior=autostop.behavior(autostop.recorded(cluster)),
         )
         context = ErrorContext(region=provider.region, instance_type=instance_type, spot=spec.spot, ami=image_id)
         try:
@@ -81,6 +83,10 @@ def move_stopped(run, provider, cluster: ClusterRecord, owner: str, record: Inst
         provider.wait([record.id], "terminated")
         state.delete_instance(record.id)
         provider.delete_image(image_id)
+    for disk_id in kept:
+        state.remember_kept_disk(disk_id, provider.region, cluster.name)
+        reporter.warn(f"the old disk {disk_id} of {record.id} was kept (up --keep-volume) and now bills on its own; "
+                      f"{fresh.id} has a copy: `awsrun delete-disk {disk_id} --region {provider.region}` deletes it")
     return fresh
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 from awsrun.cluster import ec2
 from awsrun.errors import AwsrunError, ConfigError
-from awsrun.settings import cluster_flag
+from awsrun.settings import DEFAULT_CLUSTER, cluster_flag
 from awsrun.state import ClusterRecord, InstanceRecord
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def roll_back(run: "Run", provider, partial: PartialLaunch, owner: str, fresh: b
 
 
 def go_on(run: "Run", partial: PartialLaunch) -> None:
-    flag = cluster_flag(partial.cluster)
+    flag = cluster_flag(partial.cluster, DEFAULT_CLUSTER)
     run.reporter.warn(f"{partial.describe()}; going on with {partial.running} node(s), which are billed: "
                       f"`awsrun up{flag} --nodes {partial.wanted}` tries the missing ones again, "
                       f"`awsrun down{flag}` removes the cluster")

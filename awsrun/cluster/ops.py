@@ -28,7 +28,7 @@ from awsrun.home import Home
 from awsrun.job import tmux
 from awsrun.progress import Reporter
 from awsrun.providers.aws_requests import cluster_filters, validate_cluster_name
-from awsrun.settings import Settings, cluster_flag
+from awsrun.settings import DEFAULT_CLUSTER, Settings, cluster_flag
 from awsrun.state import ClusterRecord, InstanceRecord, State
 
 STATUS_ADOPTS = "`awsrun status` lists clusters, and adopts awsrun instances the state lost"
@@ -85,7 +85,7 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
             close_connections(home, name)  # no kept SSH master outlives the instance's run
             changed = _stop(run, provider, found)
             costs = tuple(c for c in costs if c.instance_id in changed)
-            listed, disk_note = disks_or_why_not(provider, name, owner) if changed else ([], None)
+            listed, disk_note = disks_or_why_not(provider, name, owner, _kept_ids(found)) if changed else ([], None)
             still_billed = tuple(d for d in listed if d.instance_id in changed)
         else:
             changed, still_billed, disk_note = _start(run, provider, cluster, owner, found, move), (), None
@@ -97,6 +97,11 @@ def _act(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory, ve
         for remote in run.remotes.values():
             remote.close()
         run.state.close()
+
+
+def _kept_ids(found: aws_cluster.Reconciled) -> set[str]:
+    """The volumes of the cluster's instances that outlive their termination (`up --keep-volume`)."""
+    return {v for instance in found.described.values() for v in instance.kept_volume_ids}
 
 
 def _stop(run: Run, provider, found: aws_cluster.Reconciled) -> list[str]:
@@ -132,7 +137,7 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
     ids = [r.id for r in found.live if r.state in ("stopped", "stopping")]
     interrupted = [i for i in ids if moving.stopped_by_interruption(found.described.get(i))]
     if interrupted and not move:  # only EC2 restarts these (EC2 user guide, Spot interruption behaviour)
-        flag = cluster_flag(cluster.name)
+        flag = cluster_flag(cluster.name, DEFAULT_CLUSTER)
         raise CapacityError(f"{', '.join(interrupted)} was stopped by a spot interruption: only EC2 starts it "
                             "again, in its own zone, once capacity returns there",
                             hint=f"`awsrun start{flag} --move` moves it to a zone with room, disk and all; or wait "
@@ -146,7 +151,7 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
                 provider.start(ids)
         except CapacityError as exc:
             if not move:
-                flag = cluster_flag(cluster.name)
+                flag = cluster_flag(cluster.name, DEFAULT_CLUSTER)
                 raise CapacityError(exc.message, hint=f"`awsrun start{flag} --move` moves it to a zone with room, "
                                                       f"disk and all; or try again later") from None
             (record,) = [r for r in found.live if r.id in ids]
@@ -187,16 +192,18 @@ def down(home: Home, settings: Settings, reporter: Reporter, aws: AwsFactory = d
         with reporter.phase(f"checking cluster {name!r} in {provider.region}"):
             found = aws_cluster.reconcile(state, provider, cluster, owner)
         costs = session_costs(found.live, cluster.region, PriceBook(lambda _: provider))
-        outliving = {v for instance in found.described.values() for v in instance.kept_volume_ids}
-        listed, disk_note = disks_or_why_not(provider, name, owner)
-        kept = tuple(d for d in listed if d.instance_id is None or d.id in outliving)
+        listed, disk_note = disks_or_why_not(provider, name, owner, _kept_ids(found))
+        kept = tuple(d for d in listed if d.kept)
         terminated, groups, key_pairs = aws_cluster.teardown(state, provider, reporter, cluster, owner, found)
         deleted: tuple = ()
         if delete_disks and kept:
             with reporter.phase(f"deleting disk {', '.join(d.id for d in kept)}"):
                 for disk in kept:
                     provider.delete_volume(disk.id)
+                    state.forget_kept_disk(disk.id)
             kept, deleted = (), kept
+        for disk in kept:  # `status` looks for them in this region after the cluster is gone
+            state.remember_kept_disk(disk.id, provider.region, name)
         state.delete_cluster(name)
         return DownResult(name, "aws", tuple(terminated), tuple(groups), tuple(key_pairs),
                           tuple(c for c in costs if c.instance_id in terminated), kept_disks=kept,
@@ -240,8 +247,7 @@ def _from_cloud(state: State, settings: Settings, name: str, aws: AwsFactory) ->
     provider = aws(settings.region)
     owner = provider.caller_arn()
     found = [i for i in provider.describe(cluster_filters(name, owner)) if i.state != "terminated"]
-    if not (found or provider.tagged_security_groups(name, owner) or provider.tagged_key_pairs(name, owner)
-            or disks_or_why_not(provider, name, owner)[0]):
+    if not (found or provider.tagged_security_groups(name, owner) or provider.tagged_key_pairs(name, owner)):
         raise cluster_not_found(state, name, STATUS_ADOPTS)
     cluster = ClusterRecord(name, "aws", provider.region, {"owner": owner})
     state.put_cluster(cluster)

@@ -45,6 +45,8 @@ class InstanceStatus:
     agent: dict | None = None   # with --agent: what the agent says (fires_at, idle_since, running_jobs, ...)
     disk_gb: int | None = None          # its EBS disks (None: not asked, or not an EC2 instance)
     disk_usd_per_month: float | None = None
+    disk_kept: bool = False             # a disk of it outlives `down` (up --keep-volume)
+    interrupted: bool = False           # stopped by a spot interruption: only EC2 (or `start --move`) restarts it
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
            now: float | None = None, agent: bool = False, cached: bool = False) -> StatusReport:
     from awsrun.cluster import autostop, disks, ec2
     from awsrun.cluster.access import cluster_not_found
+    from awsrun.cluster.move import stopped_by_interruption
     from awsrun.cluster.context import default_aws
     from awsrun.providers.aws_requests import validate_cluster_name
 
@@ -118,7 +121,7 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
             if record.provider == "aws" and cluster in (None, record.name):
                 provider, owner = providers.get(record.region)
                 adopted |= set(ec2.reconcile(state, provider, record, owner).adopted)
-        orphans, found_disks, notes = _orphans_and_disks(home, state, settings, providers, recorded)
+        orphans, found_disks, notes, seen = _orphans_and_disks(home, state, settings, providers, recorded)
         adopted |= {o.id for o in orphans if o.adopted}
         clusters = [c for c in state.clusters() if cluster in (None, c.name)]
         if cluster is not None and not clusters:
@@ -130,9 +133,10 @@ def status(home: Home, settings: Settings, cluster: str | None = None, aws: AwsF
             agents = autostop.agent_reports(home, settings, record, instances) \
                 if agent and record.provider == "aws" else {}
             report.append(_cluster_status(record, instances, prices, adopted, now, agents,
-                                          project_dirs(home, state.jobs(record.name)), disks.by_instance(found_disks)))
+                                          project_dirs(home, state.jobs(record.name)), disks.by_instance(found_disks),
+                                          {i for i, instance in seen.items() if stopped_by_interruption(instance)}))
         return StatusReport(tuple(report), tuple(orphans), tuple(notes + prices.notes),
-                            tuple(disks.left_behind(found_disks)))
+                            tuple(d for d in found_disks if d.left_behind))
     finally:
         state.close()
 
@@ -168,39 +172,59 @@ def cached_status(home: Home, cluster: str | None = None, now: float | None = No
 
 
 def _orphans_and_disks(home: Home, state: State, settings: Settings, providers: _Providers,
-                       recorded: list[ClusterRecord]) -> tuple[list[Orphan], list[Disk], list[str]]:
-    """Scan the regions of the AWS clusters, and the default region when the state knows no cluster
-    at all (a lost state.db is when orphans matter most), for instances the state lost and for awsrun's
-    disks (those of the instances, and those left behind). Local-only states skip the cloud."""
+                       recorded: list[ClusterRecord]) -> tuple[list[Orphan], list[Disk], list[str], dict]:
+    """Scan the regions of the AWS clusters and of the disks kept after their clusters, and the default region
+    when the state knows no cluster at all (a lost state.db is when orphans matter most), for instances the
+    state lost and for awsrun's disks. Returns the orphans, the disks, notes, and every awsrun instance
+    seen (by id). Local-only states without kept disks skip the cloud."""
     from awsrun.cluster.disks import disks_or_why_not
     from awsrun.providers.aws_requests import cluster_filters
 
-    regions = {c.region for c in recorded if c.provider == "aws"}
-    if not recorded:
-        regions.add(settings.region)
+    cluster_regions = {c.region for c in recorded if c.provider == "aws"}
+    remembered = state.kept_disk_regions()
+    regions = cluster_regions | set(remembered) | (set() if recorded else {settings.region})
     orphans: list[Orphan] = []
     found_disks: list[Disk] = []
     notes: list[str] = []
+    seen: dict = {}
+    scanned: set[str] = set()
     known = {i.id for i in state.instances()}
     for region in sorted(regions, key=str):
         try:
-            provider, owner = providers.get(region, quick=not recorded)
+            provider, owner = providers.get(region, quick=region not in cluster_regions)
+            if provider.region in scanned:  # the default region (None) named again
+                continue
+            scanned.add(provider.region)
             tagged = [i for i in provider.describe(cluster_filters(None)) if i.state != "terminated"]
         except AwsrunError as exc:
-            if recorded:
+            if region in cluster_regions:
                 raise
             notes.append(f"awsrun instances in AWS not checked: {exc.message}")
             continue
-        region_disks, why_not = disks_or_why_not(provider)
+        seen.update((i.id, i) for i in tagged)
+        region_disks, why_not = disks_or_why_not(provider, kept_ids={v for i in tagged for v in i.kept_volume_ids})
         found_disks += region_disks
-        notes += [why_not] if why_not else []
+        if why_not:
+            notes.append(why_not)
+        else:
+            _remember_left_behind(state, provider.region, region_disks, remembered.get(provider.region, set()))
         for instance in tagged:
             if instance.id in known:
                 continue
             adopted = instance.owner == owner and _adopt(home, state, settings, provider.region, instance)
             orphans.append(Orphan(instance.id, instance.cluster, instance.owner, instance.state,
                                   instance.instance_type, provider.region, adopted))
-    return orphans, found_disks, notes
+    return orphans, found_disks, notes, seen
+
+
+def _remember_left_behind(state: State, region: str, listed: list[Disk], remembered: set[str]) -> None:
+    """Keep the regions of left-behind disks in the state, so that `status` looks there again after their
+    clusters (and the regions those named) are gone; forget those no longer there."""
+    for disk in listed:
+        if disk.left_behind and disk.id not in remembered:
+            state.remember_kept_disk(disk.id, region, disk.cluster)
+    for gone in remembered - {d.id for d in listed if d.left_behind}:
+        state.forget_kept_disk(gone)
 
 
 def _adopt(home: Home, state: State, settings: Settings, region: str, instance) -> bool:
@@ -246,7 +270,7 @@ def _key_for(home: Home, settings: Settings, cluster: str, key_name: str | None)
 
 def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], prices: PriceBook, adopted: set[str],
                     now: float, agents: dict[str, dict], projects: tuple[ProjectDir, ...] = (),
-                    disks_of: dict[str, list[Disk]] | None = None) -> ClusterStatus:
+                    disks_of: dict[str, list[Disk]] | None = None, interrupted: set[str] | None = None) -> ClusterStatus:
     from awsrun.cluster.disks import total_usd_per_month
 
     rows = []
@@ -264,6 +288,8 @@ def _cluster_status(cluster: ClusterRecord, records: list[InstanceRecord], price
             cost_usd=cost, adopted=record.id in adopted, agent=agents.get(record.id),
             disk_gb=sum(d.size_gb for d in own_disks) if own_disks else None,
             disk_usd_per_month=total_usd_per_month(own_disks) if own_disks else None,
+            disk_kept=any(d.kept for d in own_disks or ()),
+            interrupted=record.id in (interrupted or set()),
         ))
     costs = [r.cost_usd for r in rows if r.cost_usd is not None]
     setting = Autostop.from_config(cluster.config.get(CONFIG_KEY))

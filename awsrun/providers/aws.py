@@ -286,12 +286,15 @@ class AwsProvider(MoveImages, CheckpointAccess):
             self.ec2.get_waiter("volume_available").wait(VolumeIds=[volume_id],
                                                          WaiterConfig={"Delay": 5, "MaxAttempts": 36})
         except Exception as exc:
+            if not type(exc).__module__.startswith("botocore"):
+                raise
             if type(exc).__name__ != "WaiterError":
                 raise translate(exc, ErrorContext(region=self.region)) from None
-            if not self.volumes([{"Name": "volume-id", "Values": [volume_id]}]):
+            now = self.volumes([{"Name": "volume-id", "Values": [volume_id]}])
+            if not now or now[0].state in ("deleting", "deleted"):
                 return  # deleted meanwhile (another `down`)
-            raise CloudError(f"disk {volume_id} did not come free of its instance within 180s: not deleted",
-                             hint="`awsrun status` shows it; run the same `awsrun down` again later") from None
+            raise CloudError(f"disk {volume_id} is {now[0].state}, not free of its instance after 180s: not deleted",
+                             hint="`awsrun status` shows it; `awsrun delete-disk` deletes it once it is free") from None
         self.call("delete_volume", ok_codes=("InvalidVolume.NotFound",), VolumeId=volume_id)
 
     def describe_ids(self, ids: list[str]) -> list[Ec2Instance]:

@@ -27,11 +27,6 @@ class Ec2Volume:
     def owner(self) -> str | None:
         return self.tags.get(TAG_OWNER)
 
-    @property
-    def left_over(self) -> bool:
-        """No instance uses it, yet it is kept (and billed)."""
-        return self.state == "available"
-
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> "Ec2Volume":
         attached = [a for a in raw.get("Attachments", []) if a.get("State") in ("attaching", "attached", None)]

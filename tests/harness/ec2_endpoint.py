@@ -60,6 +60,8 @@ _console_requests: list[dict[str, str]] = []
 _launch_faults: list[dict] = []
 # StartInstances refusals (`fail_starts`): a stopped instance whose zone has no capacity now.
 _start_faults: list[dict] = []
+# Operations refused as to an identity whose IAM policy lacks them (`deny`), e.g. an older awsrun policy.
+_denied: set[str] = set()
 # Spot placement scores a test seeded with `set_spot_placement_scores` ({region: {zone name: score}}); in a
 # region without any, GetSpotPlacementScores is refused as for an identity without the permission.
 _placement_scores: dict[str, dict[str, int]] = {}
@@ -98,6 +100,7 @@ class Ec2Endpoint:
         _launch_faults.clear()
         _start_faults.clear()
         _placement_scores.clear()
+        _denied.clear()
 
     def set_quota(self, name: str, value: float) -> None:
         """Applied value of an EC2 quota, by name (e.g. a new account's 0 GPU vCPUs)."""
@@ -127,6 +130,15 @@ class Ec2Endpoint:
     def fail_starts(self, code: str, message: str = "", *, zone: str | None = None, times: int | None = None) -> None:
         """StartInstances refuses with `code` for instances in `zone` (None: any), `times` times (None: always)."""
         _start_faults.append({"code": code, "message": message or f"injected {code}", "zone": zone, "times": times})
+
+    def deny(self, operation: str) -> None:
+        """Refuse `operation` (only DescribeVolumes so far) with UnauthorizedOperation, as EC2 does for an
+        identity whose IAM policy lacks it."""
+        assert operation in _DENIABLE, operation
+        _denied.add(operation)
+
+    def allow(self, operation: str) -> None:
+        _denied.discard(operation)
 
     def set_spot_placement_scores(self, region: str, scores: dict[str, int]) -> None:
         """GetSpotPlacementScores answers these scores (1-10) per zone name of `region`."""
@@ -204,6 +216,7 @@ def extend_moto() -> None:
     _inject_launch_faults()  # inside the recorder: refused launches are recorded too
     _spot_placement_scores()
     _inject_start_faults()
+    _inject_denials()
     _image_snapshot_tags()
     _record_launch_requests()
     _placement_group_api()
@@ -290,6 +303,30 @@ def _inject_launch_faults() -> None:
 
     run_instances.awsrun_faults = True
     InstanceResponse.run_instances = run_instances
+
+
+_DENIABLE = {"DescribeVolumes": ("moto.ec2.responses.elastic_block_store", "ElasticBlockStore", "describe_volumes")}
+
+
+def _inject_denials() -> None:
+    import importlib
+
+    from moto.ec2.exceptions import EC2ClientError
+
+    for operation, (module, cls_name, method) in _DENIABLE.items():
+        cls = getattr(importlib.import_module(module), cls_name)
+        original = getattr(cls, method)
+        if getattr(original, "awsrun_faults", False):
+            continue
+
+        def refused(self, _original=original, _operation=operation):
+            if _operation in _denied:
+                raise EC2ClientError("UnauthorizedOperation",
+                                     "You are not authorized to perform this operation.")
+            return _original(self)
+
+        refused.awsrun_faults = True
+        setattr(cls, method, refused)
 
 
 def _inject_start_faults() -> None:
