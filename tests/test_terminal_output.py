@@ -131,3 +131,34 @@ def test_our_lines_are_escaped_and_a_jobs_own_output_is_passed_through(tmp_path)
     assert "torch 2.1\\x1b]0;pwned\\x07, GPU Tesla\\u202eT4".encode() in output
     assert OSC_TITLE.encode() not in output
     assert b"epoch 1 \x1b[32mok\x1b[0m" in output
+
+
+def test_a_port_that_speaks_no_ssh_is_one_error_line_without_paramikos_traceback(cli):
+    """paramiko logs a failed handshake with its traceback from its own thread; none of it reaches the user."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer_like_a_web_server():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer_like_a_web_server, daemon=True).start()
+    try:
+        result = cli("up", "--host", f"ubuntu@127.0.0.1:{port}", "--no-bootstrap", env={"AWSRUN_SSH_TIMEOUT": "3"})
+    finally:
+        server.close()
+    assert result.exit_code != 0, result
+    assert "Traceback" not in result.stderr and "Exception (client)" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: SSH to ubuntu@127.0.0.1:{port} did not answer: Error reading SSH protocol banner "
+        "(the host is recorded in cluster 'default')"]

@@ -6,6 +6,7 @@ One connection per awsrun command, reused for every step of it. A ProxyCommand (
 from __future__ import annotations
 
 import base64
+import logging
 import select
 import socket
 import time
@@ -35,6 +36,10 @@ from awsrun.errors import HostKeyError, RemoteError
 from awsrun.remote.base import Command, FileChanged, LineSink, Result, as_shell
 from awsrun.remote.hostkeys import KnownHosts
 from awsrun.remote.target import SshTarget
+
+# paramiko logs a failed handshake from its transport thread, traceback and all; with no handler of ours
+# Python's last-resort handler printed it to the terminal before awsrun's own one-line error
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 64 * 1024
 SFTP_READ = 32 * 1024  # the read size every SFTP server serves whole
