@@ -104,6 +104,8 @@ def test_up_on_a_local_cluster_says_it_is_this_machine_and_how_to_get_an_ec2_one
     assert first.exit_code == 0, first
     assert "warning" not in first.stderr  # jobs using this Python's torch is the expected case, no fault
     assert "cluster 'default' (this machine) is ready" in first.stderr
+    # this machine is not stopped by awsrun (`stop` refuses it): the line names only what works
+    assert "`awsrun down` forgets it when you are done." in first.stderr and "awsrun stop" not in first.stderr
 
     again = cli("up", "--no-bootstrap")  # no --local: the default cluster is still this machine
     assert again.exit_code == 0, again

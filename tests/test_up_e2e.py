@@ -268,3 +268,17 @@ def test_suggested_commands_name_the_cluster_when_the_settings_name_another(cli,
     stopped = ok(cli("stop", "--cluster", "default"))
     assert "`awsrun start --cluster default` resumes, `awsrun down --cluster default` ends it" in stopped.stderr
     ok(cli("down", "--yes", "--cluster", "default"))
+
+
+def test_status_names_a_cluster_whose_instance_was_terminated_outside_awsrun(cli, ec2, fleet):
+    """Its security group and key pair remain: `status` must not say "no clusters"."""
+    ok(up(cli, "--cluster", "v"))
+    (instance,) = live(ec2, "v")
+    ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+    shown = ok(cli("status"))
+    assert "no clusters" not in shown.stderr
+    assert ("note: cluster 'v' has no instances any more (terminated, or never launched): "
+            "`awsrun up --cluster v` launches one, `awsrun down --cluster v` deletes what is left of it") in shown.stderr
+    ok(cli("down", "--yes", "--cluster", "v"))
+    assert_nothing_left(ec2)
+    assert "no clusters" in ok(cli("status")).stderr

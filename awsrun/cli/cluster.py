@@ -122,9 +122,13 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
         ui.say(f"  {note}")
     name = result.cluster.name
     flag = cluster_flag(name, app.settings().cluster)
-    kind = {"local": " (this machine)", "ssh": " (your hosts)"}.get(result.cluster.provider, "")
-    ui.say(f"cluster {name!r}{kind} is ready. Next: `awsrun submit SCRIPT{flag}`; "
-           f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
+    if result.cluster.provider == "aws":
+        ui.say(f"cluster {name!r} is ready. Next: `awsrun submit SCRIPT{flag}`; "
+               f"`awsrun stop{flag}` stops billing for compute, `awsrun down{flag}` removes it all.")
+    else:  # machines awsrun did not launch: nothing of them to stop or bill
+        kind = {"local": "this machine", "ssh": "your hosts"}.get(result.cluster.provider, result.cluster.provider)
+        ui.say(f"cluster {name!r} ({kind}) is ready. Next: `awsrun submit SCRIPT{flag}`; "
+               f"`awsrun down{flag}` forgets it when you are done.")
 
 
 def _retry(until_up: bool, retry_for: str | None, backoff_s: float):
@@ -198,11 +202,14 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
     if rows:
         ui.table(["cluster", "node", "id", "type", "market", "state", "public ip", "private ip", "zone",
                   "uptime", "$/h", "cost $", "autostop"] + (["autostop fires"] if agent else []) + ["disk"], rows)
-    else:
+    elif not report.clusters:
         ui.say("no clusters. Start one with `awsrun up` (or `awsrun up --local`).")
     configured = app.settings().cluster
     for c in report.clusters:
         flag = cluster_flag(c.name, configured)
+        if not c.instances:
+            ui.say(f"note: cluster {c.name!r} has no instances any more (terminated, or never launched): "
+                   f"`awsrun up{flag}` launches one, `awsrun down{flag}` deletes what is left of it")
         for i in c.instances:
             if i.state in ("stopped", "stopping") and i.disk_gb:
                 disks.say_stopped(i, f"awsrun start{flag}", f"awsrun down{flag}")
