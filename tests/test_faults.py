@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -97,6 +98,26 @@ def test_submit_cut_mid_sync_leaves_no_half_file_and_the_rerun_completes(cli, pr
     assert big.read_bytes() == data and (remote / "small.txt").read_text() == "small\n"
     assert not temp_files(remote)
     wait_for(lambda: (ssh_cluster.job("work") / "exit_code").exists(), timeout=30, what="the job to end")
+
+
+def test_ctrl_c_while_submit_hangs_on_a_stalled_link_says_the_job_may_have_started(cli, project, ssh_cluster, fleet,
+                                                                                   tmp_path):
+    make_project(project, 8 * MB)
+    env = cut_env(fleet, tmp_path, up=3 * MB)
+    env["AWSRUN_SSH_PROXY_COMMAND"] = env["AWSRUN_SSH_PROXY_COMMAND"].replace(" --once ", " --stall 1 --once ", 1)
+    cli.env.update(env)
+    process = cli.popen("submit", "train.py", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "cut-done").exists(), timeout=60, what="the link to stall mid-sync")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "error: interrupted while submitting job 'work': it may have started" in stderr
+    assert "hint: `awsrun jobs` shows whether it runs; `awsrun kill work` stops it" in stderr
+    assert "work" not in ssh_cluster.sessions()  # here it had not: the link stalled before the launch
 
 
 def test_pull_cut_mid_transfer_writes_nothing_and_the_rerun_completes(cli, project, ssh_cluster, fleet, tmp_path):

@@ -19,7 +19,7 @@ from awsrun.cli.jobs import (
     stopped_following,
     warn_each,
 )
-from awsrun.errors import ConfigError
+from awsrun.errors import ConfigError, Interrupted
 
 
 @click.command("submit", context_settings=PASSTHROUGH,
@@ -106,16 +106,20 @@ def submit_command(app: AppContext, script: str | None, args: tuple[str, ...], s
         with jobs.open_host(app.home, settings) as head:
             return _follow_and_pull(head, project, name, follow)
     with jobs.open_host(app.home, settings) as host:
-        if settings.checkpoint_bucket:
-            from awsrun.job import recover as recovery
+        try:
+            if settings.checkpoint_bucket:
+                from awsrun.job import recover as recovery
 
-            with ui.phase(f"preparing the S3 mirror of runs/{name}"):
-                result, notes = recovery.submit_mirrored(app.home, settings, host, request, tree)
-            for note in notes:
-                ui.say(note)
-        else:
-            with ui.TransferProgress("syncing") as progress:
-                result = submission.submit(host, request, tree, on_progress=progress)
+                with ui.phase(f"preparing the S3 mirror of runs/{name}"):
+                    result, notes = recovery.submit_mirrored(app.home, settings, host, request, tree)
+                for note in notes:
+                    ui.say(note)
+            else:
+                with ui.TransferProgress("syncing") as progress:
+                    result = submission.submit(host, request, tree, on_progress=progress)
+        except KeyboardInterrupt:  # the launch rides on the sync's connection: it may have reached the target
+            raise Interrupted(f"interrupted while submitting job {name!r}: it may have started",
+                              hint=f"`awsrun jobs` shows whether it runs; `awsrun kill {name}` stops it") from None
         report = result.sync
         warn_each(report.warnings)
         if as_json:

@@ -1,11 +1,12 @@
 """A ProxyCommand wrapper that counts the bytes of an SSH connection and can cut it: flaky Wi-Fi on demand.
 
-    python cutproxy.py [--up N] [--down N] [--once FLAG] [--count FILE] -- REAL PROXY COMMAND...
+    python cutproxy.py [--up N] [--down N] [--once FLAG] [--count FILE] [--stall 1] -- REAL PROXY COMMAND...
 
 Runs the real ProxyCommand and forwards stdin/stdout through it. With --up N (client to server) or
 --down N (server to client), the connection dies once more than N bytes went that way: the real proxy is
 killed and this process exits at once, as a dropped link does. With --once FLAG, only the first
 connection is cut (FLAG is created then; a later connection passes through), so a re-run can succeed.
+With --stall 1, the connection is not cut but hangs there (a link that stops answering) until killed.
 With --count DIR, DIR/PID holds this connection's totals as "UP DOWN", kept current (a kept-open master
 connection never ends within a test).
 """
@@ -21,6 +22,7 @@ import sys
 def main(argv: list[str]) -> int:
     up_limit = down_limit = None
     once = count = None
+    stall = False
     args = argv[1:]
     while args and args[0] != "--":
         flag, value, args = args[0], args[1], args[2:]
@@ -32,6 +34,8 @@ def main(argv: list[str]) -> int:
             once = value
         elif flag == "--count":
             count = value
+        elif flag == "--stall":
+            stall = value == "1"
         else:
             print(f"cutproxy: unknown option {flag}", file=sys.stderr)
             return 2
@@ -55,6 +59,8 @@ def main(argv: list[str]) -> int:
         if once is not None:
             open(once, "w").close()
         record()
+        while stall:
+            signal.pause()
         os.kill(child.pid, signal.SIGKILL)
         os._exit(0)
 
