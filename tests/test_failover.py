@@ -268,6 +268,21 @@ def test_dry_run_lists_candidates_in_order_with_price_and_headroom_and_launches_
     assert ours(ec2_in(aws, "us-east-1")) == ([], [])
 
 
+@pytest.mark.parametrize("flags, error", [
+    (["--cluster", "-x"], "error: cluster name '-x' cannot be used"),
+    (["--retry-for", "abc"], "error: --retry-for 'abc' is not a duration"),
+    (["--autostop", "bogus"], "error: autostop 'bogus' is not a duration: use e.g. 30m, 2h, 90s, or off"),
+    (["--autostop-down"], "error: --autostop-down needs an autostop duration"),
+    (["--ssh-cidr", "10.0.0.0/33"], "error: "),
+])
+def test_dry_run_refuses_what_up_refuses_before_showing_a_plan(cli, aws, flags, error):
+    args = ["up", "--dry-run", *(["--ssh-cidr", CIDR] if "--ssh-cidr" not in flags else []), *flags]
+    result = cli(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result
+    assert result.stderr.startswith(error) and result.stdout == "", result
+    assert aws.launch_requests() == []
+
+
 def test_up_prints_what_it_tried(cli, aws, ec2, fleet):
     aws.fail_launches("InsufficientInstanceCapacity", region="us-east-1", instance_type="g4dn.xlarge")
     result = ok(cli("up", "--ssh-cidr", CIDR, "--no-bootstrap", "--instance-type", "g4dn.xlarge,g5.xlarge",

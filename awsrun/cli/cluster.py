@@ -94,11 +94,6 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
         flags["regions"], flags["region"] = flags["region"], None
     given = _given(**flags)
     settings = app.settings(**given)
-    if dry_run:
-        if local or hosts:
-            raise ConfigError("--dry-run plans EC2 launches; leave out --local / --host")
-        _show_plan(settings, nodes or 1)
-        return
     request = UpRequest(settings=settings, nodes=nodes, bootstrap=not no_bootstrap,
                         local=local, hosts=tuple(hosts), explicit=frozenset(given),
                         autostop_down=autostop_down,
@@ -106,6 +101,12 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
                         on_partial=on_partial or ("ask" if sys.stdin.isatty() else "rollback"),
                         choose_partial=_choose_partial,
                         retry=_retry(retry_until_up, retry_for, settings.retry_backoff))
+    if dry_run:
+        if local or hosts:
+            raise ConfigError("--dry-run plans EC2 launches; leave out --local / --host")
+        _check_before_a_plan(app, request)
+        _show_plan(settings, nodes or 1)
+        return
     try:
         result = up.up(app.home, request, UiReporter())
     except Exception as exc:
@@ -152,6 +153,20 @@ def _show_attempts(attempts) -> None:
         return
     ui.table(["region", "type", "market", "zone", "outcome", "why"],
              [(a.region, a.instance_type, a.market, a.zone or "-", a.outcome, a.reason[:100]) for a in attempts], title="what up tried, in order")
+
+
+def _check_before_a_plan(app: AppContext, request) -> None:
+    """What `up` itself refuses before any cloud call, so that a plan is never shown for flags `up` rejects."""
+    from awsrun.cluster import autostop, ops
+    from awsrun.cluster.caller_ip import resolve_ssh_cidr
+    from awsrun.providers.aws_requests import validate_cluster_name
+
+    settings = request.settings
+    validate_cluster_name(settings.cluster)
+    before = autostop.recorded(ops.recorded(app.home, settings.cluster)[0])
+    autostop.for_up(settings, request.explicit, request.autostop_down, before, request.autostop_gpu_idle)
+    if settings.ssh_cidr is not None:  # given: checked, never looked up
+        resolve_ssh_cidr(settings)
 
 
 def _show_plan(settings, count: int) -> None:
