@@ -159,6 +159,7 @@ def test_a_port_that_speaks_no_ssh_is_one_error_line_without_paramikos_traceback
         server.close()
     assert result.exit_code != 0, result
     assert "Traceback" not in result.stderr and "Exception (client)" not in result.stderr, result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: SSH to ubuntu@127.0.0.1:{port} did not answer: Error reading SSH protocol banner "
-        "(the host is recorded in cluster 'default')"]
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    # paramiko's reason depends on when the server's close lands: no banner, or the connection reset
+    assert error.startswith(f"error: SSH to ubuntu@127.0.0.1:{port} did not answer: "), error
+    assert error.endswith("(the host is recorded in cluster 'default')"), error
