@@ -16,7 +16,15 @@ class Home:
     def from_env(cls, environ: dict[str, str] | None = None) -> "Home":
         env = os.environ if environ is None else environ
         raw = env.get("AWSRUN_HOME") or "~/.awsrun"
-        return cls(Path(raw).expanduser())
+        try:
+            return cls(Path(raw).expanduser())
+        except RuntimeError:  # what expanduser says when ~ or ~user names no home directory
+            user = raw.split("/", 1)[0][1:]
+            why = f"there is no user {user!r} to expand ~{user}" if user else "HOME is unset, so ~ names no directory"
+            raise StateError(
+                f"AWSRUN_HOME {raw} is not usable: {why}",
+                hint="point AWSRUN_HOME at a directory you can write, by its absolute path",
+            ) from None
 
     @property
     def state_db(self) -> Path:

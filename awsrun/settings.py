@@ -214,7 +214,11 @@ def project_file(project_dir: Path) -> tuple[Path, bytes, Any] | None:
     if pyproject.exists():
         content = _read_bytes(pyproject)
         if b"awsrun" in content:
-            table = _read_toml(pyproject, content).get("tool", {}).get("awsrun")
+            tool = _read_toml(pyproject, content).get("tool", {})
+            if not isinstance(tool, dict):
+                raise ConfigError(f"{pyproject}: `tool` must be a table, got {_kind(tool)}",
+                                  hint=_TABLE_HINT)
+            table = tool.get("awsrun")
             return (pyproject, content, table) if table is not None else None
     return None
 
@@ -235,10 +239,8 @@ def _file_values(found: tuple[Path, bytes, Any] | None) -> list[tuple[str, Any, 
     if found is None:
         return []
     path, _, table = found
-    if not table:
-        return []
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [tool.awsrun] must be a table")
+        raise ConfigError(f"{path}: [tool.awsrun] must be a table, got {_kind(table)}", hint=_TABLE_HINT)
     unknown = sorted(set(table) - set(SETTING_NAMES))
     if unknown:
         raise ConfigError(
@@ -246,6 +248,15 @@ def _file_values(found: tuple[Path, bytes, Any] | None) -> list[tuple[str, Any, 
             hint=f"known settings: {', '.join(SETTING_NAMES)}",
         )
     return [(name, value, str(path.name)) for name, value in table.items()]
+
+
+_TABLE_HINT = 'put awsrun\'s settings under a `[tool.awsrun]` header, e.g. `[tool.awsrun]` then `cluster = "exp"`'
+
+
+def _kind(value: Any) -> str:
+    """What a TOML value is, for an error: 'a string', 'an array', ..."""
+    names = {str: "a string", list: "an array", bool: "a boolean", int: "an integer", float: "a float"}
+    return names.get(type(value), "a date or time")
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from awsrun.errors import StateError
 from awsrun.locks import file_lock
@@ -131,11 +131,11 @@ class State:
         )
 
     def get_cluster(self, name: str) -> ClusterRecord | None:
-        row = self._read_one("SELECT * FROM clusters WHERE name=?", (name,))
-        return _cluster(row) if row else None
+        records = self._records(_cluster, self._read("SELECT * FROM clusters WHERE name=?", (name,)))
+        return records[0] if records else None
 
     def clusters(self) -> list[ClusterRecord]:
-        return [_cluster(row) for row in self._read("SELECT * FROM clusters ORDER BY name", ())]
+        return self._records(_cluster, self._read("SELECT * FROM clusters ORDER BY name", ()))
 
     def delete_cluster(self, name: str) -> None:
         self._write_many([
@@ -163,7 +163,7 @@ class State:
             rows = self._read("SELECT * FROM instances ORDER BY cluster, node, id", ())
         else:
             rows = self._read("SELECT * FROM instances WHERE cluster=? ORDER BY node, id", (cluster,))
-        return [_instance(row) for row in rows]
+        return self._records(_instance, rows)
 
     def delete_instance(self, instance_id: str) -> None:
         self._write("DELETE FROM instances WHERE id=?", (instance_id,))
@@ -177,10 +177,7 @@ class State:
 
     def jobs(self, cluster: str) -> list[JobRecord]:
         rows = self._read("SELECT * FROM jobs WHERE cluster=? ORDER BY submitted_at", (cluster,))
-        return [
-            JobRecord(row["cluster"], row["session"], json.loads(row["command"]), row["workdir"], row["submitted_at"])
-            for row in rows
-        ]
+        return self._records(_job, rows)
 
     # disks that outlive their instances: where `status` must look for them, whichever clusters remain
     def remember_kept_disk(self, disk_id: str, region: str, cluster: str | None) -> None:
@@ -190,8 +187,8 @@ class State:
     def kept_disk_regions(self) -> dict[str, set[str]]:
         """region -> the ids of the kept disks remembered there."""
         found: dict[str, set[str]] = {}
-        for row in self._read("SELECT id, region FROM kept_disks", ()):
-            found.setdefault(row["region"], set()).add(row["id"])
+        for disk_id, region in self._records(_kept_disk, self._read("SELECT id, region FROM kept_disks", ())):
+            found.setdefault(region, set()).add(disk_id)
         return found
 
     def forget_kept_disk(self, disk_id: str) -> None:
@@ -204,9 +201,12 @@ class State:
         except sqlite3.DatabaseError as exc:
             raise _state_error(self.path, exc) from None
 
-    def _read_one(self, sql: str, params: tuple) -> sqlite3.Row | None:
-        rows = self._read(sql, params)
-        return rows[0] if rows else None
+    def _records(self, convert: Callable[[sqlite3.Row], Any], rows: list[sqlite3.Row]) -> list[Any]:
+        """Rows made records; a row that cannot be one (BadRow) is a corrupt database, as SQLite's own errors are."""
+        try:
+            return [convert(row) for row in rows]
+        except BadRow as exc:
+            raise _state_error(self.path, exc) from None
 
     def _write(self, sql: str, params: tuple) -> None:
         self._write_many([(sql, params)])
@@ -225,19 +225,77 @@ class State:
             raise _state_error(self.path, exc) from None
 
 
+class BadRow(ValueError):
+    """A row that cannot be a record: SQLite keeps whatever a column is given, and a state.db another program
+    (or a hand) wrote may hold anything under our tables' names."""
+
+
+# the SQLite values (or decoded JSON) each type of field in a record may be
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "str | None": (str, type(None)), "int": (int,), "float": (int, float),
+    "float | None": (int, float, type(None)), "dict[str, Any]": (dict,), "list[str]": (list,),
+}
+
+
+def _record(kind: type, table: str, row: sqlite3.Row, **decoded: Any) -> Any:
+    """A record of `kind` from a row of `table`, each field checked against its type; `decoded`: its JSON fields."""
+    values = {}
+    for f in fields(kind):
+        value = decoded[f.name] if f.name in decoded else _column(table, row, f.name)
+        expected = _FIELD_TYPES[f.type]
+        if not isinstance(value, expected):
+            names = " or ".join(t.__name__ for t in expected if t is not type(None))
+            raise BadRow(f"a row of {table} has {f.name} {_shown(value)}, not {names}")
+        values[f.name] = value
+    return kind(**values)
+
+
+def _column(table: str, row: sqlite3.Row, name: str) -> Any:
+    if name not in row.keys():
+        raise BadRow(f"its {table} table has no column {name!r}")
+    return row[name]
+
+
+def _json(table: str, row: sqlite3.Row, name: str, empty: str | None = None) -> Any:
+    """A JSON column, decoded; `empty`: the JSON that NULL or '' stands for, if either may."""
+    raw = _column(table, row, name)
+    if raw in (None, "") and empty is not None:
+        raw = empty
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        raise BadRow(f"a row of {table} has {name} {_shown(raw)}, not JSON") from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _cluster(row: sqlite3.Row) -> ClusterRecord:
-    return ClusterRecord(row["name"], row["provider"], row["region"], json.loads(row["config"]), row["created_at"])
+    return _record(ClusterRecord, "clusters", row, config=_json("clusters", row, "config"))
 
 
 def _instance(row: sqlite3.Row) -> InstanceRecord:
-    data = dict(row)
-    data["extra"] = json.loads(data["extra"] or "{}")
-    return InstanceRecord(**data)
+    return _record(InstanceRecord, "instances", row, extra=_json("instances", row, "extra", empty="{}"))
 
 
-def _state_error(path: Path, exc: sqlite3.DatabaseError) -> StateError:
+def _job(row: sqlite3.Row) -> JobRecord:
+    record = _record(JobRecord, "jobs", row, command=_json("jobs", row, "command"))
+    if not all(isinstance(word, str) for word in record.command):
+        raise BadRow(f"a row of jobs has command {_shown(record.command)}, not a list of strings")
+    return record
+
+
+def _kept_disk(row: sqlite3.Row) -> tuple[str, str]:
+    if not (isinstance(row["id"], str) and isinstance(row["region"], str)):
+        raise BadRow(f"a row of kept_disks has id and region {_shown(tuple(row))}, not two strings")
+    return row["id"], row["region"]
+
+
+def _state_error(path: Path, exc: Exception) -> StateError:
     text = str(exc)
-    if "locked" in text or "busy" in text:
+    if isinstance(exc, sqlite3.DatabaseError) and ("locked" in text or "busy" in text):
         return StateError(
             f"state database {path} stayed locked for {BUSY_TIMEOUT_S:.0f}s: {text}",
             hint="another awsrun command holds it; wait for it to finish and try again",

@@ -140,15 +140,27 @@ def install_include(awsrun_config: Path, user_config: Path) -> bool:
     line = include_line(awsrun_config)
     # a ~/.ssh/config kept as a link into a dotfiles repository stays a link: the file it names is updated
     user_config = Path(os.path.realpath(user_config))
+    yourself = f"or add `{line}` at the top of your ssh config yourself"
     existing = ""
     if user_config.exists():
         try:
-            existing = user_config.read_text()
+            existing = user_config.read_text(encoding="utf-8")
         except OSError as exc:
             raise StateError(f"cannot read {user_config}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise StateError(f"{user_config} is not UTF-8 text (byte {exc.start}), so awsrun left it as it was",
+                             hint=f"save it as UTF-8 and run `awsrun ssh-config --install` again, {yourself}") from None
         if any(raw.strip() == line for raw in existing.splitlines()):
             return False
-    user_config.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = user_config.parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # ~/.ssh is there, but not as a directory
+        raise StateError(f"{folder} is not a directory, so it cannot hold {user_config.name}",
+                         hint=f"move {folder} aside and run `awsrun ssh-config --install` again, {yourself}") from None
+    except OSError as exc:
+        raise StateError(f"cannot make the directory {folder}: {exc.strerror or exc}",
+                         hint=f"fix the permissions of {folder.parent}, {yourself}") from None
     mode = (user_config.stat().st_mode & 0o777) if user_config.exists() else 0o600
     _write_atomic(user_config, f"{INCLUDE_COMMENT}\n{line}\n\n{existing}", mode)
     return True
@@ -159,7 +171,7 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            with os.fdopen(fd, "w") as handle:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
             os.chmod(temp, mode)
             os.replace(temp, path)

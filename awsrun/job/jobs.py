@@ -152,11 +152,29 @@ class JobStatus:
                 "command": self.command}
 
 
+# A job's own process can write the files its times and exit code come from (awsrun.job.readers): a value
+# that cannot be one (nan, inf, 1e300, before 1970, an exit code past 32 bits) is taken as none.
+LAST_EPOCH = 1e10  # 2286-11-20
+
+
+def _epoch(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < LAST_EPOCH:  # nan fails
+        return float(value)
+    return None
+
+
+def _exit_code(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and -2**31 <= value < 2**31:
+        return value
+    return None
+
+
 def job_status(raw: dict, now: float) -> JobStatus:
     """A job's state from what its directory holds (see awsrun.job.tmux) and whether its session is alive."""
-    code, started, ended = raw.get("exit_code"), raw.get("started_at"), raw.get("ended_at")
-    if raw.get("killed_at") is not None:
-        state, ended = "killed", ended or raw["killed_at"]
+    code = _exit_code(raw.get("exit_code"))
+    started, ended, killed = (_epoch(raw.get(name)) for name in ("started_at", "ended_at", "killed_at"))
+    if killed is not None:
+        state, ended = "killed", ended or killed
     elif code is not None:
         state = "exited"
     elif raw.get("alive"):
@@ -170,7 +188,7 @@ def job_status(raw: dict, now: float) -> JobStatus:
     else:
         duration = max(0.0, now - started) if state == "running" else None
     return JobStatus(raw["name"], state, code, started, ended, duration, display_command(raw.get("argv") or []),
-                     raw.get("killed_at") is not None)
+                     killed is not None)
 
 
 def display_command(argv: list[str]) -> list[str]:
@@ -251,7 +269,7 @@ def logs(host: JobHost, session: str, *, lines: int | None = None, follow: bool 
     if status.get("missing"):
         raise NotFoundError(f"no job named {name!r} on cluster {host.cluster.name!r}",
                             hint="`awsrun jobs` lists them")
-    return text, JobEnd(status.get("exit_code"), bool(status.get("killed")), bool(status.get("running")))
+    return text, JobEnd(_exit_code(status.get("exit_code")), bool(status.get("killed")), bool(status.get("running")))
 
 
 def _split_status(stdout: str) -> tuple[str, dict | None]:

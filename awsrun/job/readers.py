@@ -19,10 +19,12 @@ def read(d, name):
             return handle.read()
     except OSError:
         return None
-def number(d, name):
+def number(d, name, kind=float):
+    # the job's own process can write these files: a value that does not parse is none (a time that is
+    # nan, inf or 1e300 parses: awsrun.job.jobs.job_status takes it as none)
     raw = read(d, name)
     try:
-        return float(raw.decode().strip()) if raw is not None else None
+        return kind(raw) if raw is not None else None
     except ValueError:
         return None
 jobs, seen = [], set()
@@ -33,12 +35,11 @@ for name in names:
         continue
     seen.add(name)
     argv = read(d, "argv")
-    code = number(d, "exit_code")
     jobs.append({
         "name": name, "alive": name in alive,
         "argv": [a.decode("utf-8", "replace") for a in argv.split(b"\0")[:-1]] if argv else [],
         "started_at": number(d, "started_at"), "ended_at": number(d, "ended_at"),
-        "exit_code": int(code) if code is not None else None, "killed_at": number(d, "killed_at"),
+        "exit_code": number(d, "exit_code", int), "killed_at": number(d, "killed_at"),
     })
 for name in alive:
     if name not in seen:
@@ -98,13 +99,15 @@ def start_offset():
 def status():
     def read(marker):
         try:
-            with open(os.path.join(d, marker)) as handle:
-                return handle.read().strip()
+            with open(os.path.join(d, marker), "rb") as handle:
+                return handle.read()
         except OSError:
             return None
-    code = read("exit_code")
-    return {"exit_code": int(code) if code and code.lstrip("-").isdigit() else None,
-            "killed": read("killed_at") is not None, "running": False}
+    try:
+        code = int(read("exit_code"))
+    except (TypeError, ValueError):  # none yet, or not a whole number (the job's own process can write it)
+        code = None
+    return {"exit_code": code, "killed": read("killed_at") is not None, "running": False}
 def finish(result, last):
     out.write((b"" if last in (b"", b"\n") else b"\n") + b"AWSRUN-STATUS " + json.dumps(result).encode() + b"\n")
     out.flush()
