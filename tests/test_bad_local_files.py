@@ -168,3 +168,10 @@ def test_an_exit_code_no_job_can_have_is_no_exit_code(cli, project, local_cluste
     followed = cli("logs", "-f", "work")   # the same file, read by the log follower
     assert "Traceback" not in followed.stderr and "internal error" not in followed.stderr, followed
     assert followed.stdout == "hello\n"
+
+
+def test_a_workdir_with_a_newline_is_named_on_one_line(cli, project):
+    (project / "ok.py").write_text("print('ok')\n")
+    result = cli("submit", "--workdir", "/tmp/a\nb", "ok.py")
+    assert result.exit_code != 0 and "Traceback" not in result.stderr, result
+    assert result.stderr.splitlines()[0] == "error: project directory '/tmp/a\\nb' does not exist", result

@@ -73,7 +73,7 @@ def check_project_dir(project_dir: Path) -> Path:
     """The directory to sync; never the user's home or the filesystem root (keys, credentials...)."""
     project = Path(os.path.abspath(project_dir))
     if not project.is_dir():
-        raise NotFoundError(f"project directory {project} does not exist")
+        raise NotFoundError(f"project directory {str(project)!r} does not exist")  # quoted: a newline shows
     if project == Path(os.path.abspath(Path.home())) or project.parent == project:
         raise ConfigError(
             f"refusing to sync {project} as a project: it is your home directory or the filesystem root",
