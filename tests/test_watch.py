@@ -382,3 +382,31 @@ def test_tensorboard_on_the_local_provider_needs_no_tunnel(torch_host, fleet, aw
         cluster.tmux("kill-server")
         for step in cluster.cleanup:
             step()
+
+
+def test_on_this_machine_awsrun_never_pip_installs_into_the_python_it_runs_with(tmp_path, awsrun_home):
+    """The local provider without awsrun's venv runs servers with the user's own Python: a missing package
+    is the user's to install there, not awsrun's (it used to pip-install tensorboard and five others)."""
+    import subprocess
+    import sys
+
+    from awsrun.errors import ConfigError
+    from awsrun.home import Home
+    from awsrun.job import watch
+    from awsrun.job.jobs import JobHost
+    from awsrun.remote.local import LocalRemote
+    from awsrun.state import ClusterRecord, InstanceRecord
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    host = JobHost(Home(awsrun_home), ClusterRecord("default", "local"), InstanceRecord("local", "default", "running"),
+                   LocalRemote(), True, sys.executable, str(tmp_path / "jobs"), python,
+                   str(tmp_path / "no-venv" / "bin" / "python"), str(tmp_path / "projects"),
+                   socket=f"awsrun-test-{tmp_path.name}")
+    with pytest.raises(ConfigError) as raised:
+        watch.serve(host, watch.tensorboard_spec(_free_port_pair()), str(tmp_path))
+    assert raised.value.message == (f"tensorboard is not installed in {python}, the Python awsrun runs with on "
+                                    "this machine, and awsrun does not install packages into it")
+    assert raised.value.hint.startswith(f"`{python} -m pip install tensorboard` installs it there")
+    assert not (tmp_path / "jobs" / "tensorboard").exists()  # nothing was started either

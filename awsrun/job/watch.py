@@ -223,6 +223,11 @@ def serve(host: JobHost, spec: ServerSpec, workdir: str, pip_args: str = "",
             raise RemoteError(f"{spec.package} is not installed and there is no venv at {host.venv_python} "
                               f"on {host.remote.name}",
                               hint=f"`awsrun bootstrap --cluster {host.cluster.name}` creates the venv")
+        if not probe.venv:  # this machine's own Python, not awsrun's venv: never changed behind the user's back
+            raise ConfigError(f"{spec.package} is not installed in {probe.python}, the Python awsrun runs with "
+                              "on this machine, and awsrun does not install packages into it",
+                              hint=f"`{probe.python} -m pip install {spec.package}` installs it there; or "
+                                   f"`awsrun bootstrap --cluster {host.cluster.name}` makes awsrun's own venv")
         progress(f"installing {spec.package} into {probe.python} on {host.cluster.name}")
         host.remote.run(install_command(probe.python, spec.package, pip_args)).check(
             f"pip install {spec.package} on {host.remote.name}")
