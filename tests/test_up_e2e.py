@@ -149,7 +149,8 @@ def test_instance_that_never_answers_ssh_is_kept_recorded_with_console_hint(cli,
     result = up(cli, env=unreachable)
     assert result.exit_code == 5 and "Traceback" not in result.stderr, result
     (instance,) = live(ec2)
-    assert f"error: instance {instance['InstanceId']} never became SSH-reachable within 1s" in result.stderr
+    assert f"error: instance {instance['InstanceId']} never became SSH-reachable: gave up after " in result.stderr
+    assert "(ssh_timeout 1s; " in result.stderr
     assert f"aws ec2 get-console-output --instance-id {instance['InstanceId']}" in result.stderr
     assert status_ids(status_json(cli)) == {instance["InstanceId"]}
     ok(cli("down", "--yes"))

@@ -65,9 +65,19 @@ def autostop_command(app: AppContext, duration: str, cluster: str | None, down: 
     """
     from awsrun.cli.cluster import UiReporter
     from awsrun.cluster.autostop import set_autostop
+    from awsrun.errors import ConfigError
     from awsrun.setup.agent import Autostop, parse_duration, parse_percent
 
-    setting = Autostop(parse_duration(duration), down, while_ssh, parse_percent(gpu_idle) if gpu_idle else None)
+    idle = parse_duration(duration)
+    percent = parse_percent(gpu_idle, flag="--gpu-idle") if gpu_idle else None
+    # this command's own options in the errors (Autostop's checks name `up`'s --autostop-* flags)
+    if down and not idle:
+        raise ConfigError("--down needs an autostop duration",
+                          hint="e.g. `awsrun autostop 30m --down`; `awsrun autostop off` alone turns it off")
+    if percent is not None and not idle:
+        raise ConfigError("--gpu-idle needs an autostop duration",
+                          hint="e.g. `awsrun autostop 1h --gpu-idle 5%`; `awsrun autostop off` alone turns it off")
+    setting = Autostop(idle, down, while_ssh, percent)
     settings = app.settings(**({"cluster": cluster} if cluster else {}))
     result = set_autostop(app.home, settings, setting, UiReporter())
     for instance_id, installed in result.agents.items():

@@ -15,6 +15,7 @@ import click
 from awsrun import ui
 from awsrun.cli.context import AppContext
 from awsrun.errors import ConfigError, Interrupted, NotFoundError
+from awsrun.settings import cluster_flag
 
 CLUSTER = click.option("--cluster", help="Cluster to use (default: setting `cluster`).")
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
@@ -185,6 +186,10 @@ def attach_command(app: AppContext, session: str | None, cluster: str | None) ->
             else:
                 raise ConfigError(f"{len(names)} jobs are running: {', '.join(names)}", hint="awsrun attach SESSION")
         argv = interactive.attach_argv(host, session)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):  # tmux alone would only say `open terminal failed`
+        flag = cluster_flag(settings.cluster, app.settings().cluster)
+        raise ConfigError("attach needs a terminal: its standard input and output must be a TTY",
+                          hint=f"`awsrun logs -f {session}{flag}` follows the job's output without one")
     ui.say(f"attaching to job {session!r} (detach: ctrl-b d; the job goes on)")
     os.execvp(argv[0], argv)
 

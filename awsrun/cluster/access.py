@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,8 +44,18 @@ def head_node(state: State, cluster: ClusterRecord, node: int = 0) -> InstanceRe
     for instance in instances:
         if instance.node == node:
             return instance
-    raise NotFoundError(f"cluster {cluster.name!r} has no node {node}",
-                        hint=f"`awsrun status` shows its machines; `awsrun up --cluster {cluster.name}` starts them")
+    nodes = sorted({i.node for i in instances})
+    if not nodes or node < nodes[-1]:  # a node the cluster had and lost: `up` launches it again
+        raise NotFoundError(f"cluster {cluster.name!r} has no node {node}", hint=f"`awsrun status` shows its "
+                            f"machines; `awsrun up --cluster {cluster.name}` starts them")
+    if nodes == list(range(len(nodes))):
+        counts = (f"--node counts from 0 up to {nodes[-1]}" if len(nodes) > 1
+                  else "--node counts from 0, and node 0 is its only one")
+    else:
+        counts = f"--node takes one of {', '.join(map(str, nodes))}"
+    count = f"{len(nodes)} node" + ("s" if len(nodes) > 1 else "")
+    raise NotFoundError(f"cluster {cluster.name!r} has no node {node}: it has {count}",
+                        hint=f"{counts} (`awsrun status` shows its machines)")
 
 
 def load_node(home: Home, cluster_name: str, node: int = 0) -> tuple[ClusterRecord, InstanceRecord]:
@@ -82,12 +93,23 @@ def ssh_target(home: Home, settings: Settings, cluster: ClusterRecord, instance:
         host, port, user, alias = ssh_host_for(instance, settings), 22, settings.ssh_user, instance.id
     key = cluster.config.get("ssh_key") or settings.ssh_key
     if not key:
-        raise RemoteError(f"cluster {cluster.name!r} has no SSH key recorded", hint="pass --ssh-key PATH")
+        raise missing_key(cluster)
     return SshTarget(
         host=host, port=port, user=user, key_path=Path(os.path.abspath(os.path.expanduser(key))),
         known_hosts=home.known_hosts, alias=alias, proxy_command=settings.ssh_proxy_command,
         expected_fingerprints=frozenset(instance.extra.get("host_key_fingerprints", ())),
     )
+
+
+def missing_key(cluster: ClusterRecord) -> RemoteError:
+    """A cluster with no key recorded (adopted by `status` from instances another AWSRUN_HOME launched,
+    whose key this machine does not have): the ways to give one that every command reads."""
+    pair = cluster.config.get("key_name")
+    which = f"the private key of key pair {pair}" if pair else "the private key its instances accept"
+    return RemoteError(
+        f"cluster {cluster.name!r} has no SSH key recorded",
+        hint=f"set AWSRUN_SSH_KEY=PATH ({which}) for each command, or record it once with "
+             f"`awsrun up --cluster {cluster.name} --ssh-key PATH --no-bootstrap`")
 
 
 def persist_seconds(settings: Settings) -> int:
@@ -159,6 +181,7 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
     """Connect (retrying while it boots) and pin its host key, checked against the boot console's
     fingerprints when EC2 has them already."""
     settings = run.settings
+    started = time.monotonic()
     with run.reporter.phase(f"waiting for SSH on {record.id}"):
         run.reporter.checkpoint("wait-ssh")
         if provider is not None:
@@ -173,9 +196,12 @@ def wait_for_ssh(run: Run, cluster: ClusterRecord, record: InstanceRecord, provi
         except RemoteError as exc:
             tail = [line for line in provider.console_output(record.id).splitlines() if line.strip()][-1:]
             seen = f"; its console output ends with: {tail[0].strip()[:160]!r}" if tail else ""
+            # the time really waited: the console's host key fingerprints are waited for first (up to
+            # ssh_timeout or HOST_KEY_WAIT_S), and one connection attempt may outlast what is left of it
+            waited = time.monotonic() - started
             raise RemoteError(
-                f"instance {record.id} never became SSH-reachable within {settings.ssh_timeout:.0f}s "
-                f"({exc.message}){seen}",
+                f"instance {record.id} never became SSH-reachable: gave up after {waited:.0f}s "
+                f"(ssh_timeout {settings.ssh_timeout:g}s; {exc.message}){seen}",
                 hint=f"it is recorded and still running (and billed): read its boot log with `aws ec2 "
                      f"get-console-output --instance-id {record.id} --region {cluster.region} --output text`; "
                      f"`awsrun up --cluster {cluster.name}` tries again, `awsrun down --cluster {cluster.name}` "

@@ -163,19 +163,25 @@ def set_autostop(home: Home, settings: Settings, autostop: Autostop, reporter: R
         found = ec2.reconcile(state, provider, cluster, owner)
         if not found.live:
             raise NotFoundError(f"cluster {name!r} has no instances", hint=f"`awsrun up --cluster {name}` launches one")
-        cluster = with_setting(cluster, autostop)
-        state.put_cluster(cluster)
-        with reporter.phase("setting the instances' shutdown behaviour to " + autostop.shutdown_behavior):
-            changed = apply_shutdown_behavior(provider, found.live, autostop, reporter)
-        agents: dict[str, AgentInstall] = {}
         running = [r for r in found.live if r.state == "running"]
-        for record in running:
-            with reporter.phase(f"configuring the agent on {record.id}"):
-                remote = open_remote(home, settings, cluster, record, wait_s=30)
-                try:
-                    agents[record.id] = install(remote, autostop, settings.ssh_user)
-                finally:
-                    remote.close()
+        remotes: dict[str, Remote] = {}
+        try:
+            # every running node reachable (its key known, SSH answering) before anything changes: a
+            # failure here leaves the setting, the shutdown behaviour and the agents as they were
+            for record in running:
+                with reporter.phase(f"connecting to {record.id}"):
+                    remotes[record.id] = open_remote(home, settings, cluster, record, wait_s=30, check=True)
+            cluster = with_setting(cluster, autostop)
+            state.put_cluster(cluster)
+            with reporter.phase("setting the instances' shutdown behaviour to " + autostop.shutdown_behavior):
+                changed = apply_shutdown_behavior(provider, found.live, autostop, reporter)
+            agents: dict[str, AgentInstall] = {}
+            for record in running:
+                with reporter.phase(f"configuring the agent on {record.id}"):
+                    agents[record.id] = install(remotes[record.id], autostop, settings.ssh_user)
+        finally:
+            for remote in remotes.values():
+                remote.close()
         pending = tuple(r.id for r in found.live if r.state != "running")
         return AutostopResult(name, autostop, tuple(changed), agents, pending)
     finally:

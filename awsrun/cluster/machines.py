@@ -68,12 +68,26 @@ def up_machines(run: Run, request: UpRequest, cluster: ClusterRecord | None, pro
             except HostKeyError:
                 raise
             except RemoteError as exc:
-                public = keys.resolve_key(run.home, cluster.config["ssh_key"]).public_key
                 raise RemoteError(f"{exc.message} (the host is recorded in cluster {name!r})",
-                                  hint=f"the host must accept this key: add `{public}` to "
-                                       f"~{record.extra['user']}/.ssh/authorized_keys there, or pass --ssh-key; "
-                                       f"then re-run `awsrun up`, or `awsrun down --cluster {name}`") from None
+                                  hint=_unreachable_hint(run, cluster, record, exc)) from None
     return UpResult(cluster, tuple(state.instances(name)))
+
+
+def _unreachable_hint(run: Run, cluster: ClusterRecord, record: InstanceRecord, exc: RemoteError) -> str:
+    """The key is only to blame when the host answered and refused the login (awsrun.remote.ssh and
+    awsrun.remote.openssh both say `SSH login as ... was refused`); a refused or silent port is the address,
+    the port or sshd."""
+    name, user = cluster.name, record.extra["user"]
+    host, port = record.extra["host"], int(record.extra.get("port", 22))
+    if exc.message.startswith("SSH login as "):
+        public = keys.resolve_key(run.home, cluster.config["ssh_key"]).public_key
+        return (f"the host must accept this key: add `{public}` to ~{user}/.ssh/authorized_keys there, or pass "
+                f"--ssh-key; then re-run `awsrun up --cluster {name}`, or `awsrun down --cluster {name}`")
+    address = f"[{host}]" if ":" in host else host
+    return (f"check that sshd runs on {address} and listens on port {port} (`ssh -p {port} {user}@{host}` tries "
+            f"it); if the address or port is wrong, `awsrun down --cluster {name}` forgets the host and "
+            f"`awsrun up --cluster {name} --host USER@ADDRESS[:PORT]` records the right one; otherwise "
+            f"`awsrun up --cluster {name}` tries again")
 
 
 def _host_id(host: str, port: int) -> str:

@@ -18,7 +18,8 @@ def attach_argv(host: JobHost, session: str) -> list[str]:
         raise NotFoundError(f"no job named {name!r} on cluster {host.cluster.name!r}",
                             hint=_nearest(name, [j for j in jobs.values() if j.state == "running"] or list(jobs.values())))
     if job.state != "running":
-        raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: it {job.label}",
+        ended = "was killed" if job.state == "killed" else job.label
+        raise NotFoundError(f"job {name!r} is not running on cluster {host.cluster.name!r}: it {ended}",
                             hint=f"`awsrun logs {name}` shows its output; `awsrun jobs` lists jobs")
     return host.remote.interactive_argv(tmux.attach_job(name, host.socket))
 

@@ -216,6 +216,16 @@ def _cluster(home: Home, name: str):
         state.close()
 
 
+def _require_known(home: Home, name: str) -> None:
+    """Only when there is no recipe: a job mirrored to S3 stays pullable after its cluster is gone."""
+    state = State.open(home.ensure().state_db)
+    try:
+        require_cluster(state, name, hint="`awsrun status` lists clusters; --cluster NAME picks the one the "
+                                          "job ran on")
+    finally:
+        state.close()
+
+
 def _resubmit(home: Home, settings: Settings, host: jobs.JobHost, recipe: Recipe, aws: Callable,
               scans: dict[str, sync.LocalTree]) -> Recovered:
     project = Path(recipe.project_dir)
@@ -240,6 +250,7 @@ def pull_from_mirror(home: Home, cluster: str, session: str, destination: Path) 
     Returns the summary and the warnings (objects it refused to write)."""
     recipe = next((r for r in RecipeBook(home).load(cluster) if r.session == session), None)
     if recipe is None:
+        _require_known(home, cluster)  # no record of the job, nor of the cluster: say the cluster is unknown
         raise NotFoundError(f"job {session!r} of cluster {cluster!r} was not submitted with --checkpoint-bucket",
                             hint=f"without a mirror, `awsrun pull {session}` reads it from the instance")
     program = checkpoints.program_path()

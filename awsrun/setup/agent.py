@@ -19,12 +19,15 @@ _SCALE = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 8640
 
 
 def parse_duration(text: str | None) -> int | None:
-    """'30m', '2h', '90s', '45' (minutes) -> seconds; None, '', 'off', '0' -> None (autostop off)."""
-    if text is None or text.strip().lower() in ("", "off", "none", "0"):
+    """'30m', '2h', '90s', '45' (minutes) -> seconds; None, '', 'off', and zero in any unit ('0', '0m',
+    '0s', '0h') -> None (autostop off)."""
+    if text is None or text.strip().lower() in ("", "off", "none"):
         return None
     seconds = duration_seconds(text)
     if seconds is None:
         raise ConfigError(f"autostop {text!r} is not a duration: use e.g. 30m, 2h, 90s, or off")
+    if seconds == 0:
+        return None
     if seconds < 60:
         raise ConfigError(f"autostop {text!r} is shorter than a minute: the agent checks every 30 seconds")
     return int(seconds)
@@ -36,15 +39,16 @@ def duration_seconds(text: str) -> float | None:
     return float(match.group(1)) * _SCALE[(match.group(2) or "m").lower()] if match else None
 
 
-def parse_percent(text: str) -> float:
-    """'5%' or '5' -> 5.0, a GPU utilisation threshold above 0 and at most 100."""
+def parse_percent(text: str, flag: str = "--autostop-gpu-idle") -> float:
+    """'5%' or '5' -> 5.0, a GPU utilisation threshold above 0 and at most 100. `flag` is the option
+    the value came from, as the command that read it spells it (`up`'s by default)."""
     try:
         value = float(text.strip().removesuffix("%"))
     except ValueError:
         value = -1.0
     if not 0 < value <= 100:
-        raise ConfigError(f"--autostop-gpu-idle {text!r} is not a percentage above 0 and at most 100",
-                          hint="e.g. --autostop-gpu-idle 5%")
+        raise ConfigError(f"{flag} {text!r} is not a percentage above 0 and at most 100",
+                          hint=f"e.g. {flag} 5%")
     return value
 
 
