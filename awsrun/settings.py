@@ -180,6 +180,13 @@ def _check_ssh_address(value: str, source: str) -> None:
                           hint=_fix_hint(source, "ssh_address", _SSH_ADDRESSES[0]))
 
 
+def _check_remote_dir(value: str, source: str) -> None:
+    """Absolute or under ~: a relative one lands wherever a command runs (on this machine: in the project)."""
+    if not value.startswith(("/", "~")) or not value.isprintable():
+        raise ConfigError(f"{source}: remote_dir {value!r} must be an absolute path or start with ~ (like ~/awsrun)",
+                          hint=_fix_hint(source, "remote_dir", "~/awsrun"))
+
+
 def _fix_hint(source: str, name: str, example: str, *, quoted: bool = True) -> str:
     """Where to correct a bad value, by where it came from: the variable, the flag or the file."""
     if source.startswith("AWSRUN_"):
@@ -200,7 +207,8 @@ def _check_checkpoint_bucket(value: str, source: str) -> None:
 
 
 _CHECKS = {"instance_type": _check_instance_type, "region": _check_region, "regions": _check_regions,
-           "ssh_address": _check_ssh_address, "checkpoint_bucket": _check_checkpoint_bucket}
+           "ssh_address": _check_ssh_address, "checkpoint_bucket": _check_checkpoint_bucket,
+           "remote_dir": _check_remote_dir}
 
 
 def project_file(project_dir: Path) -> tuple[Path, bytes, Any] | None:

@@ -175,3 +175,26 @@ def test_a_workdir_with_a_newline_is_named_on_one_line(cli, project):
     result = cli("submit", "--workdir", "/tmp/a\nb", "ok.py")
     assert result.exit_code != 0 and "Traceback" not in result.stderr, result
     assert result.stderr.splitlines()[0] == "error: project directory '/tmp/a\\nb' does not exist", result
+
+
+@pytest.mark.parametrize("source, value", [("env", "out"), ("env", "awsrun"), ("toml", ""), ("toml", "rel/dir"),
+                                           ("env", "/tmp/a\nb")])
+def test_a_remote_dir_that_is_not_absolute_is_refused(cli, project, source, value):
+    """A relative remote_dir lands where the command runs: on this machine, inside the project."""
+    env = {}
+    if source == "env":
+        env["AWSRUN_REMOTE_DIR"] = value
+    else:
+        (project / "awsrun.toml").write_text(f"remote_dir = {value!r}\n".replace("'", '"'))
+    result = cli("config", env=env)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result
+    assert f"remote_dir {value!r} must be an absolute path or start with ~ (like ~/awsrun)" in result.stderr
+
+
+def test_a_remote_dir_inside_the_project_is_refused_on_this_machine(cli, project, local_cluster):
+    (project / "ok.py").write_text("print('ok')\n")
+    inside = project / "out"
+    result = cli("submit", "ok.py", env={"AWSRUN_REMOTE_DIR": str(inside)})
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result
+    assert f"inside the project {project}: each submit would copy the project into itself" in result.stderr
+    assert not inside.exists()

@@ -60,6 +60,8 @@ def submit(host: JobHost, request: SubmitRequest, tree: sync.LocalTree | None = 
         raise ConfigError(f"{request.script} is excluded from the sync (.gitignore, .awsrunignore or awsrun's "
                           "default rules)", hint=f"re-include it with `!{request.script}` in .awsrunignore")
     remote_root = project_remote_dir(host.remote_dir, request.project_dir)
+    if host.local:
+        _refuse_a_copy_inside(remote_root, request.project_dir)
     argv, is_python = job_argv(request.script, request.args, host.job_python, request.launcher)
     directory = tmux.remote_path(tmux.job_dir(name, host.jobs_root))
     output_dir = f"runs/{name}"
@@ -129,6 +131,16 @@ def _install_then_launch(host: JobHost, result, install: str | None, launch: str
     if not installed.ok:
         return installed
     return host.remote.run(launch)
+
+
+def _refuse_a_copy_inside(remote_root: str, project_dir: Path) -> None:
+    """On this machine the synced copy must not land in the project: every submit would copy the copies."""
+    target = Path(os.path.abspath(os.path.expanduser(remote_root)))
+    project = Path(os.path.abspath(project_dir))
+    if target == project or project in target.parents:
+        raise ConfigError(f"remote_dir puts the synced copy at {target}, inside the project {project}: "
+                          "each submit would copy the project into itself",
+                          hint="set remote_dir outside the project, e.g. AWSRUN_REMOTE_DIR=~/awsrun")
 
 
 def _started(host: JobHost, request: SubmitRequest, name: str, argv: list[str], remote_root: str,
