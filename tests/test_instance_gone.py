@@ -150,3 +150,16 @@ def test_spot_reclaimed_before_submit_is_named_as_such(cli, ec2, fleet, project)
     again = cli("submit", "loop.py")  # the state says so now: no SSH attempt, the way on is named
     line = one_line_error(again)
     assert "has no node 0" in line and "awsrun up --cluster default" in again.stderr, again
+
+
+def test_an_instance_recorded_stopped_then_terminated_is_named_terminated_not_stopped(cli, ec2, fleet, project):
+    """The state said stopped (awsrun stop); EC2 then ended it: commands must not send the user to `start`."""
+    instance_id = up(cli)
+    assert cli("stop").exit_code == 0
+    vanish(ec2, fleet, instance_id)
+    result = cli("logs")
+    line = one_line_error(result)
+    assert line == (f"error: instance {instance_id} of cluster 'default' was terminated: a user terminated or "
+                    "stopped it (EC2 API or console) (Client.UserInitiatedShutdown)"), result
+    assert "awsrun start" not in result.stderr
+    assert recorded_ids(cli) == []

@@ -52,7 +52,7 @@ def explain(home: Home, cluster_name: str, error: AwsrunError, aws=None) -> Awsr
         cluster = state.get_cluster(cluster_name)
         if cluster is None or cluster.provider != "aws":
             return error
-        records = [r for r in state.instances(cluster.name) if r.state in ("running", "pending")]
+        records = [r for r in state.instances(cluster.name) if r.state in ("running", "pending", "stopping", "stopped")]
         if not records:
             return error
         try:
