@@ -13,6 +13,8 @@ from awsrun.errors import ConfigError, NotFoundError
 from awsrun.state import ClusterRecord, InstanceRecord, State
 from tests.harness.cli import AwsrunCli
 from tests.harness.clusters import local_cluster  # noqa: F401 (a fixture)
+from tests.test_faults import one_line_error
+from tests.test_jobs_e2e import TICKER
 
 SSH_CIDR = "203.0.113.7/32"
 
@@ -23,15 +25,10 @@ def ok(result):
 
 
 def failure(result) -> tuple[str, str]:
-    """The failure as the user sees it: exactly one `error:` line, at most one `hint:` line after it."""
-    assert result.exit_code not in (0, 70), result
-    assert "Traceback" not in result.stderr + result.stdout, result
-    lines = result.stderr.splitlines()
-    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
-    assert len(errors) == 1, result
-    tail = lines[errors[0] + 1:]
-    assert tail == [] or (len(tail) == 1 and tail[0].startswith("  hint: ")), result
-    return lines[errors[0]], (tail[0].removeprefix("  hint: ") if tail else "")
+    """The failure as the user sees it (tests.test_faults.one_line_error checks its shape): its line and hint."""
+    line = one_line_error(result)
+    tail = result.stderr.splitlines()[result.stderr.splitlines().index(line) + 1:]
+    return line, (tail[0].removeprefix("  hint: ") if tail else "")
 
 
 # 1. `awsrun autostop` names its own options, `up` keeps naming its own --------------------------------
@@ -179,14 +176,6 @@ def test_autostop_on_a_cluster_it_cannot_reach_changes_nothing(cli, aws, ec2, fl
 
 
 # 6. attach without a terminal -------------------------------------------------------------------------
-TICKER = """\
-import itertools, os, time
-for i in itertools.count():
-    print("tick", i, flush=True)
-    if os.path.exists("stop"):
-        break
-    time.sleep(0.2)
-"""
 
 
 def test_attach_without_a_terminal_is_refused_with_the_way_to_follow_the_log(cli, project, local_cluster):

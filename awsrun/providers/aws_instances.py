@@ -15,8 +15,22 @@ from awsrun.providers.aws_requests import (
 )
 
 
+class AwsrunTagged:
+    """The cluster and owner awsrun's tags name, on anything that has `tags`."""
+
+    tags: Mapping[str, str]
+
+    @property
+    def cluster(self) -> str | None:
+        return self.tags.get(TAG_CLUSTER)
+
+    @property
+    def owner(self) -> str | None:
+        return self.tags.get(TAG_OWNER)
+
+
 @dataclass(frozen=True)
-class Ec2Instance:
+class Ec2Instance(AwsrunTagged):
     """What awsrun reads from one DescribeInstances entry."""
 
     id: str
@@ -33,14 +47,6 @@ class Ec2Instance:
     state_reason: str | None
     tags: Mapping[str, str] = field(default_factory=dict)
     kept_volume_ids: tuple[str, ...] = ()   # its EBS volumes that outlive its termination (DeleteOnTermination off)
-
-    @property
-    def cluster(self) -> str | None:
-        return self.tags.get(TAG_CLUSTER)
-
-    @property
-    def owner(self) -> str | None:
-        return self.tags.get(TAG_OWNER)
 
     @property
     def launch_token(self) -> str | None:

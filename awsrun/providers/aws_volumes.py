@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from awsrun.providers.aws_requests import TAG_CLUSTER, TAG_OWNER
+from awsrun.providers.aws_instances import AwsrunTagged
 
 
 @dataclass(frozen=True)
-class Ec2Volume:
+class Ec2Volume(AwsrunTagged):
     id: str
     size_gb: int
     volume_type: str
@@ -18,14 +18,6 @@ class Ec2Volume:
     instance_id: str | None             # attached to; None when no instance uses it
     created_at: float | None
     tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def cluster(self) -> str | None:
-        return self.tags.get(TAG_CLUSTER)
-
-    @property
-    def owner(self) -> str | None:
-        return self.tags.get(TAG_OWNER)
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> "Ec2Volume":
