@@ -123,13 +123,23 @@ sftp_push.push(LocalRemote(), scan.scan(Path(sys.argv[1])), sys.argv[2])
 """
 
 
+def _growing_temp_file(target: Path) -> bool:
+    """A temp file past 1 MB in `target`; the small file's temp file may be renamed between listing and stat."""
+    for path in (target.iterdir() if target.is_dir() else []):
+        try:
+            if path.name.startswith(scan.TEMP_PREFIX) and path.stat().st_size > 1 << 20:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def test_a_killed_transfer_leaves_whole_files_only_and_its_temp_file_is_cleared_when_stale(tmp_path):
     root = tree(tmp_path / "p", {"a.bin": os.urandom(1000), "b.bin": os.urandom(200 << 20)})
     target = tmp_path / "m" / "p"
     child = subprocess.Popen([sys.executable, "-c", KILLED_PUSH, str(root), str(target)], cwd=Path(__file__).parent.parent)
     deadline = time.monotonic() + 60
-    while not [p for p in (target.iterdir() if target.is_dir() else []) if p.name.startswith(scan.TEMP_PREFIX)
-               and p.stat().st_size > 1 << 20]:
+    while not _growing_temp_file(target):
         assert child.poll() is None and time.monotonic() < deadline, "the push ended before it could be killed"
         time.sleep(0.005)
     os.kill(child.pid, signal.SIGKILL)
