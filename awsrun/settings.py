@@ -152,16 +152,15 @@ _REGION = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d{1,2}\Z")
 
 def _check_regions(value: str, source: str) -> None:
     for one in split_list(value) or [value]:
-        if not _REGION.match(one):
-            raise ConfigError(f"{source}: {one!r} is not an AWS region (like us-east-1)",
-                              hint=_nearest_region(one) or "several regions go comma-separated, in order: us-east-1,us-west-2")
+        _check_region(one, source, otherwise="several regions go comma-separated, in order: us-east-1,us-west-2")
 
 
-def _check_region(value: str, source: str) -> None:
+def _check_region(value: str, source: str,
+                  otherwise: str = "`awsrun doctor` shows the region each source gives") -> None:
     """A typo (`us-east1`) is said here, not as a failed connection to a host that does not exist."""
     if not _REGION.match(value):
         raise ConfigError(f"{source}: {value!r} is not an AWS region (like us-east-1)",
-                          hint=_nearest_region(value) or "`awsrun doctor` shows the region each source gives")
+                          hint=_nearest_region(value) or otherwise)
 
 
 def _nearest_region(typed: str) -> str | None:

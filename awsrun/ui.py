@@ -10,7 +10,7 @@ from typing import Any, Iterator, Sequence
 
 import click
 
-from awsrun.errors import AwsrunError
+from awsrun.errors import AwsrunError, ConfigError
 
 
 def printable(text: str, keep: str = "") -> str:
@@ -51,6 +51,13 @@ def job_output(text: str) -> None:
     """A job's own output (`logs`, `submit --follow`), as the job wrote it: colours, progress bars and all,
     as `tail -f` or `attach` would show them."""
     click.echo(text)
+
+
+def confirm(command: str, what: str, rerun: str, question: str | None = None) -> None:
+    """Go on only if the user says yes: asked on a terminal; elsewhere refused, naming the --yes to add."""
+    if not sys.stdin.isatty():
+        raise ConfigError(f"`{command}` would {what}: confirm with --yes", hint=rerun)
+    click.confirm(question or f"{what}?", abort=True, err=True)
 
 
 def emit_json(data: Any) -> None:

@@ -104,7 +104,7 @@ def up_command(app: AppContext, nodes: int | None, no_bootstrap: bool, local: bo
     if dry_run:
         if local or hosts:
             raise ConfigError("--dry-run plans EC2 launches; leave out --local / --host")
-        _check_before_a_plan(app, request)
+        up.refuse_before_a_plan(app.home, request)
         _show_plan(settings, nodes or 1)
         return
     try:
@@ -155,20 +155,6 @@ def _show_attempts(attempts) -> None:
              [(a.region, a.instance_type, a.market, a.zone or "-", a.outcome, a.reason[:100]) for a in attempts], title="what up tried, in order")
 
 
-def _check_before_a_plan(app: AppContext, request) -> None:
-    """What `up` itself refuses before any cloud call, so that a plan is never shown for flags `up` rejects."""
-    from awsrun.cluster import autostop, ops
-    from awsrun.cluster.caller_ip import resolve_ssh_cidr
-    from awsrun.providers.aws_requests import validate_cluster_name
-
-    settings = request.settings
-    validate_cluster_name(settings.cluster)
-    before = autostop.recorded(ops.recorded(app.home, settings.cluster)[0])
-    autostop.for_up(settings, request.explicit, request.autostop_down, before, request.autostop_gpu_idle)
-    if settings.ssh_cidr is not None:  # given: checked, never looked up
-        resolve_ssh_cidr(settings)
-
-
 def _show_plan(settings, count: int) -> None:
     from awsrun.cluster.capacity_plan import plan
     from awsrun.cluster.context import default_aws
@@ -198,6 +184,7 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
     """Every cluster, its instances, uptime, price and cost so far, autostop; orphaned awsrun instances too."""
     if cached and agent:
         raise ConfigError("--cached makes no remote call; leave out --agent")
+    settings = app.settings()
     if cached:
         from awsrun.cluster.status import cached_status as _cached
 
@@ -205,7 +192,7 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
     else:
         from awsrun.cluster.status import status
 
-        report = status(app.home, app.settings(), cluster=cluster, agent=agent)
+        report = status(app.home, settings, cluster=cluster, agent=agent)
     if as_json:
         ui.emit_json(report.to_json())
         return
@@ -219,7 +206,7 @@ def status_command(app: AppContext, cluster: str | None, as_json: bool, agent: b
                   "uptime", "$/h", "cost $", "autostop"] + (["autostop fires"] if agent else []) + ["disk"], rows)
     elif not report.clusters:
         ui.say("no clusters. Start one with `awsrun up` (or `awsrun up --local`).")
-    configured = app.settings().cluster
+    configured = settings.cluster
     for c in report.clusters:
         flag = cluster_flag(c.name, configured)
         if not c.instances:
@@ -298,11 +285,9 @@ def down_command(app: AppContext, cluster: str | None, yes: bool, delete_disks: 
     if running:
         what += f" and end its {ops.running_label(running)}"
     if not yes:
-        if not sys.stdin.isatty():
-            raise ConfigError(f"`awsrun down` would {what}: confirm with --yes",
-                              hint=f"awsrun down --yes --cluster {name}" + (" --delete-disks" if delete_disks else ""))
         ids = ", ".join(i.id for i in instances) or "no instances recorded"
-        click.confirm(f"{what} ({ids})?", abort=True, err=True)
+        ui.confirm("awsrun down", what, f"awsrun down --yes --cluster {name}" + (" --delete-disks" if delete_disks else ""),
+                   f"{what} ({ids})?")
     result = ops.down(app.home, settings, UiReporter(), end_jobs=True, delete_disks=delete_disks)
     if result.provider != "aws":
         ended = f"; ended {ops.jobs_label(result.ended_jobs)}" if result.ended_jobs else ""

@@ -1,14 +1,12 @@
 """What disks still bill, as stop, status and down say it, and the verb that deletes a disk left behind."""
 from __future__ import annotations
 
-import sys
 import time
 
 import click
 
 from awsrun import ui
 from awsrun.cli.context import AppContext
-from awsrun.errors import ConfigError
 
 
 def gb(size: int | None) -> str | None:
@@ -74,10 +72,8 @@ def delete_disk_command(app: AppContext, disk_ids: tuple[str, ...], region: str 
     disks, provider = find_deletable(settings.region, list(disk_ids))
     what = ", ".join(f"{d.id} ({gb(d.size_gb)}, cluster {d.cluster})" for d in disks)
     if not yes:
-        if not sys.stdin.isatty():
-            raise ConfigError(f"`awsrun delete-disk` would delete {what} and what it holds: confirm with --yes",
-                              hint=f"awsrun delete-disk {' '.join(d.id for d in disks)} --region {provider.region} --yes")
-        click.confirm(f"delete {what} and what it holds?", abort=True, err=True)
+        ui.confirm("awsrun delete-disk", f"delete {what} and what it holds",
+                   f"awsrun delete-disk {' '.join(d.id for d in disks)} --region {provider.region} --yes")
     delete_left_behind(app.home, provider, disks)
     ui.say(f"deleted {', '.join(d.id for d in disks)} in {provider.region}")
 

@@ -26,8 +26,10 @@ from awsrun.providers.aws_requests import LaunchSpec
 from awsrun.state import ClusterRecord, InstanceRecord
 
 
-def move_stopped(run, provider, cluster: ClusterRecord, owner: str, record: InstanceRecord) -> InstanceRecord:
-    """Move the stopped `record` to another zone; returns the new instance's record, SSH answering."""
+def move_stopped(run, provider, cluster: ClusterRecord, owner: str, record: InstanceRecord,
+                 kept: tuple[str, ...] = ()) -> InstanceRecord:
+    """Move the stopped `record` to another zone; returns the new instance's record, SSH answering. `kept`:
+    its volumes that outlive its termination (`up --keep-volume`); the new disk is kept as they were."""
     from awsrun.cluster.access import wait_for_ssh
 
     reporter, state = run.reporter, run.state
@@ -39,8 +41,6 @@ def move_stopped(run, provider, cluster: ClusterRecord, owner: str, record: Inst
         provider.wait_image(image_id)
     image = provider.resolve_image(image_id)
     types = _types(run.settings, record)
-    old = provider.describe_ids([record.id])
-    kept = old[0].kept_volume_ids if old else ()  # the new disk outlives `down` as the old one did
     launched = None
     tried: list[str] = []
     resumed = {p.node: p.extra.get("launch_token") for p in ec2.reconcile(state, provider, cluster,

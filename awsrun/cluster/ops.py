@@ -104,6 +104,11 @@ def _kept_ids(found: aws_cluster.Reconciled) -> set[str]:
     return {v for instance in found.described.values() for v in instance.kept_volume_ids}
 
 
+def _kept_by(found: aws_cluster.Reconciled, instance_id: str) -> tuple[str, ...]:
+    described = found.described.get(instance_id)
+    return described.kept_volume_ids if described else ()
+
+
 def _stop(run: Run, provider, found: aws_cluster.Reconciled) -> list[str]:
     targets = [r for r in found.live if r.state in ("pending", "running")]
     ids = [r.id for r in targets]
@@ -144,7 +149,7 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
                                  "(`awsrun status` shows when it runs)")
     if interrupted:
         (record,) = [r for r in found.live if r.id in interrupted]
-        ids = [moving.move_stopped(run, provider, cluster, owner, record).id]
+        ids = [moving.move_stopped(run, provider, cluster, owner, record, _kept_by(found, record.id)).id]
     elif ids:
         try:
             with run.reporter.phase(f"starting {', '.join(ids)}"):
@@ -155,7 +160,7 @@ def _start(run: Run, provider, cluster: ClusterRecord, owner: str, found: aws_cl
                 raise CapacityError(exc.message, hint=f"`awsrun start{flag} --move` moves it to a zone with room, "
                                                       f"disk and all; or try again later") from None
             (record,) = [r for r in found.live if r.id in ids]
-            moved = moving.move_stopped(run, provider, cluster, owner, record)
+            moved = moving.move_stopped(run, provider, cluster, owner, record, _kept_by(found, record.id))
             ids = [moved.id]
     waiting = ids + [r.id for r in found.live if r.state == "pending"]
     if waiting:

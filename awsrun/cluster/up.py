@@ -16,7 +16,7 @@ from awsrun.cluster import autostop, keys
 from awsrun.cluster import ec2 as aws_cluster
 from awsrun.cluster import nodes as cluster_nodes
 from awsrun.cluster.access import open_remote, wait_for_ssh
-from awsrun.cluster.caller_ip import looks_up_address
+from awsrun.cluster.caller_ip import looks_up_address, resolve_ssh_cidr
 from awsrun.cluster.context import (
     AwsFactory,
     Run,
@@ -74,6 +74,21 @@ def up(home: Home, request: UpRequest, reporter: Reporter, aws: AwsFactory = def
         for remote in run.remotes.values():
             remote.close()
         run.state.close()
+
+
+def refuse_before_a_plan(home: Home, request: UpRequest) -> None:
+    """What `up` refuses before any cloud call (the cluster name here, the autostop setting and a given
+    --ssh-cidr in _up_aws), for `up --dry-run`: a plan is never shown for flags `up` rejects."""
+    settings = request.settings
+    validate_cluster_name(settings.cluster)
+    state = open_state(home)
+    try:
+        before = autostop.recorded(state.get_cluster(settings.cluster))
+    finally:
+        state.close()
+    autostop.for_up(settings, request.explicit, request.autostop_down, before, request.autostop_gpu_idle)
+    if settings.ssh_cidr is not None:  # given: checked, never looked up
+        resolve_ssh_cidr(settings)
 
 
 def _interrupted(name: str, run: Run) -> Interrupted:
