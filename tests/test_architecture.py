@@ -6,7 +6,7 @@ Imports are read with ast, those inside functions too: a function-level import t
 circle all the same, only found later. Imports under `if TYPE_CHECKING:` never run and are left out.
 `from awsrun import x` imports the module awsrun.x; `from awsrun.x import y` imports awsrun.x.y when that
 is a module, else awsrun.x (a package's names live in its __init__). The scripts in awsrun/data/ run on
-the instance, not in awsrun's process: their file names are no module names, and they are not read.
+the instance, not in awsrun's process: awsrun/data is no package (it has no __init__.py), and they are not read.
 """
 from __future__ import annotations
 
@@ -26,13 +26,14 @@ IMPORT_NAMES = {"click": "click", "boto3": "boto3", "paramiko": "paramiko", "ric
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:
-    """Dotted module name -> file, for every .py under `root` whose path is a module name."""
+    """Dotted module name -> file, for every .py under `root` whose path is a module name, in packages only."""
     modules = {}
     for path in sorted(root.rglob("*.py")):
         parts = list(path.relative_to(root).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if all(part.isidentifier() for part in parts):
+        in_packages = all((root / folder / "__init__.py").exists() for folder in path.relative_to(root).parents)
+        if in_packages and all(part.isidentifier() for part in parts):
             modules[".".join([package, *parts])] = path
     return modules
 

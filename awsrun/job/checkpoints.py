@@ -20,6 +20,7 @@ from awsrun.errors import ConfigError
 from awsrun.job.tmux import remote_path
 
 SCRIPT_NAME = "awsrun-checkpoints.py"
+LIBRARY_NAME = "awsrun_mirror.py"  # what the program imports, from its own directory
 TOOLS_VENV = "~/.awsrun/tools"          # python3 -m venv + boto3: the job's own venv stays the user's
 SCRIPT = f"~/.awsrun/bin/{SCRIPT_NAME}"
 PUSH_EVERY_S = 60
@@ -161,19 +162,22 @@ def follow_words(plan: MirrorPlan, output_dir: str, pid_file: str) -> str:
             f"--pid-file {pid_file} {shlex.join([output_dir, str(plan.url)])}")
 
 
-def program_path() -> Path:
-    """The mirror program as packaged (awsrun/data, a link to infra/ in a checkout)."""
-    return Path(__file__).resolve().parents[1] / "data" / SCRIPT_NAME
+def program_path(name: str = SCRIPT_NAME) -> Path:
+    """The mirror program (or its library) as packaged (awsrun/data, a link to infra/ in a checkout)."""
+    return Path(__file__).resolve().parents[1] / "data" / name
 
 
 def prepare_steps(plan: MirrorPlan, output_path: str) -> str:
     """Shell steps before the job starts: the mirror program and its venv in place, the mirror restored."""
     steps = []
     if plan.install_tools:
-        script = remote_path(plan.script)
-        steps += [tools_step(plan.pip_args),
-                  f"mkdir -p {remote_path(posixpath.dirname(plan.script))} && "
-                  f"printf '%s' {shlex.quote(program_path().read_text())} > {script}.tmp && mv {script}.tmp {script}"]
+        folder = posixpath.dirname(plan.script)
+        writes = [f"mkdir -p {remote_path(folder)}"]
+        for name, target in ((LIBRARY_NAME, posixpath.join(folder, LIBRARY_NAME)), (SCRIPT_NAME, plan.script)):
+            path = remote_path(target)
+            writes.append(f"printf '%s' {shlex.quote(program_path(name).read_text())} > {path}.tmp && "
+                          f"mv {path}.tmp {path}")
+        steps += [tools_step(plan.pip_args), " && ".join(writes)]
     if plan.restore:
         steps.append(restore_step(plan, output_path))
     return "; ".join(steps) if steps else ":"

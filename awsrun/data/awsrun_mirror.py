@@ -1,0 +1,1 @@
+../../infra/awsrun_mirror.py
